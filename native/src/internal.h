@@ -1,0 +1,140 @@
+/* Internal declarations shared by the edgeguard kernel files. Not installed. */
+#ifndef EG_INTERNAL_H
+#define EG_INTERNAL_H
+
+#include "edgeguard/edgeguard.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* What the build compiles in for this target. Kill switches: EG_DISABLE_SIMD,
+ * EG_DISABLE_AVX2, EG_DISABLE_NEON (for compilers lacking the intrinsics). */
+#if !defined(EG_DISABLE_SIMD)
+#if defined(__x86_64__) || defined(_M_X64)
+#define EG_HAS_SSE2 1
+#if !defined(EG_DISABLE_AVX2) && (defined(__GNUC__) || defined(__clang__))
+#define EG_HAS_AVX2 1
+#endif
+#elif defined(__aarch64__) && !defined(EG_DISABLE_NEON)
+#define EG_HAS_NEON 1
+#elif defined(__arm__) && !defined(EG_DISABLE_NEON) && (defined(__ARM_NEON) || defined(EG_BUILD_NEON))
+/* 32-bit ARM: the build compiles kernels_neon.c alone with -mfpu=neon and
+ * defines EG_BUILD_NEON everywhere; cpu.c checks the CPU at run time. */
+#define EG_HAS_NEON 1
+#endif
+#endif
+
+/* ---- checked size arithmetic ---- */
+static inline int eg_mul_ok(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+/* scipy's 'reflect' (half-sample symmetric) index, repeated for any distance. */
+static inline size_t eg_reflect_index(ptrdiff_t i, size_t n) {
+    const ptrdiff_t p = 2 * (ptrdiff_t)n;
+    i %= p;
+    if (i < 0) i += p;
+    return (size_t)(i < (ptrdiff_t)n ? i : p - 1 - i);
+}
+
+/* 1 when [a, a+an) and [b, b+bn) overlap (byte ranges). */
+static inline int eg_overlaps(const void *a, size_t an, const void *b, size_t bn) {
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    return an && bn && pa < pb + bn && pb < pa + an;
+}
+
+/* ---- kernel signatures ---- */
+typedef void (*eg_bit_depth_f32_fn)(const float *src, float *dst, size_t count, int bits);
+typedef void (*eg_bit_depth_u8_fn)(const uint8_t *src, uint8_t *dst, size_t count, int bits);
+
+/* A median "span": n consecutive outputs whose k x k windows lie entirely inside
+ * the image. rows[dy] (dy = 0..k-1) points at the input element in the row at
+ * vertical offset dy - k/2 that lines up with dst[0]; horizontal neighbours are
+ * `cstride` elements apart. Reads rows[dy][i + (dx - k/2) * cstride]. */
+typedef void (*eg_median_span_u8_fn)(const uint8_t *const *rows, size_t n, size_t cstride, uint8_t *dst);
+typedef void (*eg_median_span_f32_fn)(const float *const *rows, size_t n, size_t cstride, float *dst);
+
+typedef void (*eg_softmax_row_fn)(const float *logits, float *probs, size_t classes);
+typedef float (*eg_l1_row_fn)(const float *a, const float *b, size_t classes);
+/* npix pixels of c interleaved uint8 channels -> float. NCHW: channel ch goes to
+ * dst + ch * plane (contiguous per channel); NHWC: interleaved (plane unused). */
+typedef void (*eg_preprocess_fn)(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane,
+                                 int planar, float scale, const float *mean, const float *std);
+
+/* One table per ISA; every entry is non-NULL (an ISA without its own variant of
+ * an op points at the best lower one). */
+typedef struct eg_kernels {
+    eg_isa isa;
+    eg_bit_depth_f32_fn bit_depth_f32;
+    eg_bit_depth_u8_fn bit_depth_u8;
+    eg_median_span_u8_fn median_span_u8[EG_MEDIAN_MAX_WINDOW + 1];  /* index = window; [0] unused */
+    eg_median_span_f32_fn median_span_f32[EG_MEDIAN_MAX_WINDOW + 1];
+    eg_softmax_row_fn softmax_row;
+    eg_l1_row_fn l1_row;
+    eg_preprocess_fn preprocess;
+} eg_kernels;
+
+/* The one dispatch point: the table for `isa` (EG_ISA_AUTO = best available),
+ * or NULL when that ISA is unavailable. */
+const eg_kernels *eg__kernels(eg_isa isa);
+
+extern const eg_kernels eg__kernels_scalar;
+#if defined(EG_HAS_SSE2)
+extern const eg_kernels eg__kernels_sse2;
+#endif
+#if defined(EG_HAS_AVX2)
+extern const eg_kernels eg__kernels_avx2;
+#endif
+#if defined(EG_HAS_NEON)
+extern const eg_kernels eg__kernels_neon;
+#endif
+
+/* ---- portable reference kernels (kernels_c.c) ---- */
+void eg__bit_depth_f32__c(const float *src, float *dst, size_t count, int bits);
+void eg__bit_depth_u8__c(const uint8_t *src, uint8_t *dst, size_t count, int bits);
+float eg__bit_depth_f32_one(float x, float m); /* rint(x*m)/m, the scalar definition */
+uint8_t eg__bit_depth_u8_one(uint8_t x, int bits);
+
+/* One output pixel (row y, column x, channel ch) of a plane with the full
+ * reflect rule; `plane` points at channel 0 of pixel (0, 0); pixels are cstride
+ * elements apart and rows w*cstride elements apart. */
+uint8_t eg__median_pixel_u8(const uint8_t *plane, size_t h, size_t w, size_t cstride, size_t y, size_t x, int k);
+float eg__median_pixel_f32(const float *plane, size_t h, size_t w, size_t cstride, size_t y, size_t x, int k);
+void eg__median_span_u8__c(const uint8_t *const *rows, size_t n, size_t cstride, int k, uint8_t *dst);
+void eg__median_span_f32__c(const float *const *rows, size_t n, size_t cstride, int k, float *dst);
+
+void eg__softmax_row__c(const float *logits, float *probs, size_t classes);
+float eg__l1_row__c(const float *a, const float *b, size_t classes);
+void eg__preprocess__c(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane, int planar,
+                       float scale, const float *mean, const float *std);
+
+/* ---- shared float helpers, written op by op so every ISA can mirror them ----
+ * FLT_MIN flushing: ARMv7 NEON always flushes subnormals to zero, so every
+ * variant flushes the detector's intermediate values the same way. */
+#define EG_FLT_MIN 1.17549435e-38f
+#define EG_EXP_LO (-87.33654475f) /* below: exp underflows to a subnormal; we return 0 */
+#define EG_EXP_HI 88.37626266f
+#define EG_LOG2E 1.44269504088896341f
+#define EG_LN2_HI 0.693359375f
+#define EG_LN2_LO (-2.12194440e-4f)
+#define EG_ROUND_MAGIC 12582912.0f /* 1.5 * 2^23: (t + M) - M rounds t to nearest even for |t| < 2^22 */
+#define EG_EXP_P0 1.9875691500e-4f
+#define EG_EXP_P1 1.3981999507e-3f
+#define EG_EXP_P2 8.3334519073e-3f
+#define EG_EXP_P3 4.1665795894e-2f
+#define EG_EXP_P4 1.6666665459e-1f
+#define EG_EXP_P5 5.0000001201e-1f
+
+float eg__exp_ref(float x); /* Cephes-style expf, the definition every SIMD exp mirrors */
+
+/* Per-depth constants of the uint8 bit-depth squeezer in 16-bit lanes:
+ * j = (t + (t >> 8)) >> 8 with t = x*m + 128 gives round(x*m/255) exactly, and
+ * out = (j*A + B) >> 8 gives round(j*255/m) exactly (both checked exhaustively
+ * by the C tests). Index = bits. */
+extern const uint16_t eg__bit_depth_u8_m[9];
+extern const uint16_t eg__bit_depth_u8_a[9];
+extern const uint16_t eg__bit_depth_u8_b[9];
+
+#endif /* EG_INTERNAL_H */

@@ -1,0 +1,231 @@
+/* AVX2 variants (x86-64, compiled with -mavx2 and checked at run time).
+ * Each matches kernels_c.c bit for bit. */
+#include "internal.h"
+
+#if defined(EG_HAS_AVX2)
+#include <immintrin.h>
+
+/* ---------------------------------------------------------------- bit depth */
+
+static inline __m256 rint_ps(__m256 v) { /* see kernels_sse2.c */
+    const __m256 sign = _mm256_set1_ps(-0.0f), two23 = _mm256_set1_ps(8388608.0f);
+    const __m256 a = _mm256_andnot_ps(sign, v);
+    const __m256 r = _mm256_or_ps(_mm256_sub_ps(_mm256_add_ps(a, two23), two23), _mm256_and_ps(sign, v));
+    return _mm256_blendv_ps(v, r, _mm256_cmp_ps(a, two23, _CMP_LT_OQ));
+}
+
+static void bit_depth_f32(const float *src, float *dst, size_t count, int bits) {
+    const float mf = (float)((1 << bits) - 1);
+    const __m256 m = _mm256_set1_ps(mf);
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_div_ps(rint_ps(_mm256_mul_ps(_mm256_loadu_ps(src + i), m)), m));
+    if (i < count) eg__kernels_sse2.bit_depth_f32(src + i, dst + i, count - i, bits);
+}
+
+static inline __m256i bit_depth_u16(__m256i x, __m256i m, __m256i a, __m256i b) {
+    const __m256i t = _mm256_add_epi16(_mm256_mullo_epi16(x, m), _mm256_set1_epi16(128));
+    const __m256i j = _mm256_srli_epi16(_mm256_add_epi16(t, _mm256_srli_epi16(t, 8)), 8);
+    return _mm256_srli_epi16(_mm256_add_epi16(_mm256_mullo_epi16(j, a), b), 8);
+}
+
+static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bits) {
+    const __m256i m = _mm256_set1_epi16((short)eg__bit_depth_u8_m[bits]);
+    const __m256i a = _mm256_set1_epi16((short)eg__bit_depth_u8_a[bits]);
+    const __m256i b = _mm256_set1_epi16((short)eg__bit_depth_u8_b[bits]);
+    const __m256i zero = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 32 <= count; i += 32) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(src + i));
+        /* unpack and pack both work within 128-bit lanes, so the order survives */
+        const __m256i lo = bit_depth_u16(_mm256_unpacklo_epi8(x, zero), m, a, b);
+        const __m256i hi = bit_depth_u16(_mm256_unpackhi_epi8(x, zero), m, a, b);
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_packus_epi16(lo, hi));
+    }
+    if (i < count) eg__kernels_sse2.bit_depth_u8(src + i, dst + i, count - i, bits);
+}
+
+/* ---------------------------------------------------------------- median */
+
+static void narrow_u8(const uint8_t *const *rows, size_t n, size_t cs, int k, uint8_t *dst) {
+    eg__kernels_sse2.median_span_u8[k](rows, n, cs, dst);
+}
+static void narrow_f32(const float *const *rows, size_t n, size_t cs, int k, float *dst) {
+    eg__kernels_sse2.median_span_f32[k](rows, n, cs, dst);
+}
+
+#define EG_T uint8_t
+#define EG_V __m256i
+#define EG_LANES 32
+#define EG_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
+#define EG_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
+#define EG_MIN _mm256_min_epu8
+#define EG_MAX _mm256_max_epu8
+#define EG_FINISH(v) (v)
+#define EG_NARROW narrow_u8
+#define EG_SPAN(k) median_span_u8_##k
+#include "median_span.h"
+#undef EG_T
+#undef EG_V
+#undef EG_LANES
+#undef EG_LOAD
+#undef EG_STORE
+#undef EG_MIN
+#undef EG_MAX
+#undef EG_FINISH
+#undef EG_NARROW
+#undef EG_SPAN
+
+#define EG_T float
+#define EG_V __m256
+#define EG_LANES 8
+#define EG_LOAD(p) _mm256_loadu_ps(p)
+#define EG_STORE(p, v) _mm256_storeu_ps((p), (v))
+#define EG_MIN _mm256_min_ps
+#define EG_MAX _mm256_max_ps
+#define EG_FINISH(v) _mm256_add_ps((v), _mm256_setzero_ps())
+#define EG_NARROW narrow_f32
+#define EG_SPAN(k) median_span_f32_##k
+#include "median_span.h"
+
+/* ---------------------------------------------------------------- detector math */
+
+static inline __m256 flush_ps(__m256 x) {
+    const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+    return _mm256_andnot_ps(_mm256_cmp_ps(a, _mm256_set1_ps(EG_FLT_MIN), _CMP_LT_OQ), x);
+}
+
+/* Mirrors eg__exp_ref operation by operation (no FMA: -mavx2 only). */
+static inline __m256 exp_ps(__m256 x) {
+    const __m256 valid = _mm256_cmp_ps(x, _mm256_set1_ps(EG_EXP_LO), _CMP_GE_OQ);
+    x = _mm256_min_ps(x, _mm256_set1_ps(EG_EXP_HI));
+    const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(EG_LOG2E));
+    const __m256 magic = _mm256_set1_ps(EG_ROUND_MAGIC);
+    const __m256 n = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
+    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(EG_LN2_HI)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(EG_LN2_LO)));
+    const __m256 z = _mm256_mul_ps(r, r);
+    __m256 y = _mm256_set1_ps(EG_EXP_P0);
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(EG_EXP_P1));
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(EG_EXP_P2));
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(EG_EXP_P3));
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(EG_EXP_P4));
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(EG_EXP_P5));
+    y = _mm256_mul_ps(y, z);
+    y = _mm256_add_ps(y, r);
+    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(valid, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+}
+
+static float sum8(const float *a) {
+    const float t0 = a[0] + a[4], t1 = a[1] + a[5], t2 = a[2] + a[6], t3 = a[3] + a[7];
+    const float u0 = t0 + t2, u1 = t1 + t3;
+    return u0 + u1;
+}
+
+static float flush1(float x) { return (x < 0 ? -x : x) < EG_FLT_MIN ? 0.0f : x; }
+
+static void softmax_row(const float *x, float *p, size_t n) {
+    size_t i = 0;
+    __m256 vmax = _mm256_set1_ps(-__builtin_inff());
+    for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, flush_ps(_mm256_loadu_ps(x + i)));
+    float acc[8];
+    _mm256_storeu_ps(acc, vmax);
+    float mx = acc[0];
+    for (int l = 1; l < 8; l++) mx = acc[l] > mx ? acc[l] : mx;
+    for (; i < n; i++) mx = flush1(x[i]) > mx ? flush1(x[i]) : mx;
+
+    const __m256 vm = _mm256_set1_ps(mx);
+    __m256 vacc = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 e = flush_ps(exp_ps(flush_ps(_mm256_sub_ps(flush_ps(_mm256_loadu_ps(x + i)), vm))));
+        _mm256_storeu_ps(p + i, e);
+        vacc = _mm256_add_ps(vacc, e);
+    }
+    _mm256_storeu_ps(acc, vacc);
+    for (; i < n; i++) {
+        const float e = flush1(eg__exp_ref(flush1(flush1(x[i]) - mx)));
+        p[i] = e;
+        acc[i % 8] += e;
+    }
+    const float inv = 1.0f / sum8(acc);
+    const __m256 vinv = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(p + i, flush_ps(_mm256_mul_ps(_mm256_loadu_ps(p + i), vinv)));
+    for (; i < n; i++) p[i] = flush1(p[i] * inv);
+}
+
+static float l1_row(const float *a, const float *b, size_t n) {
+    __m256 vacc = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 d = _mm256_sub_ps(flush_ps(_mm256_loadu_ps(a + i)), flush_ps(_mm256_loadu_ps(b + i)));
+        vacc = _mm256_add_ps(vacc, flush_ps(_mm256_andnot_ps(sign, d)));
+    }
+    float acc[8];
+    _mm256_storeu_ps(acc, vacc);
+    for (; i < n; i++) {
+        const float d = flush1(a[i]) - flush1(b[i]);
+        acc[i % 8] += flush1(d < 0 ? -d : d);
+    }
+    return sum8(acc);
+}
+
+/* ---------------------------------------------------------------- preprocessing */
+
+/* Interleaved values starting at channel 0; the per-lane mean/std pattern
+ * repeats every lcm(8, c) elements (8 or 24). */
+static void convert_interleaved(const uint8_t *src, float *dst, size_t count, size_t c, float scale,
+                                const float *mean, const float *std) {
+    const size_t nv = (c == 3) ? 3 : 1;
+    __m256 vmean[3], vstd[3];
+    for (size_t v = 0; v < nv; v++) {
+        float mm[8], ss[8];
+        for (size_t l = 0; l < 8; l++) {
+            mm[l] = mean[(v * 8 + l) % c];
+            ss[l] = std[(v * 8 + l) % c];
+        }
+        vmean[v] = _mm256_loadu_ps(mm);
+        vstd[v] = _mm256_loadu_ps(ss);
+    }
+    const __m256 vscale = _mm256_set1_ps(scale);
+    size_t i = 0, phase = 0;
+    for (; i + 8 <= count; i += 8) {
+        const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(src + i))));
+        _mm256_storeu_ps(dst + i, _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(f, vscale), vmean[phase]), vstd[phase]));
+        phase = (phase + 1 == nv) ? 0 : phase + 1;
+    }
+    for (; i < count; i++) dst[i] = ((float)src[i] * scale - mean[i % c]) / std[i % c];
+}
+
+static void preprocess(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane, int planar,
+                       float scale, const float *mean, const float *std) {
+    if (!planar || c == 1) {
+        convert_interleaved(src, dst, npix * c, c, scale, mean, std);
+        return;
+    }
+    uint8_t block[EG_PREPROCESS_MAX_CHANNELS][256]; /* see kernels_sse2.c */
+    for (size_t p0 = 0; p0 < npix; p0 += 256) {
+        const size_t len = npix - p0 < 256 ? npix - p0 : 256;
+        for (size_t p = 0; p < len; p++)
+            for (size_t ch = 0; ch < c; ch++) block[ch][p] = src[(p0 + p) * c + ch];
+        for (size_t ch = 0; ch < c; ch++)
+            convert_interleaved(block[ch], dst + ch * plane + p0, len, 1, scale, mean + ch, std + ch);
+    }
+}
+
+const eg_kernels eg__kernels_avx2 = {
+    EG_ISA_AVX2,
+    bit_depth_f32,
+    bit_depth_u8,
+    {NULL, median_span_u8_1, median_span_u8_2, median_span_u8_3, median_span_u8_4, median_span_u8_5,
+     median_span_u8_6, median_span_u8_7},
+    {NULL, median_span_f32_1, median_span_f32_2, median_span_f32_3, median_span_f32_4, median_span_f32_5,
+     median_span_f32_6, median_span_f32_7},
+    softmax_row,
+    l1_row,
+    preprocess,
+};
+
+#endif /* EG_HAS_AVX2 */

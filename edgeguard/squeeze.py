@@ -1,0 +1,96 @@
+"""Feature-squeezing transforms, run by the native kernels.
+
+The squeezers of Xu, Evans and Qi, "Feature Squeezing: Detecting Adversarial
+Examples in Deep Neural Networks" (NDSS 2018), with exactly the semantics of
+their reference code (numpy's ``rint`` and ``scipy.ndimage.median_filter`` with
+``mode='reflect'``), so thresholds carry over. Known limit: adaptive attacks
+that know the squeezers bypass feature squeezing (He et al. 2017; Athalye,
+Carlini and Wagner 2018); use it as one layer, and evaluate it.
+
+Layouts name the axes of the array: ``"HW"``, ``"HWC"``, ``"NHWC"`` (channels
+last) and ``"CHW"``, ``"NCHW"`` (channels first). When `layout` is omitted a
+2-d array is HW, 3-d is HWC and 4-d is NHWC.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _lowlevel
+from .errors import InvalidArgumentError, InvalidDTypeError
+
+__all__ = ["bit_depth", "median", "LAYOUTS"]
+
+LAYOUTS = ("HW", "HWC", "NHWC", "CHW", "NCHW")
+_DEFAULT_LAYOUT = {2: "HW", 3: "HWC", 4: "NHWC"}
+_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
+
+
+def _as_image_array(x, what: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype not in _DTYPES:
+        same_kind = [d for d in _DTYPES if d.kind == x.dtype.kind and d.itemsize == x.dtype.itemsize]
+        if not same_kind:
+            hint = " (convert with x.astype(np.float32))" if x.dtype.kind == "f" else ""
+            raise InvalidDTypeError(f"{what} accepts uint8 or float32 arrays, got {x.dtype.name}{hint}")
+        x = x.astype(same_kind[0])  # other byte order
+    return np.ascontiguousarray(x)
+
+
+def _as_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def bit_depth(x, bits: int, *, out: np.ndarray | None = None, isa: str = "auto") -> np.ndarray:
+    """Reduce the colour depth of `x` to `bits` (1..8) bits.
+
+    float32 (values in [0, 1]): ``np.rint(x * m) / m`` with ``m = 2**bits - 1``,
+    rounding half to even. uint8: the same squeezer on ``x / 255`` mapped back to
+    0..255 exactly in integers, ``round(round(x * m / 255) * 255 / m)``.
+    Any shape; returns a new array (or fills `out`, which may be `x` itself).
+    """
+    x = _as_image_array(x, "bit_depth")
+    bits = _as_int(bits, "bits")
+    if not 1 <= bits <= 8:
+        raise InvalidArgumentError(f"bits must be 1..8, got {bits}")
+    return _lowlevel.bit_depth(x, bits, out=out, isa=isa)
+
+
+def _window(size) -> int:
+    if isinstance(size, (tuple, list)):
+        sides = {_as_int(s, "size") for s in size}
+        if len(size) == 0 or len(sides) != 1:
+            raise InvalidArgumentError(f"size must be one side k or a square (k, k) window, got {tuple(size)}")
+        size = sides.pop()
+    k = _as_int(size, "size")
+    if not 1 <= k <= _lowlevel.MAX_WINDOW:
+        raise InvalidArgumentError(f"median window must be 1..{_lowlevel.MAX_WINDOW}, got {k}")
+    return k
+
+
+def median(x, size, *, layout: str | None = None, out: np.ndarray | None = None, isa: str = "auto") -> np.ndarray:
+    """Median filter over the two spatial axes, each channel and image separately.
+
+    Exactly ``scipy.ndimage.median_filter(x, size=k over H and W only, mode='reflect')``:
+    an even window's centre is its lower-right middle pixel and the result is
+    element ``k*k // 2`` of the sorted window (the upper median). float32 zero
+    results are +0.0. `size` is k (1..7) or (k, k).
+    """
+    x = _as_image_array(x, "median")
+    k = _window(size)
+    if layout is None:
+        if x.ndim not in _DEFAULT_LAYOUT:
+            raise InvalidArgumentError(f"median needs a 2-d, 3-d or 4-d image array, got {x.ndim}-d")
+        layout = _DEFAULT_LAYOUT[x.ndim]
+    if layout not in LAYOUTS:
+        raise InvalidArgumentError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+    if len(layout) != x.ndim:
+        raise InvalidArgumentError(f"layout {layout!r} needs a {len(layout)}-d array, got shape {x.shape}")
+    dims = dict(zip(layout, x.shape))
+    n, h, w, c = dims.get("N", 1), dims["H"], dims["W"], dims.get("C", 1)
+    kind = "NCHW" if layout in ("CHW", "NCHW") else "NHWC"
+    return _lowlevel.median(x, n, h, w, c, kind, k, out=out, isa=isa)

@@ -13,7 +13,7 @@ typedef enum {
     EG_ERR_INVALID_VALUE, ...
 } eg_status;
 
-typedef enum { EG_ISA_AUTO, EG_ISA_SCALAR, EG_ISA_SSE2, EG_ISA_AVX2, EG_ISA_NEON, ... } eg_isa;
+typedef enum { EG_ISA_AUTO, EG_ISA_SCALAR, EG_ISA_SSE2, EG_ISA_AVX2, EG_ISA_NEON, EG_ISA_AVX512, ... } eg_isa;
 typedef enum { EG_LAYOUT_NHWC, EG_LAYOUT_NCHW, ... } eg_layout;
 
 const char *eg_status_string(eg_status status);

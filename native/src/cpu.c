@@ -33,8 +33,15 @@ static uint32_t detect(void) {
             __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
             const int ymm_state = (lo & 6u) == 6u; /* the OS saves XMM and YMM registers */
             if (ymm_state && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_AVX2) &&
-                !env_disabled("EDGEGUARD_DISABLE_AVX2"))
+                !env_disabled("EDGEGUARD_DISABLE_AVX2")) {
                 flags |= EG_ISA_AVX2;
+#if defined(EG_HAS_AVX512)
+                /* opmask and both halves of ZMM state enabled by the OS (XCR0 bits 5-7) */
+                const int zmm_state = (lo & 0xE6u) == 0xE6u;
+                if (zmm_state && (b & bit_AVX512F) && (b & bit_AVX512BW) && !env_disabled("EDGEGUARD_DISABLE_AVX512"))
+                    flags |= EG_ISA_AVX512;
+#endif
+            }
         }
 #endif
     }
@@ -67,6 +74,7 @@ uint32_t eg_isa_available(void) { return detect(); }
 
 eg_isa eg_isa_best(void) {
     const uint32_t f = eg_isa_available();
+    if (f & EG_ISA_AVX512) return EG_ISA_AVX512;
     if (f & EG_ISA_AVX2) return EG_ISA_AVX2;
     if (f & EG_ISA_SSE2) return EG_ISA_SSE2;
     if (f & EG_ISA_NEON) return EG_ISA_NEON;
@@ -80,13 +88,16 @@ const char *eg_isa_name(eg_isa isa) {
     case EG_ISA_SSE2: return "sse2";
     case EG_ISA_AVX2: return "avx2";
     case EG_ISA_NEON: return "neon";
+    case EG_ISA_AVX512: return "avx512";
     }
     return "unknown";
 }
 
 const eg_kernels *eg__kernels(eg_isa isa) {
     if (isa == EG_ISA_AUTO) isa = eg_isa_best();
-    if (isa != EG_ISA_SCALAR && isa != EG_ISA_SSE2 && isa != EG_ISA_AVX2 && isa != EG_ISA_NEON) return NULL;
+    if (isa != EG_ISA_SCALAR && isa != EG_ISA_SSE2 && isa != EG_ISA_AVX2 && isa != EG_ISA_AVX512 &&
+        isa != EG_ISA_NEON)
+        return NULL;
     if (!(eg_isa_available() & (uint32_t)isa)) return NULL;
     switch (isa) {
 #if defined(EG_HAS_SSE2)
@@ -94,6 +105,9 @@ const eg_kernels *eg__kernels(eg_isa isa) {
 #endif
 #if defined(EG_HAS_AVX2)
     case EG_ISA_AVX2: return &eg__kernels_avx2;
+#endif
+#if defined(EG_HAS_AVX512)
+    case EG_ISA_AVX512: return &eg__kernels_avx512;
 #endif
 #if defined(EG_HAS_NEON)
     case EG_ISA_NEON: return &eg__kernels_neon;

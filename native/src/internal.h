@@ -8,12 +8,15 @@
 #include <stdint.h>
 
 /* What the build compiles in for this target. Kill switches: EG_DISABLE_SIMD,
- * EG_DISABLE_AVX2, EG_DISABLE_NEON (for compilers lacking the intrinsics). */
+ * EG_DISABLE_AVX2, EG_DISABLE_AVX512, EG_DISABLE_NEON (for compilers lacking the intrinsics). */
 #if !defined(EG_DISABLE_SIMD)
 #if defined(__x86_64__) || defined(_M_X64)
 #define EG_HAS_SSE2 1
 #if !defined(EG_DISABLE_AVX2) && (defined(__GNUC__) || defined(__clang__))
 #define EG_HAS_AVX2 1
+#if !defined(EG_DISABLE_AVX512)
+#define EG_HAS_AVX512 1
+#endif
 #endif
 #elif defined(__aarch64__) && !defined(EG_DISABLE_NEON)
 #define EG_HAS_NEON 1
@@ -86,6 +89,14 @@ extern const eg_kernels eg__kernels_sse2;
 #endif
 #if defined(EG_HAS_AVX2)
 extern const eg_kernels eg__kernels_avx2;
+/* shared with the AVX-512 table, which has no variant of its own for these */
+void eg__softmax_row__avx2(const float *logits, float *probs, size_t classes);
+float eg__l1_row__avx2(const float *a, const float *b, size_t classes);
+void eg__preprocess__avx2(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane, int planar,
+                          float scale, const float *mean, const float *std);
+#endif
+#if defined(EG_HAS_AVX512)
+extern const eg_kernels eg__kernels_avx512;
 #endif
 #if defined(EG_HAS_NEON)
 extern const eg_kernels eg__kernels_neon;

@@ -126,7 +126,7 @@ static float sum8(const float *a) {
 
 static float flush1(float x) { return (x < 0 ? -x : x) < EG_FLT_MIN ? 0.0f : x; }
 
-static void softmax_row(const float *x, float *p, size_t n) {
+void eg__softmax_row__avx2(const float *x, float *p, size_t n) {
     size_t i = 0;
     __m256 vmax = _mm256_set1_ps(-__builtin_inff());
     for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, flush_ps(_mm256_loadu_ps(x + i)));
@@ -155,7 +155,7 @@ static void softmax_row(const float *x, float *p, size_t n) {
     for (; i < n; i++) p[i] = flush1(p[i] * inv);
 }
 
-static float l1_row(const float *a, const float *b, size_t n) {
+float eg__l1_row__avx2(const float *a, const float *b, size_t n) {
     __m256 vacc = _mm256_setzero_ps();
     const __m256 sign = _mm256_set1_ps(-0.0f);
     size_t i = 0;
@@ -199,7 +199,7 @@ static void convert_interleaved(const uint8_t *src, float *dst, size_t count, si
     for (; i < count; i++) dst[i] = ((float)src[i] * scale - mean[i % c]) / std[i % c];
 }
 
-static void preprocess(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane, int planar,
+void eg__preprocess__avx2(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane, int planar,
                        float scale, const float *mean, const float *std) {
     if (!planar || c == 1) {
         convert_interleaved(src, dst, npix * c, c, scale, mean, std);
@@ -223,9 +223,9 @@ const eg_kernels eg__kernels_avx2 = {
      median_span_u8_6, median_span_u8_7},
     {NULL, median_span_f32_1, median_span_f32_2, median_span_f32_3, median_span_f32_4, median_span_f32_5,
      median_span_f32_6, median_span_f32_7},
-    softmax_row,
-    l1_row,
-    preprocess,
+    eg__softmax_row__avx2,
+    eg__l1_row__avx2,
+    eg__preprocess__avx2,
 };
 
 #endif /* EG_HAS_AVX2 */

@@ -45,7 +45,7 @@ static void *xmalloc(size_t n) {
     return p;
 }
 
-static const eg_isa all_isas[] = {EG_ISA_SSE2, EG_ISA_AVX2, EG_ISA_NEON};
+static const eg_isa all_isas[] = {EG_ISA_SSE2, EG_ISA_AVX2, EG_ISA_AVX512, EG_ISA_NEON};
 #define N_ISAS (sizeof all_isas / sizeof all_isas[0])
 static int isa_on(eg_isa isa) { return (eg_isa_available() & (uint32_t)isa) != 0; }
 
@@ -338,8 +338,9 @@ int main(void) {
     const char *seed = getenv("EG_TEST_SEED"), *rounds_env = getenv("EG_TEST_ROUNDS");
     if (seed) rng_state = strtoull(seed, NULL, 10) | 1u;
     const int rounds = rounds_env ? atoi(rounds_env) : 300;
-    printf("edgeguard %s, ISAs available: scalar%s%s%s (best %s)\n", eg_version_string(),
-           isa_on(EG_ISA_SSE2) ? " sse2" : "", isa_on(EG_ISA_AVX2) ? " avx2" : "", isa_on(EG_ISA_NEON) ? " neon" : "",
+    printf("edgeguard %s, ISAs available: scalar%s%s%s%s (best %s)\n", eg_version_string(),
+           isa_on(EG_ISA_SSE2) ? " sse2" : "", isa_on(EG_ISA_AVX2) ? " avx2" : "",
+           isa_on(EG_ISA_AVX512) ? " avx512" : "", isa_on(EG_ISA_NEON) ? " neon" : "",
            eg_isa_name(eg_isa_best()));
     test_errors();
     test_bit_depth(rounds);

@@ -67,7 +67,8 @@ typedef enum eg_isa {
     EG_ISA_SCALAR = 1, /* the portable reference, always available */
     EG_ISA_SSE2 = 2,   /* x86-64 */
     EG_ISA_AVX2 = 4,   /* x86-64 */
-    EG_ISA_NEON = 8    /* aarch64 and 32-bit ARM with NEON */
+    EG_ISA_NEON = 8,   /* aarch64 and 32-bit ARM with NEON */
+    EG_ISA_AVX512 = 16 /* x86-64 with AVX-512F and AVX-512BW */
 } eg_isa;
 
 /* Memory layouts of image tensors. N = images, H = rows, W = columns, C = channels.
@@ -81,12 +82,12 @@ EG_API const char *eg_status_string(eg_status status);
 EG_API const char *eg_version_string(void);
 
 /* Bit mask of eg_isa values usable on this CPU (EG_ISA_SCALAR always set).
- * Setting EDGEGUARD_DISABLE_SSE2 / _AVX2 / _NEON in the environment before the
- * first call hides that ISA (and for SSE2, everything above it). */
+ * Setting EDGEGUARD_DISABLE_SSE2 / _AVX2 / _AVX512 / _NEON in the environment
+ * before the first call hides that ISA (and for SSE2 or AVX2, those above it). */
 EG_API uint32_t eg_isa_available(void);
 /* The ISA EG_ISA_AUTO resolves to. */
 EG_API eg_isa eg_isa_best(void);
-/* "scalar", "sse2", "avx2", "neon", "auto" or "unknown". */
+/* "scalar", "sse2", "avx2", "avx512", "neon", "auto" or "unknown". */
 EG_API const char *eg_isa_name(eg_isa isa);
 
 /* ---------------------------------------------------------------- bit depth

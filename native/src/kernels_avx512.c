@@ -1,0 +1,108 @@
+/* AVX-512 variants (x86-64, compiled with -mavx512f -mavx512bw and checked at
+ * run time): the median and bit-depth squeezers, which are wide and
+ * elementwise; the detector math and preprocessing reuse the AVX2 code.
+ * Each matches kernels_c.c bit for bit. */
+#include "internal.h"
+
+#if defined(EG_HAS_AVX512)
+#include <immintrin.h>
+
+/* ---------------------------------------------------------------- bit depth */
+
+static inline __m512 rint_ps(__m512 v) { /* see kernels_sse2.c */
+    const __m512 two23 = _mm512_set1_ps(8388608.0f);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    const __m512 a = _mm512_abs_ps(v);
+    const __m512 r0 = _mm512_sub_ps(_mm512_add_ps(a, two23), two23);
+    const __m512 r = _mm512_castsi512_ps(
+        _mm512_or_si512(_mm512_castps_si512(r0), _mm512_and_si512(sign, _mm512_castps_si512(v))));
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, two23, _CMP_LT_OQ), v, r);
+}
+
+static void bit_depth_f32(const float *src, float *dst, size_t count, int bits) {
+    const __m512 m = _mm512_set1_ps((float)((1 << bits) - 1));
+    size_t i = 0;
+    for (; i + 16 <= count; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_div_ps(rint_ps(_mm512_mul_ps(_mm512_loadu_ps(src + i), m)), m));
+    if (i < count) eg__kernels_avx2.bit_depth_f32(src + i, dst + i, count - i, bits);
+}
+
+static inline __m512i bit_depth_u16(__m512i x, __m512i m, __m512i a, __m512i b) {
+    const __m512i t = _mm512_add_epi16(_mm512_mullo_epi16(x, m), _mm512_set1_epi16(128));
+    const __m512i j = _mm512_srli_epi16(_mm512_add_epi16(t, _mm512_srli_epi16(t, 8)), 8);
+    return _mm512_srli_epi16(_mm512_add_epi16(_mm512_mullo_epi16(j, a), b), 8);
+}
+
+static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bits) {
+    const __m512i m = _mm512_set1_epi16((short)eg__bit_depth_u8_m[bits]);
+    const __m512i a = _mm512_set1_epi16((short)eg__bit_depth_u8_a[bits]);
+    const __m512i b = _mm512_set1_epi16((short)eg__bit_depth_u8_b[bits]);
+    const __m512i zero = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i + 64 <= count; i += 64) {
+        const __m512i x = _mm512_loadu_si512((const void *)(src + i));
+        /* unpack and pack both work within 128-bit lanes, so the order survives */
+        const __m512i lo = bit_depth_u16(_mm512_unpacklo_epi8(x, zero), m, a, b);
+        const __m512i hi = bit_depth_u16(_mm512_unpackhi_epi8(x, zero), m, a, b);
+        _mm512_storeu_si512((void *)(dst + i), _mm512_packus_epi16(lo, hi));
+    }
+    if (i < count) eg__kernels_avx2.bit_depth_u8(src + i, dst + i, count - i, bits);
+}
+
+/* ---------------------------------------------------------------- median */
+
+static void narrow_u8(const uint8_t *const *rows, size_t n, size_t cs, int k, uint8_t *dst) {
+    eg__kernels_avx2.median_span_u8[k](rows, n, cs, dst);
+}
+static void narrow_f32(const float *const *rows, size_t n, size_t cs, int k, float *dst) {
+    eg__kernels_avx2.median_span_f32[k](rows, n, cs, dst);
+}
+
+#define EG_T uint8_t
+#define EG_V __m512i
+#define EG_LANES 64
+#define EG_LOAD(p) _mm512_loadu_si512((const void *)(p))
+#define EG_STORE(p, v) _mm512_storeu_si512((void *)(p), (v))
+#define EG_MIN _mm512_min_epu8
+#define EG_MAX _mm512_max_epu8
+#define EG_FINISH(v) (v)
+#define EG_NARROW narrow_u8
+#define EG_SPAN(k) median_span_u8_##k
+#include "median_span.h"
+#undef EG_T
+#undef EG_V
+#undef EG_LANES
+#undef EG_LOAD
+#undef EG_STORE
+#undef EG_MIN
+#undef EG_MAX
+#undef EG_FINISH
+#undef EG_NARROW
+#undef EG_SPAN
+
+#define EG_T float
+#define EG_V __m512
+#define EG_LANES 16
+#define EG_LOAD(p) _mm512_loadu_ps(p)
+#define EG_STORE(p, v) _mm512_storeu_ps((p), (v))
+#define EG_MIN _mm512_min_ps
+#define EG_MAX _mm512_max_ps
+#define EG_FINISH(v) _mm512_add_ps((v), _mm512_setzero_ps())
+#define EG_NARROW narrow_f32
+#define EG_SPAN(k) median_span_f32_##k
+#include "median_span.h"
+
+const eg_kernels eg__kernels_avx512 = {
+    EG_ISA_AVX512,
+    bit_depth_f32,
+    bit_depth_u8,
+    {NULL, median_span_u8_1, median_span_u8_2, median_span_u8_3, median_span_u8_4, median_span_u8_5,
+     median_span_u8_6, median_span_u8_7},
+    {NULL, median_span_f32_1, median_span_f32_2, median_span_f32_3, median_span_f32_4, median_span_f32_5,
+     median_span_f32_6, median_span_f32_7},
+    eg__softmax_row__avx2,
+    eg__l1_row__avx2,
+    eg__preprocess__avx2,
+};
+
+#endif /* EG_HAS_AVX512 */

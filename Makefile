@@ -1,0 +1,64 @@
+# Two commands on a fresh machine (see README):
+#   make demo   set everything up, then run the main job on the embedded default data
+#   make test   set everything up, then run every test (C natively, with sanitizers,
+#               under qemu for aarch64 and armv7, then pytest)
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BUILD := build
+JOBS ?= 2
+
+.PHONY: setup system-packages venv native-ext demo bench test test-c test-c-native test-c-sanitize test-c-aarch64 \
+        test-c-armv7 test-python clean
+
+setup: system-packages venv
+
+system-packages:
+	bash .ci/system-packages.sh
+
+# The virtualenv is rebuilt when the pinned requirements or the build change.
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements/dev.txt setup.py pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/dev.txt
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+# Native sources change without touching the venv stamp: rebuild the extension in place.
+native-ext: venv
+	$(PY) setup.py -q build_ext --inplace
+
+demo: setup native-ext
+	$(PY) benchmarks/bench_kernels.py --quick
+
+bench: setup native-ext
+	$(PY) benchmarks/bench_kernels.py
+
+test: setup test-c test-python
+
+test-c: test-c-native test-c-sanitize test-c-aarch64 test-c-armv7
+
+define ctest_build
+	$(VENV)/bin/cmake -S . -B $(BUILD)/$(1) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja $(2) >/dev/null
+	$(VENV)/bin/cmake --build $(BUILD)/$(1) -j $(JOBS)
+	$(VENV)/bin/ctest --test-dir $(BUILD)/$(1) --output-on-failure -j $(JOBS)
+endef
+
+test-c-native: venv
+	$(call ctest_build,native,)
+
+test-c-sanitize: venv
+	$(call ctest_build,sanitize,-DEG_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug)
+
+test-c-aarch64: venv system-packages
+	$(call ctest_build,aarch64,-DCMAKE_TOOLCHAIN_FILE=native/cmake/aarch64-linux-gnu.cmake)
+
+test-c-armv7: venv system-packages
+	$(call ctest_build,armv7,-DCMAKE_TOOLCHAIN_FILE=native/cmake/armv7-linux-gnueabihf.cmake)
+
+test-python: venv native-ext
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(BUILD) edgeguard/_native*.so edgeguard/_native.c

@@ -59,6 +59,11 @@ class build_ext(_build_ext):
                     debug=self.debug,
                 )
             ext.extra_objects = list(ext.extra_objects or []) + objects
+            # relink whenever a native source or header changes, not only the cffi wrapper
+            headers = [os.path.join(d, f) for d in (os.path.join("native", "src"),
+                                                    os.path.join("native", "include", "edgeguard"))
+                       for f in sorted(os.listdir(d)) if f.endswith(".h")]
+            ext.depends = list(ext.depends or []) + native_sources() + headers
         super().build_extension(ext)
 
 

@@ -36,6 +36,9 @@ static inline int eg_mul_ok(size_t a, size_t b, size_t *out) {
 
 /* scipy's 'reflect' (half-sample symmetric) index, repeated for any distance. */
 static inline size_t eg_reflect_index(ptrdiff_t i, size_t n) {
+    if (i >= 0 && i < (ptrdiff_t)n) return (size_t)i; /* common cases first: no division */
+    if (i < 0 && -i <= (ptrdiff_t)n) return (size_t)(-i - 1);
+    if (i >= (ptrdiff_t)n && i < 2 * (ptrdiff_t)n) return 2 * n - 1 - (size_t)i;
     const ptrdiff_t p = 2 * (ptrdiff_t)n;
     i %= p;
     if (i < 0) i += p;

@@ -34,7 +34,7 @@ def isa_flags():
         common.append("-DEG_DISABLE_SIMD=1")
     elif machine in ("x86_64", "amd64"):
         per_file["kernels_avx2.c"] = ["-mavx2"]
-        per_file["kernels_avx512.c"] = ["-mavx512f", "-mavx512bw"]
+        per_file["kernels_avx512.c"] = ["-mavx512f", "-mavx512bw", "-mavx512vbmi"]
     elif machine.startswith("armv7") or machine.startswith("armv8l"):
         # NEON only in its own file; cpu.c checks the CPU at run time.
         common.append("-DEG_BUILD_NEON=1")

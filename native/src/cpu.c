@@ -38,7 +38,8 @@ static uint32_t detect(void) {
 #if defined(EG_HAS_AVX512)
                 /* opmask and both halves of ZMM state enabled by the OS (XCR0 bits 5-7) */
                 const int zmm_state = (lo & 0xE6u) == 0xE6u;
-                if (zmm_state && (b & bit_AVX512F) && (b & bit_AVX512BW) && !env_disabled("EDGEGUARD_DISABLE_AVX512"))
+                if (zmm_state && (b & bit_AVX512F) && (b & bit_AVX512BW) && (c & bit_AVX512VBMI) &&
+                    !env_disabled("EDGEGUARD_DISABLE_AVX512"))
                     flags |= EG_ISA_AVX512;
 #endif
             }

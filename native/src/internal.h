@@ -143,12 +143,13 @@ void eg__preprocess__c(const uint8_t *src, float *dst, size_t npix, size_t c, si
 
 float eg__exp_ref(float x); /* Cephes-style expf, the definition every SIMD exp mirrors */
 
-/* Per-depth constants of the uint8 bit-depth squeezer in 16-bit lanes:
- * j = (t + (t >> 8)) >> 8 with t = x*m + 128 gives round(x*m/255) exactly, and
- * out = (j*A + B) >> 8 gives round(j*255/m) exactly (both checked exhaustively
- * by the C tests). Index = bits. */
-extern const uint16_t eg__bit_depth_u8_m[9];
-extern const uint16_t eg__bit_depth_u8_a[9];
-extern const uint16_t eg__bit_depth_u8_b[9];
+/* The uint8 bit-depth squeezer as 16-bit lane arithmetic, index = bits:
+ *   j = (x * a1 + b1) >> s1  == round(x * m / 255)
+ *   out = (j * a2 + b2) >> 8 == round(j * 255 / m)
+ * and as a table, eg__bit_depth_lut[bits][x]. Generated and checked exhaustively
+ * by native/tools/gen_bit_depth_tables.py; the C tests check them again. */
+extern const uint16_t eg__bit_depth_a1[9], eg__bit_depth_b1[9], eg__bit_depth_s1[9];
+extern const uint16_t eg__bit_depth_a2[9], eg__bit_depth_b2[9];
+extern const uint8_t eg__bit_depth_lut[9][256];
 
 #endif /* EG_INTERNAL_H */

@@ -23,24 +23,31 @@ static void bit_depth_f32(const float *src, float *dst, size_t count, int bits) 
     if (i < count) eg__kernels_sse2.bit_depth_f32(src + i, dst + i, count - i, bits);
 }
 
-static inline __m256i bit_depth_u16(__m256i x, __m256i m, __m256i a, __m256i b) {
-    const __m256i t = _mm256_add_epi16(_mm256_mullo_epi16(x, m), _mm256_set1_epi16(128));
-    const __m256i j = _mm256_srli_epi16(_mm256_add_epi16(t, _mm256_srli_epi16(t, 8)), 8);
-    return _mm256_srli_epi16(_mm256_add_epi16(_mm256_mullo_epi16(j, a), b), 8);
+static inline __m256i bit_depth_u16(__m256i x, __m256i a1, __m256i b1, __m128i s1, __m256i a2, __m256i b2) {
+    const __m256i j = _mm256_srl_epi16(_mm256_add_epi16(_mm256_mullo_epi16(x, a1), b1), s1);
+    return _mm256_srli_epi16(_mm256_add_epi16(_mm256_mullo_epi16(j, a2), b2), 8);
 }
 
 static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bits) {
-    const __m256i m = _mm256_set1_epi16((short)eg__bit_depth_u8_m[bits]);
-    const __m256i a = _mm256_set1_epi16((short)eg__bit_depth_u8_a[bits]);
-    const __m256i b = _mm256_set1_epi16((short)eg__bit_depth_u8_b[bits]);
     const __m256i zero = _mm256_setzero_si256();
     size_t i = 0;
-    for (; i + 32 <= count; i += 32) {
-        const __m256i x = _mm256_loadu_si256((const __m256i *)(src + i));
-        /* unpack and pack both work within 128-bit lanes, so the order survives */
-        const __m256i lo = bit_depth_u16(_mm256_unpacklo_epi8(x, zero), m, a, b);
-        const __m256i hi = bit_depth_u16(_mm256_unpackhi_epi8(x, zero), m, a, b);
-        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_packus_epi16(lo, hi));
+    if (bits == 1) { /* 255 where x >= 128: the sign bit of the byte */
+        for (; i + 32 <= count; i += 32)
+            _mm256_storeu_si256((__m256i *)(dst + i),
+                                _mm256_cmpgt_epi8(zero, _mm256_loadu_si256((const __m256i *)(src + i))));
+    } else {
+        const __m256i a1 = _mm256_set1_epi16((short)eg__bit_depth_a1[bits]);
+        const __m256i b1 = _mm256_set1_epi16((short)eg__bit_depth_b1[bits]);
+        const __m256i a2 = _mm256_set1_epi16((short)eg__bit_depth_a2[bits]);
+        const __m256i b2 = _mm256_set1_epi16((short)eg__bit_depth_b2[bits]);
+        const __m128i s1 = _mm_cvtsi32_si128(eg__bit_depth_s1[bits]);
+        for (; i + 32 <= count; i += 32) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(src + i));
+            /* unpack and pack both work within 128-bit lanes, so the order survives */
+            const __m256i lo = bit_depth_u16(_mm256_unpacklo_epi8(x, zero), a1, b1, s1, a2, b2);
+            const __m256i hi = bit_depth_u16(_mm256_unpackhi_epi8(x, zero), a1, b1, s1, a2, b2);
+            _mm256_storeu_si256((__m256i *)(dst + i), _mm256_packus_epi16(lo, hi));
+        }
     }
     if (i < count) eg__kernels_sse2.bit_depth_u8(src + i, dst + i, count - i, bits);
 }

@@ -1,5 +1,5 @@
-/* AVX-512 variants (x86-64, compiled with -mavx512f -mavx512bw and checked at
- * run time): the median and bit-depth squeezers, which are wide and
+/* AVX-512 variants (x86-64, compiled with -mavx512f -mavx512bw -mavx512vbmi and
+ * checked at run time): the median and bit-depth squeezers, which are wide and
  * elementwise; the detector math and preprocessing reuse the AVX2 code.
  * Each matches kernels_c.c bit for bit. */
 #include "internal.h"
@@ -27,24 +27,17 @@ static void bit_depth_f32(const float *src, float *dst, size_t count, int bits) 
     if (i < count) eg__kernels_avx2.bit_depth_f32(src + i, dst + i, count - i, bits);
 }
 
-static inline __m512i bit_depth_u16(__m512i x, __m512i m, __m512i a, __m512i b) {
-    const __m512i t = _mm512_add_epi16(_mm512_mullo_epi16(x, m), _mm512_set1_epi16(128));
-    const __m512i j = _mm512_srli_epi16(_mm512_add_epi16(t, _mm512_srli_epi16(t, 8)), 8);
-    return _mm512_srli_epi16(_mm512_add_epi16(_mm512_mullo_epi16(j, a), b), 8);
-}
-
+/* The whole 256-entry table in four registers: vpermi2b looks up 128 entries
+ * by the low seven bits; the top bit picks the half. Four operations per 64 bytes. */
 static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bits) {
-    const __m512i m = _mm512_set1_epi16((short)eg__bit_depth_u8_m[bits]);
-    const __m512i a = _mm512_set1_epi16((short)eg__bit_depth_u8_a[bits]);
-    const __m512i b = _mm512_set1_epi16((short)eg__bit_depth_u8_b[bits]);
-    const __m512i zero = _mm512_setzero_si512();
+    const uint8_t *lut = eg__bit_depth_lut[bits];
+    const __m512i t0 = _mm512_loadu_si512((const void *)lut), t1 = _mm512_loadu_si512((const void *)(lut + 64));
+    const __m512i t2 = _mm512_loadu_si512((const void *)(lut + 128)), t3 = _mm512_loadu_si512((const void *)(lut + 192));
     size_t i = 0;
     for (; i + 64 <= count; i += 64) {
         const __m512i x = _mm512_loadu_si512((const void *)(src + i));
-        /* unpack and pack both work within 128-bit lanes, so the order survives */
-        const __m512i lo = bit_depth_u16(_mm512_unpacklo_epi8(x, zero), m, a, b);
-        const __m512i hi = bit_depth_u16(_mm512_unpackhi_epi8(x, zero), m, a, b);
-        _mm512_storeu_si512((void *)(dst + i), _mm512_packus_epi16(lo, hi));
+        const __m512i low = _mm512_permutex2var_epi8(t0, x, t1), high = _mm512_permutex2var_epi8(t2, x, t3);
+        _mm512_storeu_si512((void *)(dst + i), _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), low, high));
     }
     if (i < count) eg__kernels_avx2.bit_depth_u8(src + i, dst + i, count - i, bits);
 }

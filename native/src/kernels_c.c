@@ -7,9 +7,7 @@
 
 /* ---------------------------------------------------------------- bit depth */
 
-const uint16_t eg__bit_depth_u8_m[9] = {0, 1, 3, 7, 15, 31, 63, 127, 255};
-const uint16_t eg__bit_depth_u8_a[9] = {0, 65025, 21675, 9319, 4335, 2105, 1036, 513, 255};
-const uint16_t eg__bit_depth_u8_b[9] = {0, 255, 255, 150, 255, 140, 132, 192, 255};
+#include "bit_depth_tables.inc"
 
 float eg__bit_depth_f32_one(float x, float m) {
     /* nearbyintf rounds half to even in the default rounding mode, like np.rint. */

@@ -40,22 +40,27 @@ static void bit_depth_f32(const float *src, float *dst, size_t count, int bits) 
     for (; i < count; i++) dst[i] = eg__bit_depth_f32_one(src[i], mf);
 }
 
-static inline uint16x8_t bit_depth_u16(uint16x8_t x, uint16x8_t m, uint16x8_t a, uint16x8_t b) {
-    const uint16x8_t t = vaddq_u16(vmulq_u16(x, m), vdupq_n_u16(128));
-    const uint16x8_t j = vshrq_n_u16(vaddq_u16(t, vshrq_n_u16(t, 8)), 8);
-    return vshrq_n_u16(vaddq_u16(vmulq_u16(j, a), b), 8);
+static inline uint16x8_t bit_depth_u16(uint16x8_t x, uint16x8_t a1, uint16x8_t b1, int16x8_t shift1, uint16x8_t a2,
+                                       uint16x8_t b2) {
+    const uint16x8_t j = vshlq_u16(vaddq_u16(vmulq_u16(x, a1), b1), shift1); /* negative count: right shift */
+    return vshrq_n_u16(vaddq_u16(vmulq_u16(j, a2), b2), 8);
 }
 
 static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bits) {
-    const uint16x8_t m = vdupq_n_u16(eg__bit_depth_u8_m[bits]);
-    const uint16x8_t a = vdupq_n_u16(eg__bit_depth_u8_a[bits]);
-    const uint16x8_t b = vdupq_n_u16(eg__bit_depth_u8_b[bits]);
     size_t i = 0;
-    for (; i + 16 <= count; i += 16) {
-        const uint8x16_t x = vld1q_u8(src + i);
-        const uint16x8_t lo = bit_depth_u16(vmovl_u8(vget_low_u8(x)), m, a, b);
-        const uint16x8_t hi = bit_depth_u16(vmovl_u8(vget_high_u8(x)), m, a, b);
-        vst1q_u8(dst + i, vcombine_u8(vmovn_u16(lo), vmovn_u16(hi)));
+    if (bits == 1) { /* 255 where x >= 128 */
+        const uint8x16_t half = vdupq_n_u8(128);
+        for (; i + 16 <= count; i += 16) vst1q_u8(dst + i, vcgeq_u8(vld1q_u8(src + i), half));
+    } else {
+        const uint16x8_t a1 = vdupq_n_u16(eg__bit_depth_a1[bits]), b1 = vdupq_n_u16(eg__bit_depth_b1[bits]);
+        const uint16x8_t a2 = vdupq_n_u16(eg__bit_depth_a2[bits]), b2 = vdupq_n_u16(eg__bit_depth_b2[bits]);
+        const int16x8_t shift1 = vdupq_n_s16((int16_t)-(int)eg__bit_depth_s1[bits]);
+        for (; i + 16 <= count; i += 16) {
+            const uint8x16_t x = vld1q_u8(src + i);
+            const uint16x8_t lo = bit_depth_u16(vmovl_u8(vget_low_u8(x)), a1, b1, shift1, a2, b2);
+            const uint16x8_t hi = bit_depth_u16(vmovl_u8(vget_high_u8(x)), a1, b1, shift1, a2, b2);
+            vst1q_u8(dst + i, vcombine_u8(vmovn_u16(lo), vmovn_u16(hi)));
+        }
     }
     for (; i < count; i++) dst[i] = eg__bit_depth_u8_one(src[i], bits);
 }

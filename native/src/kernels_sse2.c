@@ -26,23 +26,27 @@ static void bit_depth_f32(const float *src, float *dst, size_t count, int bits) 
     for (; i < count; i++) dst[i] = eg__bit_depth_f32_one(src[i], mf);
 }
 
-static inline __m128i bit_depth_u16(__m128i x, __m128i m, __m128i a, __m128i b) {
-    const __m128i t = _mm_add_epi16(_mm_mullo_epi16(x, m), _mm_set1_epi16(128));
-    const __m128i j = _mm_srli_epi16(_mm_add_epi16(t, _mm_srli_epi16(t, 8)), 8);
-    return _mm_srli_epi16(_mm_add_epi16(_mm_mullo_epi16(j, a), b), 8);
+static inline __m128i bit_depth_u16(__m128i x, __m128i a1, __m128i b1, __m128i s1, __m128i a2, __m128i b2) {
+    const __m128i j = _mm_srl_epi16(_mm_add_epi16(_mm_mullo_epi16(x, a1), b1), s1);
+    return _mm_srli_epi16(_mm_add_epi16(_mm_mullo_epi16(j, a2), b2), 8);
 }
 
 static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bits) {
-    const __m128i m = _mm_set1_epi16((short)eg__bit_depth_u8_m[bits]);
-    const __m128i a = _mm_set1_epi16((short)eg__bit_depth_u8_a[bits]);
-    const __m128i b = _mm_set1_epi16((short)eg__bit_depth_u8_b[bits]);
     const __m128i zero = _mm_setzero_si128();
     size_t i = 0;
-    for (; i + 16 <= count; i += 16) {
-        const __m128i x = _mm_loadu_si128((const __m128i *)(src + i));
-        const __m128i lo = bit_depth_u16(_mm_unpacklo_epi8(x, zero), m, a, b);
-        const __m128i hi = bit_depth_u16(_mm_unpackhi_epi8(x, zero), m, a, b);
-        _mm_storeu_si128((__m128i *)(dst + i), _mm_packus_epi16(lo, hi));
+    if (bits == 1) { /* 255 where x >= 128: the sign bit of the byte */
+        for (; i + 16 <= count; i += 16)
+            _mm_storeu_si128((__m128i *)(dst + i), _mm_cmpgt_epi8(zero, _mm_loadu_si128((const __m128i *)(src + i))));
+    } else {
+        const __m128i a1 = _mm_set1_epi16((short)eg__bit_depth_a1[bits]), b1 = _mm_set1_epi16((short)eg__bit_depth_b1[bits]);
+        const __m128i a2 = _mm_set1_epi16((short)eg__bit_depth_a2[bits]), b2 = _mm_set1_epi16((short)eg__bit_depth_b2[bits]);
+        const __m128i s1 = _mm_cvtsi32_si128(eg__bit_depth_s1[bits]);
+        for (; i + 16 <= count; i += 16) {
+            const __m128i x = _mm_loadu_si128((const __m128i *)(src + i));
+            const __m128i lo = bit_depth_u16(_mm_unpacklo_epi8(x, zero), a1, b1, s1, a2, b2);
+            const __m128i hi = bit_depth_u16(_mm_unpackhi_epi8(x, zero), a1, b1, s1, a2, b2);
+            _mm_storeu_si128((__m128i *)(dst + i), _mm_packus_epi16(lo, hi));
+        }
     }
     for (; i < count; i++) dst[i] = eg__bit_depth_u8_one(src[i], bits);
 }

@@ -54,6 +54,33 @@
 #endif
 
 #define EG_DEFINE_SPAN_3X3()                                                                       \
+    /* one block [b, b + len) of the span; `c` is a literal for gray images so the                 \
+     * compiler folds the buffer offsets */                                                        \
+    static inline void EG_SPAN(3_block)(const EG_T *r0, const EG_T *r1, const EG_T *r2, ptrdiff_t b, \
+                                        ptrdiff_t len, ptrdiff_t c, EG_T *dst, EG_T *lo, EG_T *mi,   \
+                                        EG_T *hi) {                                                \
+        /* column sorts of elements b - c .. b + len + c; buffer index 0 is b - c */               \
+        const ptrdiff_t m = len + 2 * c, mlast = m - EG_LANES;                                     \
+        for (ptrdiff_t j = 0;; j += EG_LANES) {                                                    \
+            if (j > mlast) j = mlast;                                                              \
+            const ptrdiff_t e = b - c + j;                                                         \
+            EG_V l, md, h;                                                                         \
+            EG_SORT3(EG_LOAD(r0 + e), EG_LOAD(r1 + e), EG_LOAD(r2 + e), l, md, h);                 \
+            EG_STORE(lo + j, l);                                                                   \
+            EG_STORE(mi + j, md);                                                                  \
+            EG_STORE(hi + j, h);                                                                   \
+            if (j == mlast) break;                                                                 \
+        }                                                                                          \
+        const ptrdiff_t last = len - EG_LANES;                                                     \
+        for (ptrdiff_t i = 0;; i += EG_LANES) {                                                    \
+            if (i > last) i = last;                                                                \
+            const EG_V L = EG_MAX(EG_MAX(EG_LOAD(lo + i), EG_LOAD(lo + i + c)), EG_LOAD(lo + i + 2 * c)); \
+            const EG_V H = EG_MIN(EG_MIN(EG_LOAD(hi + i), EG_LOAD(hi + i + c)), EG_LOAD(hi + i + 2 * c)); \
+            const EG_V M = EG_MED3(EG_LOAD(mi + i), EG_LOAD(mi + i + c), EG_LOAD(mi + i + 2 * c));  \
+            EG_STORE(dst + b + i, EG_FINISH(EG_MED3(L, M, H)));                                    \
+            if (i == last) break;                                                                  \
+        }                                                                                          \
+    }                                                                                              \
     static void EG_SPAN(3)(const EG_T *const *rows, size_t n, size_t cs, EG_T *dst) {              \
         if (n < EG_LANES) {                                                                        \
             EG_NARROW(rows, n, cs, 3, dst);                                                        \
@@ -83,27 +110,10 @@
                 b = (ptrdiff_t)n - EG_LANES;                                                       \
                 len = EG_LANES;                                                                    \
             }                                                                                      \
-            /* column sorts of elements b - c .. b + len + c; buffer index 0 is b - c */           \
-            const ptrdiff_t m = len + 2 * c, mlast = m - EG_LANES;                                 \
-            for (ptrdiff_t j = 0;; j += EG_LANES) {                                                \
-                if (j > mlast) j = mlast;                                                          \
-                const ptrdiff_t e = b - c + j;                                                     \
-                EG_V l, md, h;                                                                     \
-                EG_SORT3(EG_LOAD(r0 + e), EG_LOAD(r1 + e), EG_LOAD(r2 + e), l, md, h);             \
-                EG_STORE(lo + j, l);                                                               \
-                EG_STORE(mi + j, md);                                                              \
-                EG_STORE(hi + j, h);                                                               \
-                if (j == mlast) break;                                                             \
-            }                                                                                      \
-            const ptrdiff_t last = len - EG_LANES;                                                 \
-            for (ptrdiff_t i = 0;; i += EG_LANES) {                                                \
-                if (i > last) i = last;                                                            \
-                const EG_V L = EG_MAX(EG_MAX(EG_LOAD(lo + i), EG_LOAD(lo + i + c)), EG_LOAD(lo + i + 2 * c)); \
-                const EG_V H = EG_MIN(EG_MIN(EG_LOAD(hi + i), EG_LOAD(hi + i + c)), EG_LOAD(hi + i + 2 * c)); \
-                const EG_V M = EG_MED3(EG_LOAD(mi + i), EG_LOAD(mi + i + c), EG_LOAD(mi + i + 2 * c)); \
-                EG_STORE(dst + b + i, EG_FINISH(EG_MED3(L, M, H)));                                \
-                if (i == last) break;                                                              \
-            }                                                                                      \
+            if (c == 1)                                                                            \
+                EG_SPAN(3_block)(r0, r1, r2, b, len, 1, dst, lo, mi, hi);                          \
+            else                                                                                   \
+                EG_SPAN(3_block)(r0, r1, r2, b, len, c, dst, lo, mi, hi);                          \
         }                                                                                          \
     }
 

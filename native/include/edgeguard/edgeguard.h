@@ -68,7 +68,7 @@ typedef enum eg_isa {
     EG_ISA_SSE2 = 2,   /* x86-64 */
     EG_ISA_AVX2 = 4,   /* x86-64 */
     EG_ISA_NEON = 8,   /* aarch64 and 32-bit ARM with NEON */
-    EG_ISA_AVX512 = 16 /* x86-64 with AVX-512F and AVX-512BW */
+    EG_ISA_AVX512 = 16 /* x86-64 with AVX-512 F, BW and VBMI (Ice Lake, Zen 4 and later) */
 } eg_isa;
 
 /* Memory layouts of image tensors. N = images, H = rows, W = columns, C = channels.

@@ -19,6 +19,7 @@ ISAS = {
     "sse2": lib.EG_ISA_SSE2,
     "avx2": lib.EG_ISA_AVX2,
     "neon": lib.EG_ISA_NEON,
+    "avx512": lib.EG_ISA_AVX512,
 }
 LAYOUTS = {"NHWC": lib.EG_LAYOUT_NHWC, "NCHW": lib.EG_LAYOUT_NCHW}
 MAX_WINDOW = lib.EG_MEDIAN_MAX_WINDOW
@@ -80,7 +81,8 @@ def as_input(x, dtype, what: str) -> np.ndarray:
             x = x.astype(dtype)  # same type, other byte order
         else:
             raise InvalidDTypeError(f"{what} must be {np.dtype(dtype).name}, got {x.dtype.name}")
-    return np.ascontiguousarray(x)
+    x = np.asarray(x, order="C")  # not ascontiguousarray: it turns 0-d arrays into 1-d
+    return x if x.flags.aligned else x.copy()  # C needs aligned floats (ARMv7 faults otherwise)
 
 
 def as_output(out, shape, dtype, what: str) -> np.ndarray:
@@ -89,8 +91,8 @@ def as_output(out, shape, dtype, what: str) -> np.ndarray:
     if not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != tuple(shape):
         got = f"{out.dtype.name} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
         raise InvalidArgumentError(f"{what} must be a {np.dtype(dtype).name} array of shape {tuple(shape)}, got {got}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise InvalidArgumentError(f"{what} must be C-contiguous and writeable")
+    if not out.flags.c_contiguous or not out.flags.aligned or not out.flags.writeable:
+        raise InvalidArgumentError(f"{what} must be C-contiguous, aligned and writeable")
     return out
 
 
@@ -101,7 +103,31 @@ def _ptr(ctype: str, a: np.ndarray, writable: bool = False):
 _CTYPE = {np.dtype(np.uint8): ("uint8_t[]", "u8"), np.dtype(np.float32): ("float[]", "f32")}
 
 
+def _as_image_input(x, what: str) -> np.ndarray:
+    """C-contiguous native-endian uint8 or float32 array."""
+    x = np.asarray(x)
+    for dtype in _CTYPE:
+        if x.dtype.kind == dtype.kind and x.dtype.itemsize == dtype.itemsize:
+            return as_input(x, dtype, what)
+    raise InvalidDTypeError(f"{what} must be uint8 or float32, got {x.dtype.name}")
+
+
+def _layout_code(layout: str) -> int:
+    try:
+        return LAYOUTS[layout]
+    except (KeyError, TypeError):
+        raise InvalidArgumentError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}") from None
+
+
+def _matrix(x, ndim: int, what: str) -> np.ndarray:
+    x = as_input(x, np.float32, what)
+    if x.ndim != ndim:
+        raise InvalidArgumentError(f"{what} must be {ndim}-d, got shape {x.shape}")
+    return x
+
+
 def bit_depth(x: np.ndarray, bits: int, out: np.ndarray | None = None, isa: str = "auto") -> np.ndarray:
+    x = _as_image_input(x, "bit_depth input")
     ctype, suffix = _CTYPE[x.dtype]
     out = as_output(out, x.shape, x.dtype, "out")
     fn = lib.eg_bit_depth_u8 if suffix == "u8" else lib.eg_bit_depth_f32
@@ -111,18 +137,23 @@ def bit_depth(x: np.ndarray, bits: int, out: np.ndarray | None = None, isa: str 
 
 def median(x: np.ndarray, n: int, h: int, w: int, c: int, layout: str, window: int,
            out: np.ndarray | None = None, isa: str = "auto") -> np.ndarray:
+    x = _as_image_input(x, "median input")
     ctype, suffix = _CTYPE[x.dtype]
+    if min(n, h, w, c) < 0 or n * h * w * c != x.size:
+        raise InvalidArgumentError(f"median: dimensions {(n, h, w, c)} do not match an array of {x.size} elements")
     out = as_output(out, x.shape, x.dtype, "out")
     if np.shares_memory(x, out):
         raise InvalidArgumentError("median: out must not overlap the input")
     fn = lib.eg_median_u8 if suffix == "u8" else lib.eg_median_f32
-    status = fn(_ptr(ctype, x), _ptr(ctype, out, True), n, h, w, c, LAYOUTS[layout], window, isa_code(isa))
+    status = fn(_ptr(ctype, x), _ptr(ctype, out, True), n, h, w, c, _layout_code(layout), window,
+                isa_code(isa))
     _check(status, "median")
     return out
 
 
 def softmax(logits: np.ndarray, out: np.ndarray | None = None, isa: str = "auto") -> np.ndarray:
     """Row-wise softmax of a (rows, classes) float32 matrix."""
+    logits = _matrix(logits, 2, "logits")
     out = as_output(out, logits.shape, np.float32, "out")
     rows, classes = logits.shape
     _check(lib.eg_softmax_f32(_ptr("float[]", logits), _ptr("float[]", out, True), rows, classes, isa_code(isa)),
@@ -131,6 +162,9 @@ def softmax(logits: np.ndarray, out: np.ndarray | None = None, isa: str = "auto"
 
 
 def l1_distance(a: np.ndarray, b: np.ndarray, isa: str = "auto") -> np.ndarray:
+    a, b = _matrix(a, 2, "a"), _matrix(b, 2, "b")
+    if a.shape != b.shape:
+        raise InvalidArgumentError(f"l1_distance needs equal shapes, got {a.shape} and {b.shape}")
     rows, classes = a.shape
     out = np.empty(rows, np.float32)
     _check(lib.eg_l1_distance_f32(_ptr("float[]", a), _ptr("float[]", b), _ptr("float[]", out, True), rows,
@@ -140,6 +174,10 @@ def l1_distance(a: np.ndarray, b: np.ndarray, isa: str = "auto") -> np.ndarray:
 
 def squeeze_scores(original: np.ndarray, squeezed: np.ndarray, isa: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """(score (rows,), per_squeezer (squeezers, rows)) from (rows, classes) and (squeezers, rows, classes)."""
+    original, squeezed = _matrix(original, 2, "original"), _matrix(squeezed, 3, "squeezed")
+    if squeezed.shape[1:] != original.shape:
+        raise InvalidArgumentError(f"squeezed must be (squeezers, {original.shape[0]}, {original.shape[1]}), "
+                                   f"got {squeezed.shape}")
     rows, classes = original.shape
     squeezers = squeezed.shape[0]
     score = np.empty(rows, np.float32)
@@ -153,6 +191,10 @@ def squeeze_scores(original: np.ndarray, squeezed: np.ndarray, isa: str = "auto"
 def preprocess(images: np.ndarray, layout: str, scale: float, mean: np.ndarray, std: np.ndarray,
                out: np.ndarray | None = None, isa: str = "auto") -> np.ndarray:
     """uint8 NHWC images -> float32 ((x * scale - mean) / std) in `layout`."""
+    images = as_input(images, np.uint8, "images")
+    if images.ndim != 4:
+        raise InvalidArgumentError(f"images must be 4-d NHWC, got shape {images.shape}")
+    code = _layout_code(layout)
     n, h, w, c = images.shape
     shape = (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
     out = as_output(out, shape, np.float32, "out")
@@ -161,7 +203,7 @@ def preprocess(images: np.ndarray, layout: str, scale: float, mean: np.ndarray, 
     if mean.shape != (c,) or std.shape != (c,):
         raise InvalidArgumentError(f"mean and std need {c} values (one per channel), got {mean.shape} and {std.shape}")
     status = lib.eg_preprocess_u8_f32(_ptr("uint8_t[]", images), _ptr("float[]", out, True), n, h, w, c,
-                                      LAYOUTS[layout], float(scale), _ptr("float[]", mean), _ptr("float[]", std),
+                                      code, float(scale), _ptr("float[]", mean), _ptr("float[]", std),
                                       isa_code(isa))
     _check(status, "preprocess")
     return out

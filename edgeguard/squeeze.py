@@ -36,7 +36,8 @@ def _as_image_array(x, what: str) -> np.ndarray:
             hint = " (convert with x.astype(np.float32))" if x.dtype.kind == "f" else ""
             raise InvalidDTypeError(f"{what} accepts uint8 or float32 arrays, got {x.dtype.name}{hint}")
         x = x.astype(same_kind[0])  # other byte order
-    return np.ascontiguousarray(x)
+    x = np.asarray(x, order="C")  # not ascontiguousarray: it turns 0-d arrays into 1-d
+    return x if x.flags.aligned else x.copy()  # C needs aligned floats (ARMv7 faults otherwise)
 
 
 def _as_int(value, name: str) -> int:
@@ -63,7 +64,7 @@ def bit_depth(x, bits: int, *, out: np.ndarray | None = None, isa: str = "auto")
 def _window(size) -> int:
     if isinstance(size, (tuple, list)):
         sides = {_as_int(s, "size") for s in size}
-        if len(size) == 0 or len(sides) != 1:
+        if len(size) != 2 or len(sides) != 1:
             raise InvalidArgumentError(f"size must be one side k or a square (k, k) window, got {tuple(size)}")
         size = sides.pop()
     k = _as_int(size, "size")

@@ -22,12 +22,11 @@ $(VENV)/.installed: requirements/dev.txt setup.py pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/dev.txt
-	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
-# Native sources change without touching the venv stamp: rebuild the extension in place.
+# The editable install rebuilds the extension (setup.py relinks when a native source changed).
 native-ext: venv
-	$(PY) setup.py -q build_ext --inplace
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 
 demo: setup native-ext
 	$(PY) benchmarks/bench_kernels.py --quick

@@ -95,7 +95,6 @@ setup(
     packages=["edgeguard", "edgeguard.converters"],
     package_dir={"edgeguard": "edgeguard", "edgeguard.converters": "converters"},
     package_data={"edgeguard": ["_native_cdef.h"]},
-    setup_requires=["cffi>=1.15"],
     cffi_modules=["edgeguard/_native_build.py:ffibuilder"],
     install_requires=["numpy>=1.23", "cffi>=1.15"],
     extras_require=extras,

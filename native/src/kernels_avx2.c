@@ -212,14 +212,40 @@ void eg__preprocess__avx2(const uint8_t *src, float *dst, size_t npix, size_t c,
         convert_interleaved(src, dst, npix * c, c, scale, mean, std);
         return;
     }
-    uint8_t block[EG_PREPROCESS_MAX_CHANNELS][256]; /* see kernels_sse2.c */
-    for (size_t p0 = 0; p0 < npix; p0 += 256) {
-        const size_t len = npix - p0 < 256 ? npix - p0 : 256;
-        for (size_t p = 0; p < len; p++)
-            for (size_t ch = 0; ch < c; ch++) block[ch][p] = src[(p0 + p) * c + ch];
-        for (size_t ch = 0; ch < c; ch++)
-            convert_interleaved(block[ch], dst + ch * plane + p0, len, 1, scale, mean + ch, std + ch);
+    /* Planar output: split 16 pixels (16*c bytes in c registers) into one register
+     * per channel with pshufb (mask byte 0x80 yields zero, so the c shuffles of a
+     * channel can be OR-ed), then convert each channel's 16 values. */
+    __m128i mask[EG_PREPROCESS_MAX_CHANNELS][EG_PREPROCESS_MAX_CHANNELS];
+    for (size_t ch = 0; ch < c; ch++)
+        for (size_t s = 0; s < c; s++) {
+            uint8_t m[16];
+            for (size_t i = 0; i < 16; i++) {
+                const size_t byte = i * c + ch;
+                m[i] = byte / 16 == s ? (uint8_t)(byte % 16) : 0x80;
+            }
+            mask[ch][s] = _mm_loadu_si128((const __m128i *)m);
+        }
+    const __m256 vscale = _mm256_set1_ps(scale);
+    __m256 vmean[EG_PREPROCESS_MAX_CHANNELS], vstd[EG_PREPROCESS_MAX_CHANNELS];
+    for (size_t ch = 0; ch < c; ch++) {
+        vmean[ch] = _mm256_set1_ps(mean[ch]);
+        vstd[ch] = _mm256_set1_ps(std[ch]);
     }
+    size_t p = 0;
+    for (; p + 16 <= npix; p += 16) {
+        __m128i in[EG_PREPROCESS_MAX_CHANNELS];
+        for (size_t s = 0; s < c; s++) in[s] = _mm_loadu_si128((const __m128i *)(src + p * c + 16 * s));
+        for (size_t ch = 0; ch < c; ch++) {
+            __m128i x = _mm_shuffle_epi8(in[0], mask[ch][0]);
+            for (size_t s = 1; s < c; s++) x = _mm_or_si128(x, _mm_shuffle_epi8(in[s], mask[ch][s]));
+            float *d = dst + ch * plane + p;
+            const __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
+            const __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
+            _mm256_storeu_ps(d, _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(lo, vscale), vmean[ch]), vstd[ch]));
+            _mm256_storeu_ps(d + 8, _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(hi, vscale), vmean[ch]), vstd[ch]));
+        }
+    }
+    if (p < npix) eg__preprocess__c(src + p * c, dst + p, npix - p, c, plane, 1, scale, mean, std);
 }
 
 const eg_kernels eg__kernels_avx2 = {

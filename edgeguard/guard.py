@@ -11,17 +11,27 @@ Known limits: an attacker who knows the squeezers can craft inputs that pass
 (He et al. 2017; Athalye, Carlini and Wagner 2018). Use the detector as one
 layer together with a hardened model, and evaluate it on the deployed artifact.
 
-Threading: :meth:`GuardedModel.predict` keeps no state between calls (buffers
-are per call), the native kernels are reentrant and release the GIL, ONNX
-Runtime sessions are thread-safe and LiteRT interpreters are serialised by the
-backend; so one model can serve several threads at once.
+Threading: one :class:`GuardedModel` can serve several threads at once.
+:meth:`GuardedModel.predict` keeps no state between calls (every buffer is
+allocated per call, everything set in ``__init__`` is read-only afterwards),
+the native kernels are reentrant and release the GIL, ONNX Runtime sessions
+are thread-safe (concurrent calls run in parallel), and LiteRT interpreters
+are serialised by a lock in the backend (concurrent calls are safe but take
+turns; squeezing and detection still overlap). Result objects compute some
+fields lazily on first access; they belong to the caller.
+
+Performance: the per-call path is a handful of direct calls into the native
+kernels on buffers the guard has already validated (no re-validation, one
+``ffi.from_buffer`` per buffer, pointer arithmetic for the per-squeezer
+slices), one ``backend.run`` on the (1 + S) * N stack, and a result object
+whose labels, indices, flags and dicts are built only when read.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,27 +41,62 @@ from .backends import FORMATS, Backend, available_backends, open_backend
 from .errors import (
     AdversarialInputError,
     BackendUnavailableError,
+    BundleError,
     InvalidArgumentError,
     InvalidInputError,
     UnsupportedError,
 )
 
-__all__ = ["GuardedModel", "Prediction", "Predictions", "POLICIES", "load"]
+__all__ = ["GuardedModel", "Prediction", "Predictions", "POLICIES", "STAGES", "Squeezer", "load"]
 
 #: What to do with inputs flagged as adversarial.
 #: report  -- return them with is_adversarial=True (default)
 #: raise   -- raise AdversarialInputError carrying every result of the call
 #: squeeze -- answer with the prediction on the squeezed inputs (mean of their softmax)
 POLICIES = ("report", "raise", "squeeze")
+#: Stages timed by every call (``timings`` also has ``total``).
 STAGES = ("preprocess", "squeeze", "model", "detect")
 
+# Hot-path constants: resolved once, so a call does no string parsing or lookups.
+_U8 = np.dtype(np.uint8)
+_F32 = np.dtype(np.float32)
+_perf = time.perf_counter
+_from_buffer = ffi.from_buffer
+_U8_ARRAY = ffi.typeof("uint8_t[]")
+_F32_ARRAY = ffi.typeof("float[]")
+_AUTO = lib.EG_ISA_AUTO
+_NHWC = lib.EG_LAYOUT_NHWC
+_bit_depth_u8 = lib.eg_bit_depth_u8
+_bit_depth_f32 = lib.eg_bit_depth_f32
+_median_u8 = lib.eg_median_u8
+_median_f32 = lib.eg_median_f32
+_preprocess_u8 = lib.eg_preprocess_u8_f32
+_softmax = lib.eg_softmax_f32
+_squeeze_scores = lib.eg_squeeze_scores_f32
+_check = _lowlevel._check
+_REPORT, _RAISE, _SQUEEZE = POLICIES
 
-@dataclass(frozen=True)
+
 class Squeezer:
-    """One squeezer of the manifest: ``bit_depth`` (bits) or ``median`` (size)."""
+    """One squeezer of the manifest: ``bit_depth`` (bits) or ``median`` (size). Immutable."""
 
-    kind: str
-    param: int
+    __slots__ = ("kind", "param")
+
+    def __init__(self, kind: str, param: int):
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "param", param)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Squeezer is immutable")
+
+    def __eq__(self, other):
+        return isinstance(other, Squeezer) and (self.kind, self.param) == (other.kind, other.param)
+
+    def __hash__(self):
+        return hash((self.kind, self.param))
+
+    def __repr__(self) -> str:
+        return f"Squeezer({self.kind!r}, {self.param})"
 
     @property
     def name(self) -> str:
@@ -69,84 +114,239 @@ class Squeezer:
             return cls(kind, size)
         raise UnsupportedError(f"squeezer kind {kind!r} is not supported by this edgeguard (bit_depth, median)")
 
-    def apply(self, x: np.ndarray, layout: str, out: np.ndarray) -> None:
-        """Squeeze the contiguous batch `x` into the distinct contiguous buffer `out`.
+    def apply(self, x: np.ndarray, layout: str = "NHWC") -> np.ndarray:
+        """Squeeze a uint8 or float32 batch in `layout` (NHWC or NCHW); returns a new array.
 
-        Calls the kernels directly: the guard has already validated both arrays,
-        and this runs on every input."""
-        u8 = x.dtype == np.uint8
-        ctype = "uint8_t[]" if u8 else "float[]"
-        src, dst = ffi.from_buffer(ctype, x), ffi.from_buffer(ctype, out, require_writable=True)
+        The checked public path (through :mod:`edgeguard._lowlevel`); the guard's
+        per-call path calls the same kernels directly."""
         if self.kind == "bit_depth":
-            fn = lib.eg_bit_depth_u8 if u8 else lib.eg_bit_depth_f32
-            status = fn(src, dst, x.size, self.param, lib.EG_ISA_AUTO)
-        else:
-            n, a, b, c = x.shape
-            h, w, ch = (a, b, c) if layout == "NHWC" else (b, c, a)
-            fn = lib.eg_median_u8 if u8 else lib.eg_median_f32
-            status = fn(src, dst, n, h, w, ch, _lowlevel.LAYOUTS[layout], self.param, lib.EG_ISA_AUTO)
-        _lowlevel._check(status, self.name)
+            return _lowlevel.bit_depth(x, self.param)
+        x = np.asarray(x)
+        if x.ndim != 4:
+            raise InvalidArgumentError(f"expected a 4-d {layout} batch, got shape {x.shape}")
+        n, a, b, c = x.shape
+        h, w, ch = (a, b, c) if layout == "NHWC" else (b, c, a)
+        return _lowlevel.median(x, n, h, w, ch, layout, self.param)
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """The result for one input."""
-
-    label: str
-    index: int
-    probabilities: np.ndarray
-    score: float
-    is_adversarial: bool
-    squeezer_scores: dict
-    answered_by: str = "original"  # or "squeezed" under the squeeze policy
-    timings: dict = field(default_factory=dict, repr=False)  # of the whole call, seconds
-
+# ----------------------------------------------------------------------------- results
 
 class Predictions(Sequence):
-    """Results of one :meth:`GuardedModel.predict` call on a batch, as arrays.
+    """Results of one :meth:`GuardedModel.predict` call, as arrays over the batch.
 
-    Indexing gives a :class:`Prediction`; ``timings`` holds the seconds spent
-    in each stage (preprocess, squeeze, model, detect) for the whole batch.
+    Indexing gives a :class:`Prediction`. Arrays: ``probabilities`` (N, classes)
+    (the answer: softmax of the original input, or under the squeeze policy of
+    the squeezed copies for flagged inputs), ``scores`` (N,), ``indices`` (N,),
+    ``is_adversarial`` (N,) bool, ``squeezer_scores`` {name: (N,)} and
+    ``squeezed_probabilities`` (S, N, classes). ``labels`` and ``answered_by``
+    are lists; ``timings`` maps each stage (see :data:`STAGES`) and ``total``
+    to the seconds spent on the whole call; ``threshold`` is the detector's
+    (None without a calibrated detector). Scores are NaN when detection did
+    not run (``detect=False`` or no squeezers); such inputs are never flagged.
+    A NaN score from a detector that did run (non-finite model outputs) counts
+    as flagged: the guard fails closed.
+
+    Every field is a view of one buffer filled by the native kernels, made on
+    first access: a field nobody reads costs nothing.
     """
 
-    def __init__(self, labels, indices, probabilities, scores, is_adversarial, squeezer_scores, answered_by,
-                 timings, threshold):
-        self.labels = labels
-        self.indices = indices
-        self.probabilities = probabilities
-        self.scores = scores
-        self.is_adversarial = is_adversarial
-        self.squeezer_scores = squeezer_scores
-        self.answered_by = answered_by
-        self.timings = timings
-        self.threshold = threshold
+    __slots__ = ("threshold", "_buf", "_n", "_s", "_k", "_off", "_labels", "_names", "_detected", "_times",
+                 "_probs", "_scores", "_indices", "_flagged", "_answered_mask")
 
+    def __init__(self, buf, n, s, k, names, labels, threshold, detected, times=None):
+        # buf: float32 [(1 + s) * n * k probabilities: original rows, then each squeezer's | n scores | s * n
+        # per-squeezer scores]
+        self.threshold = threshold
+        self._buf, self._n, self._s, self._k = buf, n, s, k
+        self._off = (1 + s) * n * k
+        self._labels = labels
+        self._names = names
+        self._detected = detected
+        self._times = times
+        self._probs = self._scores = self._indices = self._flagged = self._answered_mask = None
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        v = self._probs
+        if v is None:
+            v = self._probs = self._buf[:self._n * self._k].reshape(self._n, self._k)
+        return v
+
+    @property
+    def scores(self) -> np.ndarray:
+        v = self._scores
+        if v is None:
+            v = self._scores = self._buf[self._off:self._off + self._n]
+        return v
+
+    @property
+    def squeezed_probabilities(self) -> np.ndarray:
+        n, k = self._n, self._k
+        return self._buf[n * k:self._off].reshape(self._s, n, k)
+
+    @property
+    def squeezer_scores(self) -> dict:
+        n, start = self._n, self._off + self._n
+        return {name: self._buf[start + j * n:start + (j + 1) * n] for j, name in enumerate(self._names)}
+
+    @property
+    def indices(self) -> np.ndarray:
+        v = self._indices
+        if v is None:
+            v = self._indices = self.probabilities.argmax(axis=1)
+        return v
+
+    @property
+    def labels(self) -> list:
+        labels = self._labels
+        return [labels[i] for i in self.indices.tolist()]
+
+    @property
+    def is_adversarial(self) -> np.ndarray:
+        v = self._flagged
+        if v is None:
+            if self._detected and self.threshold is not None:
+                v = ~(self.scores <= self.threshold)  # NaN scores are flagged
+            else:
+                v = np.zeros(self._n, bool)
+            self._flagged = v
+        return v
+
+    @property
+    def answered_by(self) -> list:
+        mask = self._answered_mask
+        if mask is None:
+            return ["original"] * self._n
+        return ["squeezed" if m else "original" for m in mask.tolist()]
+
+    @property
+    def timings(self) -> dict:
+        t0, t1, t2, t3, t4, t5 = self._times
+        return {"preprocess": (t1 - t0) + (t3 - t2), "squeeze": t2 - t1, "model": t4 - t3, "detect": t5 - t4,
+                "total": t5 - t0}
+
+    def _answer_from_squeezed(self, flagged: np.ndarray) -> None:
+        final = self.probabilities.copy()
+        final[flagged] = self.squeezed_probabilities[:, flagged].mean(axis=0)
+        self._probs = final
+        self._indices = None
+        self._answered_mask = flagged
+
+    # sequence protocol
     def __len__(self) -> int:
-        return len(self.indices)
+        return self._n
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        return Prediction(
-            label=self.labels[i],
-            index=int(self.indices[i]),
-            probabilities=self.probabilities[i],
-            score=float(self.scores[i]),
-            is_adversarial=bool(self.is_adversarial[i]),
-            squeezer_scores={k: float(v[i]) for k, v in self.squeezer_scores.items()},
-            answered_by=self.answered_by[i],
-            timings=self.timings,
-        )
+            return [Prediction(self, j) for j in range(*i.indices(self._n))]
+        n = self._n
+        i = int(i)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} predictions")
+        return Prediction(self, i % n)
+
+    def to_dicts(self) -> list[dict]:
+        """One JSON-ready dict per input (see :meth:`Prediction.to_dict`)."""
+        return [p.to_dict() for p in self]
 
     def __repr__(self) -> str:
-        return f"<Predictions n={len(self)} flagged={int(np.sum(self.is_adversarial))}>"
+        return f"<Predictions n={self._n} flagged={int(np.count_nonzero(self.is_adversarial))}>"
 
+
+class Prediction:
+    """The result for one input: a view of one row of a :class:`Predictions`.
+
+    Fields: ``label``, ``index`` (class index), ``confidence`` (its
+    probability), ``probabilities`` (classes,), ``score`` (float; NaN if
+    detection did not run), ``is_adversarial``, ``squeezer_scores``
+    {name: float}, ``answered_by`` ("original" or "squeezed"), ``threshold``,
+    and ``timings`` of the whole call (seconds). ``results`` is the
+    :class:`Predictions` it belongs to.
+    """
+
+    __slots__ = ("results", "_i")
+
+    def __init__(self, results: Predictions, i: int):
+        self.results = results
+        self._i = i
+
+    @property
+    def index(self) -> int:
+        r = self.results
+        if r._probs is None and r._indices is None:  # one row of the buffer: no 2-d view needed
+            k = r._k
+            return int(r._buf[self._i * k:(self._i + 1) * k].argmax())
+        return int(r.indices[self._i])
+
+    @property
+    def label(self) -> str:
+        return self.results._labels[self.index]
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self.results.probabilities[self._i]
+
+    @property
+    def confidence(self) -> float:
+        """The probability of the predicted class."""
+        return float(self.results.probabilities[self._i, self.index])
+
+    @property
+    def score(self) -> float:
+        r = self.results
+        return float(r._buf[r._off + self._i])
+
+    @property
+    def is_adversarial(self) -> bool:
+        r = self.results
+        if r._flagged is None:
+            if not (r._detected and r.threshold is not None):
+                return False
+            return not float(r._buf[r._off + self._i]) <= r.threshold  # NaN scores are flagged
+        return bool(r._flagged[self._i])
+
+    @property
+    def squeezer_scores(self) -> dict:
+        r, i = self.results, self._i
+        start, n = r._off + r._n, r._n
+        return {name: float(r._buf[start + j * n + i]) for j, name in enumerate(r._names)}
+
+    @property
+    def answered_by(self) -> str:
+        mask = self.results._answered_mask
+        return "squeezed" if mask is not None and mask[self._i] else "original"
+
+    @property
+    def threshold(self) -> float | None:
+        return self.results.threshold
+
+    @property
+    def timings(self) -> dict:
+        return self.results.timings
+
+    def to_dict(self) -> dict:
+        """JSON-ready: label, index, confidence, score (None if NaN), is_adversarial,
+        squeezer_scores, answered_by, threshold, probabilities (list)."""
+        score = self.score
+        return {"label": self.label, "index": self.index, "confidence": self.confidence,
+                "score": None if math.isnan(score) else score, "is_adversarial": self.is_adversarial,
+                "squeezer_scores": self.squeezer_scores, "answered_by": self.answered_by,
+                "threshold": self.threshold, "probabilities": self.probabilities.tolist()}
+
+    def __repr__(self) -> str:
+        return (f"Prediction(label={self.label!r}, index={self.index}, confidence={self.confidence:.4f}, "
+                f"score={self.score:.4f}, is_adversarial={self.is_adversarial}, answered_by={self.answered_by!r})")
+
+
+# ----------------------------------------------------------------------------- inputs
 
 def _resize_bilinear(x: np.ndarray, h: int, w: int) -> np.ndarray:
     """Bilinear resize of an NHWC batch (half-pixel centres, like OpenCV INTER_LINEAR)."""
     n, ih, iw, c = x.shape
     if (ih, iw) == (h, w):
         return x
+    if ih == 0 or iw == 0:
+        raise InvalidInputError(f"cannot resize empty images of {ih}x{iw}")
     src = x.astype(np.float32)
 
     def axis(out_len, in_len):
@@ -164,180 +364,322 @@ def _resize_bilinear(x: np.ndarray, h: int, w: int) -> np.ndarray:
     return out.astype(x.dtype)
 
 
+def _as_array(x) -> np.ndarray:
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as e:  # ragged nested lists and the like
+        raise InvalidInputError(f"input cannot be made into an array: {e}") from None
+
+
+# ----------------------------------------------------------------------------- the model
+
 class GuardedModel:
     """A verified bundle artifact with its backend, squeezers and detector.
 
     Create with :func:`load`. Attributes: ``bundle`` (the verified
     :class:`edgeguard.bundle.Bundle`), ``artifact`` (its manifest entry),
     ``backend``, ``squeezers``, ``threshold`` (None if the artifact has no
-    calibrated detector), ``labels``, ``policy``.
+    calibrated detector), ``labels``, ``policy``, and the input spec:
+    ``layout``, ``height``, ``width``, ``channels``, ``value_range``.
     """
 
     def __init__(self, bundle: _bundle.Bundle, artifact: dict, backend: Backend, *, policy: str = "report"):
-        if policy not in POLICIES:
-            raise InvalidArgumentError(f"unknown policy {policy!r}; choose one of {POLICIES}")
         m = bundle.manifest
         self.bundle = bundle
         self.artifact = artifact
         self.backend = backend
         self.policy = policy
-        self.labels = list(m["labels"])
-        self.squeezers = [Squeezer.from_manifest(s) for s in m["squeezers"]]
+        self.labels = tuple(m["labels"])
+        self.squeezers = tuple(Squeezer.from_manifest(s) for s in m["squeezers"])
         detector = artifact.get("detector")
         self.threshold = float(detector["threshold"]) if detector else None
         inp = m["input"]
         self.layout = inp["layout"]
         _, d1, d2, d3 = inp["shape"]
-        self.height, self.width, self.channels = (d2, d3, d1) if self.layout == "NCHW" else (d1, d2, d3)
+        h, w, c = (d2, d3, d1) if self.layout == "NCHW" else (d1, d2, d3)
+        self.height, self.width, self.channels = h, w, c
         self.value_range = (float(inp["range"][0]), float(inp["range"][1]))
         self.scale = float(inp["scale"])
-        self.mean = np.asarray(inp["mean"], np.float32)
-        self.std = np.asarray(inp["std"], np.float32)
+        self.mean = np.array(inp["mean"], np.float32)
+        self.std = np.array(inp["std"], np.float32)
         self.output_kind = m["output"]["kind"]
-        if self.channels > _lowlevel.MAX_PREPROCESS_CHANNELS:
-            raise UnsupportedError(f"models with {self.channels} input channels are not supported (at most 4)")
+        if c > _lowlevel.MAX_PREPROCESS_CHANNELS:
+            raise UnsupportedError(f"models with {c} input channels are not supported (at most "
+                                   f"{_lowlevel.MAX_PREPROCESS_CHANNELS})")
+        where = f"artifact {artifact['id']!r}"
         if backend.num_classes is not None and backend.num_classes != len(self.labels):
-            raise UnsupportedError(
-                f"the model has {backend.num_classes} outputs but the manifest lists {len(self.labels)} labels")
+            raise BundleError(f"{where}: the model has {backend.num_classes} outputs but the manifest lists "
+                              f"{len(self.labels)} labels")
+        item = (c, h, w) if self.layout == "NCHW" else (h, w, c)
+        model_item = tuple(backend.input_shape[1:])
+        if len(model_item) != 3 or any(d is not None and d != e for d, e in zip(model_item, item)):
+            raise BundleError(
+                f"{where}: the model's input is {_fmt(backend.input_shape)} but the manifest declares "
+                f"{self.layout} {_fmt((None,) + item)}; the manifest does not describe this artifact")
 
-    # ------------------------------------------------------------------ inputs
+        # Everything the per-call path needs, computed once and read-only afterwards.
+        self._item = item
+        self._hwc = h * w * c
+        self._layout_code = _lowlevel.LAYOUTS[self.layout]
+        self._u8_single = {(h, w, c)} | ({(h, w)} if c == 1 else set())
+        self._p_mean = _from_buffer(_F32_ARRAY, self.mean)  # the arrays are kept alive by self
+        self._p_std = _from_buffer(_F32_ARRAY, self.std)
+        self._plan = tuple((s.kind == "median", s.param, s.name) for s in self.squeezers)
+        self._names = tuple(s.name for s in self.squeezers)
+        self._logits = self.output_kind == "logits"
+        self._classes = len(self.labels)
+        lo, hi = self.value_range
+        tol = 1e-6 * max(1.0, hi - lo)
+        self._range_lo, self._range_hi = lo - tol, hi + tol
+        self._unit_range = (lo, hi) == (0.0, 1.0)
+        bshape = (1, -1, 1, 1) if self.layout == "NCHW" else (1, 1, 1, -1)
+        self._f_mean, self._f_std = self.mean.reshape(bshape), self.std.reshape(bshape)
+        self._f_identity = bool(np.all(self.mean == 0) and np.all(self.std == 1))
+
+    @property
+    def policy(self) -> str:
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: str) -> None:
+        if value not in POLICIES:
+            raise InvalidArgumentError(f"unknown policy {value!r}; choose one of {POLICIES}")
+        self._policy = value
+
+    @property
+    def name(self) -> str:
+        return self.bundle.manifest["name"]
+
+    # ------------------------------------------------------------------ input checks (the slow path)
 
     def _image_batch(self, x: np.ndarray, resize: bool) -> tuple[np.ndarray, bool]:
-        """uint8 images -> (NHWC batch, was_single)."""
+        """uint8 images of any accepted form -> (C-contiguous NHWC batch, was_single)."""
         h, w, c = self.height, self.width, self.channels
+        s = x.shape
         if x.ndim == 2:
             x, single = x[None, :, :, None], True
-        elif x.ndim == 3 and x.shape[-1] in (1, 3, 4):
+        elif x.ndim == 3 and s == (h, w, c):
             x, single = x[None], True  # one (H, W, C) image
-        elif x.ndim == 3 and c == 1:
+        elif x.ndim == 3 and c == 1 and s[1:] == (h, w):
             x, single = x[..., None], False  # a batch of gray images (N, H, W)
+        elif x.ndim == 3 and (s[:2] == (h, w) or s[-1] <= 4 or c != 1):
+            x, single = x[None], True  # one (H, W, C) image of another size or channel count
+        elif x.ndim == 3:
+            x, single = x[..., None], False  # a gray batch of another size
         elif x.ndim == 4:
             single = False
         else:
             raise InvalidInputError(
-                f"expected a uint8 image (H, W) or (H, W, {c}), or a batch (N, H, W, {c}); got shape {x.shape}")
+                f"expected a uint8 image (H, W) or (H, W, {c}), or a batch (N, H, W, {c})"
+                + (" or (N, H, W)" if c == 1 else "") + f"; got shape {s}")
         if x.shape[-1] != c:
-            raise InvalidInputError(f"the model takes {c} channel(s); got images with {x.shape[-1]}")
+            raise InvalidInputError(f"the model takes {c} channel(s); got images with {x.shape[-1]} "
+                                    f"(input shape {s})")
         if x.shape[0] == 0:
             raise InvalidInputError("empty batch")
         if x.shape[1:3] != (h, w):
+            if 0 in x.shape[1:3]:
+                raise InvalidInputError(f"images are {x.shape[1]}x{x.shape[2]}: empty images")
             if not resize:
                 raise InvalidInputError(
-                    f"images are {x.shape[1]}x{x.shape[2]} but the model takes {h}x{w}; "
+                    f"images are {x.shape[1]}x{x.shape[2]} (HxW) but the model takes {h}x{w}; "
                     "pass resize=True to resize them")
             x = _resize_bilinear(x, h, w)
         return np.ascontiguousarray(x), single
 
     def _float_batch(self, x: np.ndarray, resize: bool) -> tuple[np.ndarray, bool]:
-        """float inputs in the model's layout and value range -> (batch, was_single)."""
-        expected = (self.channels, self.height, self.width) if self.layout == "NCHW" else \
-            (self.height, self.width, self.channels)
+        """float inputs in the model's layout and value range -> (C-contiguous float32 batch, was_single)."""
+        expected = self._item
         if x.ndim == 3:
             x, single = x[None], True
         elif x.ndim == 4:
             single = False
         else:
-            raise InvalidInputError(f"expected float input of shape {expected} or (N, *{expected}); got {x.shape}")
+            raise InvalidInputError(f"expected float input of shape {expected} ({self.layout} item) or "
+                                    f"(N, *{expected}); got {x.shape}")
         if x.shape[0] == 0:
             raise InvalidInputError("empty batch")
         if x.shape[1:] != expected:
-            if resize and self.layout == "NHWC" and x.shape[-1] == self.channels:
-                x = _resize_bilinear(x, self.height, self.width)
-            elif resize and self.layout == "NCHW" and x.shape[1] == self.channels:
-                x = _resize_bilinear(x.transpose(0, 2, 3, 1), self.height, self.width).transpose(0, 3, 1, 2)
+            nchw = self.layout == "NCHW"
+            if resize and (x.shape[1] if nchw else x.shape[-1]) == self.channels and 0 not in x.shape:
+                x = np.asarray(x, np.float32)
+                if nchw:
+                    x = _resize_bilinear(x.transpose(0, 2, 3, 1), self.height, self.width).transpose(0, 3, 1, 2)
+                else:
+                    x = _resize_bilinear(x, self.height, self.width)
             else:
                 raise InvalidInputError(
                     f"float input must have shape {expected} per item ({self.layout} layout), got {x.shape[1:]}"
                     + ("" if resize else "; pass resize=True to resize"))
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
-            raise InvalidInputError("float input contains NaN or Inf")
-        lo, hi = self.value_range
-        if x.min() < lo - 1e-6 or x.max() > hi + 1e-6:
-            raise InvalidInputError(f"float input must lie in the model's value range [{lo}, {hi}], "
-                                    f"got [{x.min():.4g}, {x.max():.4g}]")
+        if not x.flags.aligned:
+            x = x.copy()  # the float kernels need aligned floats (ARMv7 faults otherwise)
+        mn, mx = x.min(), x.max()
+        if not (mn >= self._range_lo and mx <= self._range_hi):  # False for NaN too
+            if not np.isfinite(x).all():
+                raise InvalidInputError("float input contains NaN or Inf")
+            lo, hi = self.value_range
+            raise InvalidInputError(f"float input must lie in the model's value range [{lo:g}, {hi:g}] "
+                                    f"(manifest input.range), got [{mn:.4g}, {mx:.4g}]")
         return x, single
+
+    def _bit_depth_scaled(self, x: np.ndarray, out: np.ndarray, bits: int) -> None:
+        """Bit depth on float input whose range is not [0, 1]: squeeze (x - lo) / (hi - lo)."""
+        lo, hi = self.value_range
+        unit = (x - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+        _check(_bit_depth_f32(_from_buffer(_F32_ARRAY, unit), _from_buffer(_F32_ARRAY, out, True), unit.size,
+                              bits, _AUTO), f"bit_depth_{bits}")
+        out *= np.float32(hi - lo)
+        out += np.float32(lo)
 
     # ------------------------------------------------------------------ predict
 
     def predict(self, x, *, resize: bool = False, detect: bool = True):
         """Classify and screen `x`.
 
-        `x` is one uint8 image (H, W) or (H, W, C), a uint8 batch (N, H, W, C),
-        or float32 input in the manifest's layout and value range (one item or
-        a batch). Returns a :class:`Prediction` for one input, else
-        :class:`Predictions`. With ``detect=False`` only the model runs (the
-        plain path; scores are NaN). Raises InvalidInputError for unusable
-        input, AdversarialInputError under the 'raise' policy.
-        """
-        t0 = time.perf_counter()
-        x = np.asarray(x)
-        if x.dtype == np.uint8:
-            batch, single = self._image_batch(x, resize)
-            kind = "NHWC"  # squeezers run on the uint8 images
-        elif x.dtype.kind == "f":
-            batch, single = self._float_batch(x, resize)
-            kind = self.layout
-        else:
-            raise InvalidInputError(f"input must be uint8 images or float32 arrays, got {x.dtype}")
-        n = batch.shape[0]
-        squeezers = self.squeezers if detect else []
-        copies = 1 + len(squeezers)
+        `x` is one uint8 image (H, W) or (H, W, C), a uint8 batch (N, H, W, C)
+        (or (N, H, W) for a one-channel model), or float input in the
+        manifest's layout and value range (one item or a batch; any float
+        dtype, used as float32). Returns a :class:`Prediction` for one input,
+        else :class:`Predictions`. ``resize=True`` resizes images of another
+        size (bilinear) instead of refusing them. With ``detect=False`` only
+        the model runs on the original input (the plain path; scores are NaN,
+        nothing is flagged, the policy does not apply).
 
-        # All copies in one buffer, so the model sees one batch of (1 + S) * N.
-        stack = np.empty((copies * n,) + batch.shape[1:], batch.dtype)
-        stack[:n] = batch
-        t1 = time.perf_counter()
-        for i, sq in enumerate(squeezers, start=1):
-            sq.apply(batch, kind, stack[i * n:(i + 1) * n])
-        t2 = time.perf_counter()
-        if batch.dtype == np.uint8:
-            model_in = _lowlevel.preprocess(stack, self.layout, self.scale, self.mean, self.std)
+        Raises:
+            InvalidInputError: wrong shape, dtype or channel count, NaN/Inf or
+                out-of-range float input, empty batch, another image size
+                without ``resize=True``.
+            AdversarialInputError: under the 'raise' policy, when any input is
+                flagged; ``.results`` holds the :class:`Predictions` of the call.
+        """
+        t0 = _perf()
+        if type(x) is not np.ndarray:
+            x = _as_array(x)
+        dtype = x.dtype
+        s = len(self._plan) if detect else 0
+        if dtype == _U8:
+            # uint8 images: squeeze the integers, then the fused native preprocessing.
+            if x.shape in self._u8_single:  # the common case: one image of the model's size
+                n, single = 1, True
+                if not x.flags.c_contiguous:
+                    x = np.ascontiguousarray(x)
+            else:
+                x, single = self._image_batch(x, resize)
+                n = x.shape[0]
+            h, w, c = self.height, self.width, self.channels
+            size = n * self._hwc
+            model_in = np.empty(((1 + s) * n,) + self._item, _F32)
+            pm = _from_buffer(_F32_ARRAY, model_in, True)
+            px = _from_buffer(_U8_ARRAY, x)
+            status = _preprocess_u8(px, pm, n, h, w, c, self._layout_code, self.scale, self._p_mean, self._p_std,
+                                    _AUTO)
+            if status:
+                _check(status, "preprocess")
+            t1 = _perf()
+            if s:
+                squeezed = np.empty(s * size, _U8)
+                ps = _from_buffer(_U8_ARRAY, squeezed, True)
+                for i, (median, param, name) in enumerate(self._plan):
+                    dst = ps + i * size
+                    status = (_median_u8(px, dst, n, h, w, c, _NHWC, param, _AUTO) if median
+                              else _bit_depth_u8(px, dst, size, param, _AUTO))
+                    if status:
+                        _check(status, name)
+                t2 = _perf()
+                status = _preprocess_u8(ps, pm + size, s * n, h, w, c, self._layout_code, self.scale,
+                                        self._p_mean, self._p_std, _AUTO)
+                if status:
+                    _check(status, "preprocess")
+            else:
+                t2 = t1
+        elif dtype.kind == "f":
+            # float input: squeeze in the model's layout and range, then normalise with numpy.
+            x, single = self._float_batch(x, resize)
+            n = x.shape[0]
+            size = n * self._hwc
+            model_in = np.empty(((1 + s) * n,) + self._item, _F32)
+            model_in[:n] = x
+            t1 = _perf()
+            if s:
+                h, w, c = self.height, self.width, self.channels
+                px = _from_buffer(_F32_ARRAY, x)
+                pm = _from_buffer(_F32_ARRAY, model_in, True)
+                for i, (median, param, name) in enumerate(self._plan, start=1):
+                    if median:
+                        status = _median_f32(px, pm + i * size, n, h, w, c, self._layout_code, param, _AUTO)
+                    elif self._unit_range:
+                        status = _bit_depth_f32(px, pm + i * size, size, param, _AUTO)
+                    else:
+                        self._bit_depth_scaled(x, model_in[i * n:(i + 1) * n], param)
+                        status = 0
+                    if status:
+                        _check(status, name)
+            t2 = _perf()
+            if not self._f_identity:
+                model_in -= self._f_mean
+                model_in /= self._f_std
         else:
-            shape = (1, -1, 1, 1) if self.layout == "NCHW" else (1, 1, 1, -1)
-            model_in = (stack - self.mean.reshape(shape)) / self.std.reshape(shape)
-        t3 = time.perf_counter()
-        out = self.backend.run(model_in)
-        t4 = time.perf_counter()
-        if out.ndim != 2 or out.shape[0] != copies * n or out.shape[1] != len(self.labels):
-            raise UnsupportedError(f"the model returned shape {out.shape}; expected ({copies * n}, {len(self.labels)})")
-        probs = _lowlevel.softmax(np.ascontiguousarray(out, np.float32)) if self.output_kind == "logits" \
-            else np.ascontiguousarray(out, np.float32)
-        original = probs[:n]
-        if squeezers:
-            squeezed = probs[n:].reshape(len(squeezers), n, -1)
-            scores, per = _lowlevel.squeeze_scores(original, squeezed)
-            per_squeezer = {sq.name: per[i] for i, sq in enumerate(squeezers)}
+            hint = " (convert with x.astype(np.uint8) for 0..255 pixels)" if dtype.kind in "iub" else ""
+            raise InvalidInputError(f"input must be uint8 images or float arrays, got dtype {dtype}{hint}")
+        t3 = _perf()
+
+        out = self.backend.run(model_in)  # one call for original + squeezed copies
+        t4 = _perf()
+
+        rows, classes = (1 + s) * n, self._classes
+        if out.shape != (rows, classes):
+            raise UnsupportedError(f"the model returned shape {out.shape}; expected ({rows}, {classes})")
+        flags = out.flags
+        if out.dtype != _F32 or not (flags.c_contiguous and flags.aligned):
+            out = np.array(out, _F32, order="C")  # a new array is aligned
+        # one buffer: probabilities ((1 + s) * n rows), then the n scores, then s * n per-squeezer scores
+        off = rows * classes
+        buf = np.empty(off + (1 + s) * n, _F32)
+        pb = _from_buffer(_F32_ARRAY, buf, True)
+        if self._logits:
+            status = _softmax(_from_buffer(_F32_ARRAY, out), pb, rows, classes, _AUTO)
+            if status:
+                _check(status, "softmax")
         else:
-            scores, per_squeezer = np.full(n, np.nan, np.float32), {}
-        flagged = scores > self.threshold if (self.threshold is not None and squeezers) else np.zeros(n, bool)
-        final = original
-        answered = ["original"] * n
-        if self.policy == "squeeze" and flagged.any():
-            final = original.copy()
-            final[flagged] = squeezed[:, flagged].mean(axis=0)
-            answered = ["squeezed" if f else "original" for f in flagged]
-        indices = final.argmax(axis=1)
-        t5 = time.perf_counter()
-        timings = {"preprocess": (t1 - t0) + (t3 - t2), "squeeze": t2 - t1, "model": t4 - t3, "detect": t5 - t4,
-                   "total": t5 - t0}
-        result = Predictions([self.labels[i] for i in indices], indices, final, scores, flagged, per_squeezer,
-                             answered, timings, self.threshold)
-        if self.policy == "raise" and flagged.any():
-            raise AdversarialInputError(
-                f"{int(flagged.sum())} of {n} input(s) flagged as adversarial "
-                f"(score > threshold {self.threshold:.4g})", results=result)
-        return result[0] if single else result
+            buf[:off] = out.reshape(-1)
+        if s:
+            status = _squeeze_scores(pb, pb + n * classes, s, n, classes, pb + off + n, pb + off, _AUTO)
+            if status:
+                _check(status, "squeeze_scores")
+        else:
+            buf[off:] = np.nan
+        result = Predictions(buf, n, s, classes, self._names if s else (), self.labels, self.threshold, s > 0)
+        if s and self._policy != _REPORT and self.threshold is not None:
+            flagged = result.is_adversarial
+            if flagged.any():
+                if self._policy == _SQUEEZE:
+                    result._answer_from_squeezed(flagged)
+                else:
+                    result._times = (t0, t1, t2, t3, t4, _perf())
+                    raise AdversarialInputError(
+                        f"{int(flagged.sum())} of {n} input(s) flagged as adversarial "
+                        f"(score > threshold {self.threshold:.4g})", results=result)
+        result._times = (t0, t1, t2, t3, t4, _perf())
+        return Prediction(result, 0) if single else result
 
     def __repr__(self) -> str:
-        return (f"<GuardedModel {self.bundle.manifest['name']!r} artifact={self.artifact['id']!r} "
-                f"backend={self.backend.name!r} squeezers={[s.name for s in self.squeezers]} "
+        return (f"<GuardedModel {self.name!r} artifact={self.artifact['id']!r} "
+                f"backend={self.backend.name!r} squeezers={list(self._names)} "
                 f"threshold={self.threshold} policy={self.policy!r}>")
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
 
 
 def _choose_artifact(b: _bundle.Bundle, artifact: str | None, backend: str | None) -> dict:
     if artifact is not None:
-        return b.artifact(artifact)
+        art = b.artifact(artifact)
+        if backend is not None and backend not in FORMATS.get(art["format"], ()):
+            raise UnsupportedError(f"backend {backend!r} cannot run artifact {artifact!r} ({art['format']}); "
+                                   f"use one of {list(FORMATS.get(art['format'], ()))}")
+        return art
     installed = available_backends()
     for art in b.artifacts:  # the converter lists its preferred artifact first
         runners = FORMATS.get(art["format"], ())
@@ -356,14 +698,24 @@ def load(path, public_key=None, *, require_signature: bool | None = None, artifa
          limits: _bundle.Limits | None = None) -> GuardedModel:
     """Load a bundle: verify it, then run the same verified bytes.
 
+    path: the bundle file (or its bytes).
     public_key: Ed25519 public key (PEM bytes, path or key object); when given,
         the signature is required and checked (``require_signature`` defaults
         to True then).
+    require_signature: refuse an unsigned bundle (needs ``public_key``).
     artifact: the artifact id (e.g. "int8-tflite"); default: the first one an
         installed backend (or `backend`) can run.
     backend: "onnxruntime", "litert" or "tflite_runtime"; default: automatic.
+    num_threads: the backend's intra-op threads (default: the backend's choice).
     policy: "report", "raise" or "squeeze" (see POLICIES).
+    limits: :class:`edgeguard.bundle.Limits` for the reader.
+
+    Every refusal is a typed :class:`~edgeguard.errors.EdgeGuardError`: the
+    bundle's (see docs/bundle-format.md), BackendUnavailableError, or
+    BundleError when the manifest does not describe the artifact.
     """
+    if policy not in POLICIES:  # before any work
+        raise InvalidArgumentError(f"unknown policy {policy!r}; choose one of {POLICIES}")
     if require_signature is None:
         require_signature = public_key is not None
     b = _bundle.read_bundle(path, public_key=public_key, require_signature=require_signature,

@@ -1,0 +1,287 @@
+"""``edgeguard convert``: the conversion pipeline from the command line.
+
+    edgeguard convert --torch edgeguard.converters.models:mnist_cnn --weights cnn.pt \\
+        --input-shape 1,28,28 --layout NCHW --calib calib.npy --val test.npz \\
+        --train train.npz --harden fgsm --eps 0.3 --epochs 10 --key signing.key --out out/
+
+    edgeguard convert --onnx model.onnx --calib calib.npy --val val/ --out out/
+
+This module imports only the standard library at import time, so the device CLI
+(``edgeguard/_cli.py``) can register the subcommand cheaply with
+:func:`add_parser`; torch, onnx, ART and litert-torch are imported inside
+:func:`cmd_convert`, and a missing one is reported with the extra to install
+(``pip install edgeguard[convert]``). Also runnable on its own:
+``python -m edgeguard.converters.cli convert ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["add_parser", "cmd_convert", "build_parser", "main", "INSTALL_HINT"]
+
+INSTALL_HINT = "pip install edgeguard[convert]"
+HELP = "convert a PyTorch or ONNX classifier into signed edgeguard bundle(s), with a conversion report"
+
+
+def _floats(text: str) -> list:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _dims(text: str) -> list:
+    try:
+        dims = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,28,28, got {text!r}") from None
+    return dims
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a value in (0, 1), got {v}")
+    return v
+
+
+def _squeezers(text: str) -> list:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        kind, _, value = part.partition(":")
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"squeezer {part!r}: expected kind:value, e.g. bit_depth:1 or median:2") \
+                from None
+        if kind == "bit_depth":
+            out.append({"kind": "bit_depth", "bits": n})
+        elif kind == "median":
+            out.append({"kind": "median", "size": n})
+        else:
+            raise argparse.ArgumentTypeError(f"unknown squeezer kind {kind!r}: use bit_depth:BITS or median:SIZE")
+    return out
+
+
+def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    src = p.add_argument_group("source model (one of)")
+    ex = src.add_mutually_exclusive_group(required=True)
+    ex.add_argument("--torch", metavar="MODULE:FUNCTION",
+                    help="importable factory returning a torch.nn.Module, e.g. edgeguard.converters.models:mnist_cnn")
+    ex.add_argument("--onnx", metavar="FILE", help="an ONNX classifier (no hardening, no TFLite for ONNX sources)")
+    src.add_argument("--weights", metavar="FILE", help="state_dict file for --torch (torch.save(model.state_dict()))")
+    src.add_argument("--factory-kwargs", metavar="JSON", default=None, help="keyword arguments for the factory")
+    inp = p.add_argument_group("input")
+    inp.add_argument("--input-shape", type=_dims, metavar="DIMS",
+                     help="per-item input shape in layout order, batch excluded (e.g. 1,28,28 for NCHW); "
+                          "required for --torch, read from the model for --onnx")
+    inp.add_argument("--layout", default=None, metavar="NCHW|NHWC",
+                     help="input layout (default NCHW for --torch, inferred for --onnx)")
+    inp.add_argument("--mean", type=_floats, default=[0.0], help="per-channel mean (default 0)")
+    inp.add_argument("--std", type=_floats, default=[1.0], help="per-channel std (default 1)")
+    inp.add_argument("--range", type=_floats, default=[0.0, 1.0], metavar="0,HI",
+                     help="input value range before normalisation (default 0,1: pixels / 255)")
+    inp.add_argument("--labels", default=None,
+                     help="class labels, comma-separated or @FILE (one per line); default 0..K-1")
+    inp.add_argument("--output-kind", choices=("logits", "probabilities"), default="logits")
+    data = p.add_argument_group("data (.npy uint8 NHWC images or floats in range; .npz with x/y; or a folder "
+                                "with one subfolder per class)")
+    data.add_argument("--calib", required=True, metavar="PATH",
+                      help="held-out legitimate images: int8 calibration, detector thresholds, reference stats")
+    data.add_argument("--calib-labels", metavar="NPY")
+    data.add_argument("--val", metavar="PATH", help="labelled held-out images for parity, accuracy, report")
+    data.add_argument("--val-labels", metavar="NPY")
+    data.add_argument("--train", metavar="PATH", help="labelled training images (needed for --harden)")
+    data.add_argument("--train-labels", metavar="NPY")
+    h = p.add_argument_group("hardening (PyTorch sources)")
+    h.add_argument("--harden", choices=("fgsm", "pgd", "none"), default="none",
+                   help="fgsm: fast FGSM with random start (Wong et al. 2020); pgd: Madry et al.; default none")
+    h.add_argument("--eps", type=float, default=0.3, help="L-inf budget in the input range (default 0.3)")
+    h.add_argument("--alpha", type=float, default=None, help="attack step (default fgsm 1.25*eps, pgd 2.5*eps/steps)")
+    h.add_argument("--steps", type=int, default=None, help="PGD steps per batch for --harden pgd (default 10)")
+    h.add_argument("--epochs", type=int, default=10)
+    h.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (default 5e-3)")
+    h.add_argument("--lr-schedule", choices=("cyclic", "constant", "step"), default="cyclic")
+    h.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    h.add_argument("--batch-size", type=int, default=100)
+    h.add_argument("--pgd-eval-steps", type=int, default=40, help="PGD steps of the before/after evaluation")
+    h.add_argument("--pgd-eval-step", type=float, default=0.01)
+    h.add_argument("--no-eval", action="store_true", help="skip the before/after PGD evaluation")
+    o = p.add_argument_group("output")
+    o.add_argument("--artifacts", default=None,
+                   help="comma-separated ids in preference order: fp32-onnx, int8-onnx, int8-tflite, fp32-tflite "
+                        "(default fp32-onnx,int8-onnx,int8-tflite; ONNX sources fp32-onnx,int8-onnx)")
+    o.add_argument("--target-fpr", type=_fraction, default=0.05, help="detector false-positive rate (default 0.05)")
+    o.add_argument("--squeezers", type=_squeezers, default=None,
+                   help="e.g. bit_depth:1,median:2 (default, the feature-squeezing MNIST detector)")
+    o.add_argument("--key", metavar="PRIVATE",
+                   help="Ed25519 private key (PEM) to sign with, or 'generate' (writes OUT/NAME.key and .pub); "
+                        "default: unsigned")
+    o.add_argument("--out", required=True, metavar="DIR")
+    o.add_argument("--name", default="model")
+    o.add_argument("--version", default="1")
+    o.add_argument("--created", default=None, help="ISO-8601 creation time (default $SOURCE_DATE_EPOCH, else now)")
+    o.add_argument("--per-artifact-bundles", action="store_true", help="also write one bundle per artifact")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--no-parity-check", action="store_true", help="report parity failures instead of stopping")
+    o.add_argument("--latency-runs", type=int, default=100)
+    o.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    o.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_convert)
+    return p
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``convert`` subcommand to an argparse subparsers object (its ``func`` is :func:`cmd_convert`)."""
+    p = subparsers.add_parser("convert", help=HELP, description=HELP + ".\n\n" + __doc__.split("\n\n")[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    return _configure(p)
+
+
+def _missing(e: ImportError):
+    from edgeguard.errors import BackendUnavailableError
+
+    name = getattr(e, "name", None) or str(e)
+    return BackendUnavailableError(f"edgeguard convert needs the workstation tools (missing: {name}); install them "
+                                   f"with: {INSTALL_HINT}")
+
+
+def _labels(text):
+    if text is None:
+        return None
+    if text.startswith("@"):
+        with open(text[1:], encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def cmd_convert(args) -> int:
+    """Run the conversion (see the module docstring); prints the report."""
+    try:
+        import numpy as np  # noqa: F401
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import torch  # noqa: F401
+
+        from . import pipeline
+        from .data import InputSpec, load_images
+        from .errors import ConversionError
+        from .hardening import AttackConfig, HardeningConfig
+        from .source import infer_layout, load_onnx_source, load_torch_source
+    except ImportError as e:
+        raise _missing(e) from None
+
+    labels = _labels(args.labels)
+    factory_kwargs = None
+    if args.factory_kwargs:
+        try:
+            factory_kwargs = json.loads(args.factory_kwargs)
+        except ValueError as e:
+            raise ConversionError(f"--factory-kwargs is not valid JSON: {e}") from None
+        if not isinstance(factory_kwargs, dict):
+            raise ConversionError("--factory-kwargs must be a JSON object")
+    if args.torch and args.harden != "none" and not args.train:
+        raise ConversionError(f"--harden {args.harden} needs labelled training data (--train)")
+    if args.onnx and args.harden != "none":
+        from .errors import NotAvailableError
+
+        raise NotAvailableError("--harden is not available for an ONNX source: adversarial fine-tuning needs a "
+                                "PyTorch module (--torch with --weights)")
+    if args.onnx and args.weights:
+        raise ConversionError("--weights goes with --torch; an ONNX file carries its own weights")
+
+    def spec_for(shape, layout, n_classes):
+        return InputSpec(tuple(shape), layout, labels or [str(i) for i in range(n_classes)], args.mean, args.std,
+                         args.range, args.output_kind)
+
+    if args.torch:
+        if not args.input_shape:
+            raise ConversionError("--input-shape is required with --torch (e.g. --input-shape 1,28,28)")
+        layout = args.layout or "NCHW"
+        src = load_torch_source(args.torch, args.weights, factory_kwargs=factory_kwargs)
+        probe = spec_for(args.input_shape, layout, len(labels) if labels else 1)  # validates shape and layout
+        with torch.no_grad():
+            out = src.module(torch.zeros((2, *probe.shape)))
+        if out.ndim != 2:
+            from .errors import UnsupportedModelError
+
+            raise UnsupportedModelError(f"the model returns shape {tuple(out.shape)}; expected (batch, classes)")
+        spec = spec_for(args.input_shape, layout, int(out.shape[1]))
+    else:
+        src = load_onnx_source(args.onnx)
+        dims = src.input_shape
+        layout = args.layout or infer_layout(dims)
+        shape = list(args.input_shape) if args.input_shape else list(dims[1:])
+        if list(dims[1:]) != shape:
+            from .errors import UnsupportedModelError
+
+            raise UnsupportedModelError(f"--input-shape {shape} does not match the ONNX input {list(dims)}")
+        import onnx as _onnx
+
+        out_dims = _onnx.load_from_string(src.model_bytes).graph.output[0].type.tensor_type.shape.dim
+        k = out_dims[len(out_dims) - 1].dim_value if len(out_dims) else 0
+        if not labels and not k:
+            raise ConversionError("the ONNX output has no static class count: pass --labels")
+        spec = spec_for(shape, layout, k or len(labels))
+        load_onnx_source(src.model_bytes, spec)  # re-check against the full spec
+
+    from math import ceil
+
+    calib = load_images(args.calib, spec, args.calib_labels, name="calibration data (--calib)",
+                        min_count=ceil(1 / args.target_fpr - 1e-9))
+    val = load_images(args.val, spec, args.val_labels, name="validation data (--val)") if args.val else None
+    train = load_images(args.train, spec, args.train_labels, name="training data (--train)") if args.train else None
+    hardening = None
+    if args.harden != "none":
+        hardening = HardeningConfig(args.harden, eps=args.eps, alpha=args.alpha, steps=args.steps,
+                                    epochs=args.epochs, lr_max=args.lr, lr_schedule=args.lr_schedule,
+                                    optimizer=args.optimizer, batch_size=args.batch_size)
+    artifacts = [a.strip() for a in args.artifacts.split(",") if a.strip()] if args.artifacts else None
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    result = pipeline.convert(
+        src, spec, calib, val, out_dir=args.out, train=train, hardening=hardening,
+        eval_attack=AttackConfig(eps=args.eps, step=args.pgd_eval_step, steps=args.pgd_eval_steps),
+        evaluate_hardening=not args.no_eval, artifacts=artifacts, target_fpr=args.target_fpr,
+        squeezers=args.squeezers or pipeline.MNIST_SQUEEZERS, key=args.key, name=args.name, version=args.version,
+        created=args.created, per_artifact_bundles=args.per_artifact_bundles, seed=args.seed,
+        check_parity=not args.no_parity_check, latency_runs=args.latency_runs, progress=not args.quiet, log=log)
+    if args.json:
+        print(json.dumps(result.report, indent=2))
+    else:
+        with open(result.report_text_path, encoding="utf-8") as f:
+            sys.stdout.write(f.read())
+        print(f"report: {result.report_json_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeguard")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Standalone entry (``python -m edgeguard.converters.cli convert ...``), same error
+    handling as the edgeguard CLI: one line on stderr, exit status 1."""
+    args = build_parser().parse_args(argv)
+    from edgeguard.errors import EdgeGuardError
+
+    try:
+        return int(args.func(args) or 0)
+    except EdgeGuardError as e:
+        print(f"edgeguard: error: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

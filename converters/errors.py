@@ -1,0 +1,48 @@
+"""Errors raised by the converters (workstation side).
+
+Every one derives from :class:`ConversionError`, itself an
+:class:`edgeguard.errors.EdgeGuardError`, so the CLI's one error handler
+prints them as one line, and an application can catch either.
+"""
+
+from __future__ import annotations
+
+from edgeguard.errors import EdgeGuardError
+
+__all__ = [
+    "ConversionError",
+    "SourceModelError",
+    "UnsupportedModelError",
+    "CalibrationDataError",
+    "NotAvailableError",
+    "ParityError",
+]
+
+
+class ConversionError(EdgeGuardError):
+    """Root of every converter error."""
+
+
+class SourceModelError(ConversionError, ValueError):
+    """The source model cannot be loaded: a factory that does not import or does not
+    return a module, a weights file that is unreadable or does not match, an ONNX file
+    that is not a valid model."""
+
+
+class UnsupportedModelError(ConversionError):
+    """The model is valid but a conversion path cannot handle it: an operator, an input
+    rank, a layout, a channel count, or an exporter failure (the message names it)."""
+
+
+class CalibrationDataError(ConversionError, ValueError):
+    """Calibration, validation or training data has the wrong shape, dtype, value range,
+    size or labels for the model (the message says what was expected)."""
+
+
+class NotAvailableError(ConversionError):
+    """A requested step does not exist for this source, e.g. hardening or TFLite
+    export of an ONNX source (both need a PyTorch module)."""
+
+
+class ParityError(ConversionError):
+    """A converted artifact disagrees with its reference beyond the tolerance."""

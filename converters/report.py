@@ -1,0 +1,164 @@
+"""The conversion report: its schema check and its readable text form.
+
+The JSON schema is documented in docs/conversion-report.md; :func:`validate_report`
+checks a report against it (required fields and types), so the pipeline never
+writes a report that the document does not describe.
+"""
+
+from __future__ import annotations
+
+from .errors import ConversionError
+
+__all__ = ["validate_report", "render_text", "REQUIRED"]
+
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_OPT_DICT = (dict, type(None))
+
+#: Top-level fields and their JSON types.
+REQUIRED = {
+    "schema": str, "schema_version": int, "name": str, "version": str, "created": str, "source": dict,
+    "input": dict, "data": dict, "hardening": _OPT_DICT, "squeezers": list, "target_fpr": _NUM,
+    "fp32_reference_accuracy": _OPT_NUM, "artifacts": list, "skipped": list, "targets": dict, "bundles": list,
+    "public_key": (str, type(None)), "tools": dict, "seed": int, "timings_s": dict, "notes": list,
+}
+ARTIFACT_REQUIRED = {
+    "id": str, "format": str, "precision": str, "member": str, "size_bytes": int, "size_ratio_vs_fp32_onnx": _NUM,
+    "sha256": str, "dynamic_batch": (bool, type(None)), "input_quantization": _OPT_DICT,
+    "output_quantization": _OPT_DICT, "clean_accuracy": _OPT_NUM, "vs_source": dict, "parity": list,
+    "detector": dict, "latency": _OPT_DICT,
+}
+COMPARE_REQUIRED = {"n": int, "top1_agreement": _OPT_NUM, "max_abs_diff": _OPT_NUM, "mean_abs_diff": _OPT_NUM,
+                    "reference": str}
+PARITY_REQUIRED = {**COMPARE_REQUIRED, "tolerance": dict, "passed": bool}
+DETECTOR_REQUIRED = {"threshold": _NUM, "target_fpr": _NUM, "rule": str, "n_legitimate": int, "data_sha256": str,
+                     "calibration_fpr": _NUM}
+LATENCY_REQUIRED = {"guarded_median_ms": _NUM, "plain_median_ms": _NUM, "runs": int,
+                    "num_threads": (int, type(None)), "backend": str}
+EVAL_REQUIRED = {"n": int, "data_sha256": str, "clean_accuracy": _NUM, "pgd_accuracy": _NUM, "attack": dict,
+                 "seconds": _NUM}
+
+
+def _check(obj, fields: dict, where: str) -> None:
+    if not isinstance(obj, dict):
+        raise ConversionError(f"report: {where} must be an object")
+    for key, types in fields.items():
+        if key not in obj:
+            raise ConversionError(f"report: {where}.{key} is missing")
+        v = obj[key]
+        if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            raise ConversionError(f"report: {where}.{key} is a boolean, expected {types}")
+        if not isinstance(v, types):
+            raise ConversionError(f"report: {where}.{key} has type {type(v).__name__}, expected {types}")
+
+
+def validate_report(r: dict) -> None:
+    """Raise ConversionError if ``r`` does not follow the documented schema."""
+    _check(r, REQUIRED, "report")
+    if r["schema"] != "edgeguard-conversion-report" or r["schema_version"] != 1:
+        raise ConversionError("report: unknown schema or schema_version")
+    for i, a in enumerate(r["artifacts"]):
+        w = f"artifacts[{i}]"
+        _check(a, ARTIFACT_REQUIRED, w)
+        _check(a["vs_source"], COMPARE_REQUIRED, f"{w}.vs_source")
+        for j, p in enumerate(a["parity"]):
+            _check(p, PARITY_REQUIRED, f"{w}.parity[{j}]")
+        _check(a["detector"], DETECTOR_REQUIRED, f"{w}.detector")
+        if a["latency"] is not None:
+            _check(a["latency"], LATENCY_REQUIRED, f"{w}.latency")
+        if a["precision"] == "int8" and "accuracy_drop_points_vs_fp32" not in a:
+            raise ConversionError(f"report: {w}.accuracy_drop_points_vs_fp32 is missing")
+    h = r["hardening"]
+    if h is not None:
+        _check(h, {"config": dict, "history": list, "seconds": _NUM, "train_n": int, "train_data_sha256": str,
+                   "before": _OPT_DICT, "after": _OPT_DICT, "source_sha256_before": str}, "hardening")
+        for k in ("before", "after"):
+            if h[k] is not None:
+                _check(h[k], EVAL_REQUIRED, f"hardening.{k}")
+    for k in ("calibration", "validation"):
+        _check(r["data"].get(k), {"n": int, "sha256": str}, f"data.{k}")
+    _check(r["targets"], {"int8_max_size_ratio_vs_fp32": _NUM, "int8_max_accuracy_drop_points": _NUM,
+                          "per_artifact": dict}, "targets")
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _f(v, fmt="{:.3g}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def table(header, rows) -> list[str]:
+    """Aligned text table: first column left, others right."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+
+    def fmt(row):
+        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    return [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+
+
+def render_text(r: dict) -> str:
+    """The report as readable text."""
+    out = [f"edgeguard conversion report: {r['name']} {r['version']} ({r['created']})",
+           f"source: {r['source']['kind']} {r['source']['description']}  sha256 {r['source']['sha256'][:16]}...",
+           f"input: {r['input']['layout']} {tuple(r['input']['shape'])} range {r['input']['range']} "
+           f"mean {r['input']['mean']} std {r['input']['std']}; {len(r['input']['labels'])} classes",
+           f"data: calibration n={r['data']['calibration']['n']} sha256 {r['data']['calibration']['sha256'][:16]}..., "
+           f"validation n={r['data']['validation']['n']} sha256 {r['data']['validation']['sha256'][:16]}..."]
+    h = r["hardening"]
+    if h:
+        c = h["config"]
+        out.append(f"hardening: {c['method']} eps {c['eps']:g} alpha {c['alpha']:.4g} steps {c['steps']} "
+                   f"epochs {c['epochs']} lr_max {c['lr_max']:g} ({c['lr_schedule']}, {c['optimizer']}), "
+                   f"{h['train_n']} training images, {h['seconds']:.1f} s")
+        if h["before"] and h["after"]:
+            a = h["after"]["attack"]
+            out.append(f"  PGD eval (eps {a['eps']:g}, step {a['step']:g}, {a['steps']} steps, {a['restarts']} "
+                       f"start(s), source PyTorch model, n={h['after']['n']}): "
+                       f"clean {_pct(h['before']['clean_accuracy'])}"
+                       f" -> {_pct(h['after']['clean_accuracy'])}, PGD {_pct(h['before']['pgd_accuracy'])} -> "
+                       f"{_pct(h['after']['pgd_accuracy'])}")
+    out.append(f"squeezers: {r['squeezers']}; target FPR {r['target_fpr']:g}")
+    out.append("")
+    rows = []
+    for a in r["artifacts"]:
+        lat = a["latency"] or {}
+        rows.append([a["id"], f"{a['size_bytes']:,}", f"{a['size_ratio_vs_fp32_onnx']:.3f}", _pct(a["clean_accuracy"]),
+                     _f(a.get("accuracy_drop_points_vs_fp32"), "{:+.2f}") if a["precision"] == "int8" else "",
+                     _pct(a["vs_source"]["top1_agreement"]), _f(a["vs_source"]["max_abs_diff"], "{:.2e}"),
+                     _f(a["vs_source"]["mean_abs_diff"], "{:.2e}"), f"{a['detector']['threshold']:.4g}",
+                     _pct(a["detector"]["calibration_fpr"]), _f(lat.get("guarded_median_ms"), "{:.3f}"),
+                     _f(lat.get("plain_median_ms"), "{:.3f}")])
+    out += table(["artifact", "bytes", "x fp32", "clean acc", "drop pts", "agree", "max dP", "mean dP",
+                   "threshold", "calib FPR", "guarded ms", "plain ms"], rows)
+    out.append("")
+    out.append("parity checks:")
+    for a in r["artifacts"]:
+        for p in a["parity"]:
+            out.append(f"  {a['id']} vs {p['reference']}: max |dP| {_f(p['max_abs_diff'], '{:.2e}')}, "
+                       f"top-1 agreement {_pct(p['top1_agreement'])}, tolerance {p['tolerance']}: "
+                       f"{'passed' if p['passed'] else 'FAILED'}")
+    t = r["targets"]
+    if t["per_artifact"]:
+        out.append("")
+        out.append(f"targets (int8 size <= {t['int8_max_size_ratio_vs_fp32']}x fp32, accuracy drop <= "
+                   f"{t['int8_max_accuracy_drop_points']} points):")
+        for aid, v in t["per_artifact"].items():
+            acc = "n/a (no labels)" if v["accuracy_met"] is None else \
+                f"{v['accuracy_drop_points']:+.2f} pts {'MET' if v['accuracy_met'] else 'NOT MET'}"
+            out.append(f"  {aid}: size {v['size_ratio']:.3f}x {'MET' if v['size_met'] else 'NOT MET'}; accuracy {acc}")
+    for s in r["skipped"]:
+        out.append(f"skipped {s['artifact']}: {s['reason']}")
+    for n in r["notes"]:
+        out.append(f"note: {n}")
+    out.append("")
+    out.append("bundles:")
+    for b in r["bundles"]:
+        out.append(f"  {b['path']} ({', '.join(b['artifacts'])}; {'signed' if b['signed'] else 'unsigned'})")
+    if r["public_key"]:
+        out.append(f"  public key: {r['public_key']}")
+    out.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r["timings_s"].items()))
+    out.append("tools: " + ", ".join(f"{k} {v}" for k, v in sorted(r["tools"].items())))
+    return "\n".join(out) + "\n"

@@ -28,8 +28,9 @@ $(VENV)/.installed: requirements/dev.txt setup.py pyproject.toml
 native-ext: venv
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 
+OUT ?= out/mnist
 demo: setup native-ext
-	$(PY) benchmarks/bench_kernels.py --quick
+	$(PY) -m edgeguard.converters.mnist --out $(OUT)
 
 bench: setup native-ext
 	$(PY) benchmarks/bench_kernels.py

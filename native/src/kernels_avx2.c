@@ -71,7 +71,13 @@ static void narrow_f32(const float *const *rows, size_t n, size_t cs, int k, flo
 #define EG_FINISH(v) (v)
 #define EG_NARROW narrow_u8
 #define EG_SPAN(k) median_span_u8_##k
+/* lanes k.. of a:b: alignr works inside 128-bit halves, so first build [a.hi, b.lo] */
+#define EG_SHIFT_EPI8(a, b, k) _mm256_alignr_epi8(_mm256_permute2x128_si256(a, b, 0x21), a, k)
+#define EG_SHIFT1(a, b) EG_SHIFT_EPI8(a, b, 1)
+#define EG_SHIFT2(a, b) EG_SHIFT_EPI8(a, b, 2)
 #include "median_span.h"
+#undef EG_SHIFT1
+#undef EG_SHIFT2
 #undef EG_T
 #undef EG_V
 #undef EG_LANES
@@ -93,6 +99,8 @@ static void narrow_f32(const float *const *rows, size_t n, size_t cs, int k, flo
 #define EG_FINISH(v) _mm256_add_ps((v), _mm256_setzero_ps())
 #define EG_NARROW narrow_f32
 #define EG_SPAN(k) median_span_f32_##k
+#define EG_SHIFT1(a, b) _mm256_castsi256_ps(EG_SHIFT_EPI8(_mm256_castps_si256(a), _mm256_castps_si256(b), 4))
+#define EG_SHIFT2(a, b) _mm256_castsi256_ps(EG_SHIFT_EPI8(_mm256_castps_si256(a), _mm256_castps_si256(b), 8))
 #include "median_span.h"
 
 /* ---------------------------------------------------------------- detector math */

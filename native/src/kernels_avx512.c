@@ -34,6 +34,11 @@ static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bit
     const __m512i t0 = _mm512_loadu_si512((const void *)lut), t1 = _mm512_loadu_si512((const void *)(lut + 64));
     const __m512i t2 = _mm512_loadu_si512((const void *)(lut + 128)), t3 = _mm512_loadu_si512((const void *)(lut + 192));
     size_t i = 0;
+    if (bits == 1) { /* 255 where x >= 128: the sign bit of the byte */
+        for (; i + 64 <= count; i += 64)
+            _mm512_storeu_si512((void *)(dst + i),
+                                _mm512_movm_epi8(_mm512_movepi8_mask(_mm512_loadu_si512((const void *)(src + i)))));
+    }
     for (; i + 64 <= count; i += 64) {
         const __m512i x = _mm512_loadu_si512((const void *)(src + i));
         const __m512i low = _mm512_permutex2var_epi8(t0, x, t1), high = _mm512_permutex2var_epi8(t2, x, t3);
@@ -61,7 +66,13 @@ static void narrow_f32(const float *const *rows, size_t n, size_t cs, int k, flo
 #define EG_FINISH(v) (v)
 #define EG_NARROW narrow_u8
 #define EG_SPAN(k) median_span_u8_##k
+/* lanes k.. of a:b: alignr works inside 128-bit lanes, so first build [a.l1, a.l2, a.l3, b.l0] */
+#define EG_SHIFT_EPI8(a, b, k) _mm512_alignr_epi8(_mm512_alignr_epi64(b, a, 2), a, k)
+#define EG_SHIFT1(a, b) EG_SHIFT_EPI8(a, b, 1)
+#define EG_SHIFT2(a, b) EG_SHIFT_EPI8(a, b, 2)
 #include "median_span.h"
+#undef EG_SHIFT1
+#undef EG_SHIFT2
 #undef EG_T
 #undef EG_V
 #undef EG_LANES
@@ -83,6 +94,8 @@ static void narrow_f32(const float *const *rows, size_t n, size_t cs, int k, flo
 #define EG_FINISH(v) _mm512_add_ps((v), _mm512_setzero_ps())
 #define EG_NARROW narrow_f32
 #define EG_SPAN(k) median_span_f32_##k
+#define EG_SHIFT1(a, b) _mm512_castsi512_ps(EG_SHIFT_EPI8(_mm512_castps_si512(a), _mm512_castps_si512(b), 4))
+#define EG_SHIFT2(a, b) _mm512_castsi512_ps(EG_SHIFT_EPI8(_mm512_castps_si512(a), _mm512_castps_si512(b), 8))
 #include "median_span.h"
 
 const eg_kernels eg__kernels_avx512 = {

@@ -77,7 +77,11 @@ static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bit
 #define EG_FINISH(v) (v)
 #define EG_NARROW eg__median_span_u8__c
 #define EG_SPAN(k) median_span_u8_##k
+#define EG_SHIFT1(a, b) vextq_u8(a, b, 1)
+#define EG_SHIFT2(a, b) vextq_u8(a, b, 2)
 #include "median_span.h"
+#undef EG_SHIFT1
+#undef EG_SHIFT2
 #undef EG_T
 #undef EG_V
 #undef EG_LANES
@@ -100,6 +104,8 @@ static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bit
 #define EG_MIN vminq_f32
 #define EG_MAX vmaxq_f32
 #define EG_FINISH(v) vaddq_f32((v), vdupq_n_f32(0.0f))
+#define EG_SHIFT1(a, b) vextq_f32(a, b, 1)
+#define EG_SHIFT2(a, b) vextq_f32(a, b, 2)
 #else
 /* Order-preserving integer keys: flipping the magnitude bits of negative floats
  * makes signed integer order equal float order (-0 sorts just below +0). */
@@ -119,6 +125,8 @@ static inline void store_key(float *p, int32x4_t k) {
 #define EG_MIN vminq_s32
 #define EG_MAX vmaxq_s32
 #define EG_FINISH(v) (v)
+#define EG_SHIFT1(a, b) vextq_s32(a, b, 1)
+#define EG_SHIFT2(a, b) vextq_s32(a, b, 2)
 #endif
 #include "median_span.h"
 

@@ -63,7 +63,11 @@ static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bit
 #define EG_FINISH(v) (v)
 #define EG_NARROW eg__median_span_u8__c
 #define EG_SPAN(k) median_span_u8_##k
+#define EG_SHIFT1(a, b) _mm_or_si128(_mm_srli_si128(a, 1), _mm_slli_si128(b, 15))
+#define EG_SHIFT2(a, b) _mm_or_si128(_mm_srli_si128(a, 2), _mm_slli_si128(b, 14))
 #include "median_span.h"
+#undef EG_SHIFT1
+#undef EG_SHIFT2
 #undef EG_T
 #undef EG_V
 #undef EG_LANES
@@ -85,6 +89,11 @@ static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bit
 #define EG_FINISH(v) _mm_add_ps((v), _mm_setzero_ps())
 #define EG_NARROW eg__median_span_f32__c
 #define EG_SPAN(k) median_span_f32_##k
+#define EG_SHIFT_PS(a, b, k)                                                            \
+    _mm_castsi128_ps(_mm_or_si128(_mm_srli_si128(_mm_castps_si128(a), 4 * (k)),         \
+                                  _mm_slli_si128(_mm_castps_si128(b), 16 - 4 * (k))))
+#define EG_SHIFT1(a, b) EG_SHIFT_PS(a, b, 1)
+#define EG_SHIFT2(a, b) EG_SHIFT_PS(a, b, 2)
 #include "median_span.h"
 
 /* ---------------------------------------------------------------- detector math */

@@ -143,6 +143,16 @@ void eg__preprocess__c(const uint8_t *src, float *dst, size_t npix, size_t c, si
 
 float eg__exp_ref(float x); /* Cephes-style expf, the definition every SIMD exp mirrors */
 
+/* |x| < FLT_MIN -> 0 (see above). */
+static inline float eg_flush(float x) { return (x < 0 ? -x : x) < EG_FLT_MIN ? 0.0f : x; }
+
+/* The fixed order in which every variant adds its eight partial sums. */
+static inline float eg_sum8(const float *a) {
+    const float t0 = a[0] + a[4], t1 = a[1] + a[5], t2 = a[2] + a[6], t3 = a[3] + a[7];
+    const float u0 = t0 + t2, u1 = t1 + t3;
+    return u0 + u1;
+}
+
 /* The uint8 bit-depth squeezer as 16-bit lane arithmetic, index = bits:
  *   j = (x * a1 + b1) >> s1  == round(x * m / 255)
  *   out = (j * a2 + b2) >> 8 == round(j * 255 / m)

@@ -133,14 +133,6 @@ static inline __m256 exp_ps(__m256 x) {
     return _mm256_and_ps(valid, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
 }
 
-static float sum8(const float *a) {
-    const float t0 = a[0] + a[4], t1 = a[1] + a[5], t2 = a[2] + a[6], t3 = a[3] + a[7];
-    const float u0 = t0 + t2, u1 = t1 + t3;
-    return u0 + u1;
-}
-
-static float flush1(float x) { return (x < 0 ? -x : x) < EG_FLT_MIN ? 0.0f : x; }
-
 void eg__softmax_row__avx2(const float *x, float *p, size_t n) {
     size_t i = 0;
     __m256 vmax = _mm256_set1_ps(-__builtin_inff());
@@ -149,7 +141,7 @@ void eg__softmax_row__avx2(const float *x, float *p, size_t n) {
     _mm256_storeu_ps(acc, vmax);
     float mx = acc[0];
     for (int l = 1; l < 8; l++) mx = acc[l] > mx ? acc[l] : mx;
-    for (; i < n; i++) mx = flush1(x[i]) > mx ? flush1(x[i]) : mx;
+    for (; i < n; i++) mx = eg_flush(x[i]) > mx ? eg_flush(x[i]) : mx;
 
     const __m256 vm = _mm256_set1_ps(mx);
     __m256 vacc = _mm256_setzero_ps();
@@ -160,14 +152,14 @@ void eg__softmax_row__avx2(const float *x, float *p, size_t n) {
     }
     _mm256_storeu_ps(acc, vacc);
     for (; i < n; i++) {
-        const float e = flush1(eg__exp_ref(flush1(flush1(x[i]) - mx)));
+        const float e = eg_flush(eg__exp_ref(eg_flush(eg_flush(x[i]) - mx)));
         p[i] = e;
         acc[i % 8] += e;
     }
-    const float inv = 1.0f / sum8(acc);
+    const float inv = 1.0f / eg_sum8(acc);
     const __m256 vinv = _mm256_set1_ps(inv);
     for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(p + i, flush_ps(_mm256_mul_ps(_mm256_loadu_ps(p + i), vinv)));
-    for (; i < n; i++) p[i] = flush1(p[i] * inv);
+    for (; i < n; i++) p[i] = eg_flush(p[i] * inv);
 }
 
 float eg__l1_row__avx2(const float *a, const float *b, size_t n) {
@@ -181,10 +173,10 @@ float eg__l1_row__avx2(const float *a, const float *b, size_t n) {
     float acc[8];
     _mm256_storeu_ps(acc, vacc);
     for (; i < n; i++) {
-        const float d = flush1(a[i]) - flush1(b[i]);
-        acc[i % 8] += flush1(d < 0 ? -d : d);
+        const float d = eg_flush(a[i]) - eg_flush(b[i]);
+        acc[i % 8] += eg_flush(d < 0 ? -d : d);
     }
-    return sum8(acc);
+    return eg_sum8(acc);
 }
 
 /* ---------------------------------------------------------------- preprocessing */

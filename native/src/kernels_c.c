@@ -76,8 +76,6 @@ EG_DEFINE_MEDIAN_REF(float, f32, EG_POSITIVE_ZERO)
 
 /* ---------------------------------------------------------------- detector math */
 
-static float flush(float x) { return fabsf(x) < EG_FLT_MIN ? 0.0f : x; }
-
 float eg__exp_ref(float x) {
     if (!(x >= EG_EXP_LO)) return 0.0f;
     if (x > EG_EXP_HI) x = EG_EXP_HI;
@@ -101,34 +99,27 @@ float eg__exp_ref(float x) {
     return y * scale;
 }
 
-/* The fixed order in which the eight partial sums are added. */
-static float sum8(const float *a) {
-    const float t0 = a[0] + a[4], t1 = a[1] + a[5], t2 = a[2] + a[6], t3 = a[3] + a[7];
-    const float u0 = t0 + t2, u1 = t1 + t3;
-    return u0 + u1;
-}
-
 /* Row with finite values, at least one element (checked by the caller). */
 void eg__softmax_row__c(const float *logits, float *probs, size_t classes) {
-    float mx = flush(logits[0]);
+    float mx = eg_flush(logits[0]);
     for (size_t i = 1; i < classes; i++) {
-        const float v = flush(logits[i]);
+        const float v = eg_flush(logits[i]);
         mx = v > mx ? v : mx;
     }
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (size_t i = 0; i < classes; i++) {
-        const float e = flush(eg__exp_ref(flush(flush(logits[i]) - mx)));
+        const float e = eg_flush(eg__exp_ref(eg_flush(eg_flush(logits[i]) - mx)));
         probs[i] = e;
         acc[i % 8] += e;
     }
-    const float inv = 1.0f / sum8(acc);
-    for (size_t i = 0; i < classes; i++) probs[i] = flush(probs[i] * inv);
+    const float inv = 1.0f / eg_sum8(acc);
+    for (size_t i = 0; i < classes; i++) probs[i] = eg_flush(probs[i] * inv);
 }
 
 float eg__l1_row__c(const float *a, const float *b, size_t classes) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (size_t i = 0; i < classes; i++) acc[i % 8] += flush(fabsf(flush(a[i]) - flush(b[i])));
-    return sum8(acc);
+    for (size_t i = 0; i < classes; i++) acc[i % 8] += eg_flush(fabsf(eg_flush(a[i]) - eg_flush(b[i])));
+    return eg_sum8(acc);
 }
 
 /* ---------------------------------------------------------------- preprocessing */

@@ -161,14 +161,6 @@ static inline float32x4_t exp_ps(float32x4_t x) {
     return vreinterpretq_f32_u32(vandq_u32(valid, vreinterpretq_u32_f32(v)));
 }
 
-static float sum8(const float *a) {
-    const float t0 = a[0] + a[4], t1 = a[1] + a[5], t2 = a[2] + a[6], t3 = a[3] + a[7];
-    const float u0 = t0 + t2, u1 = t1 + t3;
-    return u0 + u1;
-}
-
-static float flush1(float x) { return (x < 0 ? -x : x) < EG_FLT_MIN ? 0.0f : x; }
-
 static void softmax_row(const float *x, float *p, size_t n) {
     size_t i = 0;
     float32x4_t vmax = vdupq_n_f32(-__builtin_inff());
@@ -177,7 +169,7 @@ static void softmax_row(const float *x, float *p, size_t n) {
     vst1q_f32(acc, vmax);
     float mx = acc[0];
     for (int l = 1; l < 4; l++) mx = acc[l] > mx ? acc[l] : mx;
-    for (; i < n; i++) mx = flush1(x[i]) > mx ? flush1(x[i]) : mx;
+    for (; i < n; i++) mx = eg_flush(x[i]) > mx ? eg_flush(x[i]) : mx;
 
     const float32x4_t vm = vdupq_n_f32(mx);
     float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
@@ -192,14 +184,14 @@ static void softmax_row(const float *x, float *p, size_t n) {
     vst1q_f32(acc, acc0);
     vst1q_f32(acc + 4, acc1);
     for (; i < n; i++) {
-        const float e = flush1(eg__exp_ref(flush1(flush1(x[i]) - mx)));
+        const float e = eg_flush(eg__exp_ref(eg_flush(eg_flush(x[i]) - mx)));
         p[i] = e;
         acc[i % 8] += e;
     }
-    const float inv = 1.0f / sum8(acc);
+    const float inv = 1.0f / eg_sum8(acc);
     const float32x4_t vinv = vdupq_n_f32(inv);
     for (i = 0; i + 4 <= n; i += 4) vst1q_f32(p + i, flush_ps(vmulq_f32(vld1q_f32(p + i), vinv)));
-    for (; i < n; i++) p[i] = flush1(p[i] * inv);
+    for (; i < n; i++) p[i] = eg_flush(p[i] * inv);
 }
 
 static float l1_row(const float *a, const float *b, size_t n) {
@@ -215,10 +207,10 @@ static float l1_row(const float *a, const float *b, size_t n) {
     vst1q_f32(acc, acc0);
     vst1q_f32(acc + 4, acc1);
     for (; i < n; i++) {
-        const float d = flush1(a[i]) - flush1(b[i]);
-        acc[i % 8] += flush1(d < 0 ? -d : d);
+        const float d = eg_flush(a[i]) - eg_flush(b[i]);
+        acc[i % 8] += eg_flush(d < 0 ? -d : d);
     }
-    return sum8(acc);
+    return eg_sum8(acc);
 }
 
 /* ---------------------------------------------------------------- preprocessing */

@@ -126,14 +126,6 @@ static inline __m128 exp_ps(__m128 x) {
     return _mm_and_ps(valid, _mm_mul_ps(y, _mm_castsi128_ps(e)));
 }
 
-static float sum8(const float *a) {
-    const float t0 = a[0] + a[4], t1 = a[1] + a[5], t2 = a[2] + a[6], t3 = a[3] + a[7];
-    const float u0 = t0 + t2, u1 = t1 + t3;
-    return u0 + u1;
-}
-
-static float flush1(float x) { return (x < 0 ? -x : x) < EG_FLT_MIN ? 0.0f : x; }
-
 static void softmax_row(const float *x, float *p, size_t n) {
     size_t i = 0;
     __m128 vmax = _mm_set1_ps(-__builtin_inff());
@@ -142,7 +134,7 @@ static void softmax_row(const float *x, float *p, size_t n) {
     _mm_storeu_ps(tmp, vmax);
     float mx = tmp[0];
     for (int l = 1; l < 4; l++) mx = tmp[l] > mx ? tmp[l] : mx;
-    for (; i < n; i++) mx = flush1(x[i]) > mx ? flush1(x[i]) : mx;
+    for (; i < n; i++) mx = eg_flush(x[i]) > mx ? eg_flush(x[i]) : mx;
 
     const __m128 vm = _mm_set1_ps(mx);
     __m128 acc0 = _mm_setzero_ps(), acc1 = _mm_setzero_ps();
@@ -158,14 +150,14 @@ static void softmax_row(const float *x, float *p, size_t n) {
     _mm_storeu_ps(acc, acc0);
     _mm_storeu_ps(acc + 4, acc1);
     for (; i < n; i++) {
-        const float e = flush1(eg__exp_ref(flush1(flush1(x[i]) - mx)));
+        const float e = eg_flush(eg__exp_ref(eg_flush(eg_flush(x[i]) - mx)));
         p[i] = e;
         acc[i % 8] += e;
     }
-    const float inv = 1.0f / sum8(acc);
+    const float inv = 1.0f / eg_sum8(acc);
     const __m128 vinv = _mm_set1_ps(inv);
     for (i = 0; i + 4 <= n; i += 4) _mm_storeu_ps(p + i, flush_ps(_mm_mul_ps(_mm_loadu_ps(p + i), vinv)));
-    for (; i < n; i++) p[i] = flush1(p[i] * inv);
+    for (; i < n; i++) p[i] = eg_flush(p[i] * inv);
 }
 
 static inline __m128 absdiff_ps(__m128 a, __m128 b) {
@@ -183,10 +175,10 @@ static float l1_row(const float *a, const float *b, size_t n) {
     _mm_storeu_ps(acc, acc0);
     _mm_storeu_ps(acc + 4, acc1);
     for (; i < n; i++) {
-        const float d = flush1(a[i]) - flush1(b[i]);
-        acc[i % 8] += flush1(d < 0 ? -d : d);
+        const float d = eg_flush(a[i]) - eg_flush(b[i]);
+        acc[i % 8] += eg_flush(d < 0 ? -d : d);
     }
-    return sum8(acc);
+    return eg_sum8(acc);
 }
 
 /* ---------------------------------------------------------------- preprocessing */

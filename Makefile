@@ -9,7 +9,7 @@ BUILD := build
 JOBS ?= 2
 
 .PHONY: setup system-packages venv native-ext demo bench test test-c test-c-native test-c-sanitize test-c-aarch64 \
-        test-c-armv7 test-python clean
+        test-c-armv7 test-python test-sdist clean
 
 setup: system-packages venv
 
@@ -35,7 +35,7 @@ demo: setup native-ext
 bench: setup native-ext
 	$(PY) benchmarks/bench_kernels.py
 
-test: setup test-c test-python
+test: setup test-c test-python test-sdist
 
 test-c: test-c-native test-c-sanitize test-c-aarch64 test-c-armv7
 
@@ -59,6 +59,14 @@ test-c-armv7: venv system-packages
 
 test-python: venv native-ext
 	$(PY) -m pytest -q
+
+# The source distribution builds and works in a clean virtualenv (as on a Raspberry Pi).
+test-sdist: venv
+	rm -rf $(BUILD)/sdist $(BUILD)/sdist-venv
+	$(PY) setup.py -q sdist -d $(BUILD)/sdist >/dev/null
+	python3 -m venv $(BUILD)/sdist-venv
+	$(BUILD)/sdist-venv/bin/pip install -q "$$(ls $(BUILD)/sdist/edgeguard-*.tar.gz)[onnx]"
+	cd $(BUILD) && sdist-venv/bin/python ../tests/smoke_install.py
 
 clean:
 	rm -rf $(BUILD) edgeguard/_native*.so edgeguard/_native.c

@@ -70,8 +70,9 @@ class build_ext(_build_ext):
 TORCH = "torch>=2.4,<2.15"
 extras = {
     # device: one inference backend (LiteRT for TFLite; tflite-runtime on 32-bit Pi OS, see docs)
-    "onnx": ["onnxruntime>=1.17"],
-    "tflite": ["ai-edge-litert>=1.2"],
+    # (cryptography verifies bundle signatures; it has wheels for aarch64 and armv7)
+    "onnx": ["onnxruntime>=1.17", "cryptography>=42"],
+    "tflite": ["ai-edge-litert>=1.2", "cryptography>=42"],
     "sign": ["cryptography>=42"],
     "monitor": ["paho-mqtt>=2.0"],
     # workstation

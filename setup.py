@@ -75,6 +75,7 @@ extras = {
     "tflite": ["ai-edge-litert>=1.2", "cryptography>=42"],
     "sign": ["cryptography>=42"],
     "monitor": ["paho-mqtt>=2.0"],
+    "report": ["matplotlib>=3.7"],  # HTML reports (monitoring, evaluation) on a workstation
     # workstation
     "convert": [TORCH, "onnx>=1.16", "onnxruntime>=1.17", "litert-torch>=0.10", "ai-edge-litert>=1.2",
                 "cryptography>=42", "tqdm>=4.60", "mlxtend>=0.23", "adversarial-robustness-toolbox>=1.18"],

@@ -6,6 +6,8 @@
     edgeguard bench   BUNDLE [--artifact ID] [--backend NAME] [--batch N] [--repeat N] [--threads N] [--json]
     edgeguard keygen  --out PREFIX
     edgeguard sign    BUNDLE --key PRIVATE [--out OUT]
+    edgeguard monitor report DB [--html OUT] [--json]
+    edgeguard fleet   collect --broker HOST:PORT --db FLEET.db [--topic FILTER] [--username U] [--tls-ca PEM]
 
 Each command is one function decorated with :func:`command`; its docstring is
 its ``--help`` and its body is a call into the library. Adding a command
@@ -638,4 +640,75 @@ def cmd_sign(args) -> int:
 
     bundle.sign_bundle(args.bundle, args.key, out=args.out)
     _out(f"signed {args.out or args.bundle}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- monitoring and fleets
+
+@command(arg("action", choices=("report",), help="report: summarise an incident log"),
+         arg("db", metavar="DB", help="the incident log (SQLite) written by edgeguard.monitor"),
+         arg("--html", metavar="OUT", help="also write an HTML page with charts (needs matplotlib)"),
+         JSON)
+def cmd_monitor(args) -> int:
+    """Summarise a device's incident log: counts over time, score distributions, drift alarms.
+
+    edgeguard monitor report incidents.db [--html report.html] [--json]
+
+    The log is opened read-only (the device may keep writing). Text on stdout;
+    --json prints the report object; --html writes a self-contained page.
+    """
+    from . import incidents
+
+    rep = incidents.report(args.db)
+    if args.html:
+        incidents.write_html(rep, args.html)
+    if args.json:
+        _out(json.dumps(rep, indent=2, default=str))
+    else:
+        sys.stdout.write(incidents.render_text(rep))
+        if args.html:
+            _out(f"wrote {args.html}")
+    return 0
+
+
+@command(arg("action", choices=("collect",), help="collect: subscribe and store the fleet's telemetry"),
+         arg("--broker", required=True, metavar="HOST:PORT", help="MQTT broker (port 1883, or 8883 with TLS)"),
+         arg("--db", required=True, metavar="FLEET.db", help="SQLite database of the fleet (created if absent)"),
+         arg("--topic", default="edgeguard/#", metavar="FILTER", help="subscription (default: edgeguard/#)"),
+         arg("--client-id", default="edgeguard-collector", metavar="ID",
+             help="MQTT client id; the broker keeps this id's session while the collector is away"),
+         arg("--username", metavar="USER"),
+         arg("--password-file", metavar="FILE", help="file holding the broker password (first line)"),
+         arg("--tls-ca", metavar="PEM", help="enable TLS, verifying the broker with this CA file"),
+         arg("--tls-cert", metavar="PEM", help="client certificate (with --tls-key)"),
+         arg("--tls-key", metavar="PEM", help="client private key"),
+         arg("--duration", type=float, metavar="SECONDS", help="stop after this long (default: until Ctrl-C)"))
+def cmd_fleet(args) -> int:
+    """Collect a fleet's telemetry (incidents, alarms, summaries) from MQTT into one SQLite database.
+
+    edgeguard fleet collect --broker HOST:PORT --db fleet.db [--topic edgeguard/plant-a/#]
+
+    Messages are de-duplicated by id; malformed ones are counted and skipped.
+    Runs until Ctrl-C (or --duration), then prints the counts.
+    """
+    from . import fleet
+
+    password = None
+    if args.password_file:
+        password = _read_file(args.password_file, "password file", 4096).decode("utf-8", "replace").splitlines()
+        password = password[0] if password else ""
+    tls = None
+    if args.tls_ca or args.tls_cert:
+        tls = {"ca_certs": args.tls_ca, "certfile": args.tls_cert, "keyfile": args.tls_key}
+    c = fleet.Collector(args.broker, args.db, topic=args.topic, client_id=args.client_id, username=args.username,
+                        password=password, tls=tls).start()
+    _out(f"collecting {args.topic} from {c.host}:{c.port} into {args.db} (Ctrl-C stops)")
+    sys.stdout.flush()
+    try:
+        c.wait(args.duration)
+    finally:
+        c.stop()
+    st = c.stats
+    _out(f"received {st['received']}, stored {st['stored']}, duplicates {st['duplicates']}, "
+         f"malformed {st['malformed']}, store errors {st['store_errors']}")
     return 0

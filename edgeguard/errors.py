@@ -93,3 +93,21 @@ class AdversarialInputError(EdgeGuardError):
     def __init__(self, message: str, results=None):
         super().__init__(message)
         self.results = results
+
+
+# --- monitoring ----------------------------------------------------------------------
+
+class MonitoringError(EdgeGuardError):
+    """Root of the monitoring errors (raised by constructors and reports, never by predict)."""
+
+
+class IncidentLogError(MonitoringError):
+    """The incident log cannot be used: a foreign or newer database, or a damaged one with on_corrupt='raise'."""
+
+
+class TelemetryError(MonitoringError):
+    """Bad telemetry configuration (broker address, TLS files, topic)."""
+
+
+class ExtraNotInstalledError(MonitoringError, ImportError):
+    """An optional library is missing; the message names what to install."""

@@ -383,14 +383,17 @@ class GuardedModel:
     ``layout``, ``height``, ``width``, ``channels``, ``value_range``.
     """
 
-    def __init__(self, bundle: _bundle.Bundle, artifact: dict, backend: Backend, *, policy: str = "report"):
+    def __init__(self, bundle: _bundle.Bundle, artifact: dict, backend: Backend, *, policy: str = "report",
+                 squeezers=None):
         m = bundle.manifest
         self.bundle = bundle
         self.artifact = artifact
         self.backend = backend
         self.policy = policy
+        self._monitor = None  # an attached edgeguard.monitor.Monitor (see attach)
         self.labels = tuple(m["labels"])
-        self.squeezers = tuple(Squeezer.from_manifest(s) for s in m["squeezers"])
+        specs = m["squeezers"] if squeezers is None else squeezers
+        self.squeezers = tuple(s if isinstance(s, Squeezer) else Squeezer.from_manifest(s) for s in specs)
         detector = artifact.get("detector")
         self.threshold = float(detector["threshold"]) if detector else None
         inp = m["input"]
@@ -436,6 +439,18 @@ class GuardedModel:
         self._f_mean, self._f_std = self.mean.reshape(bshape), self.std.reshape(bshape)
         self._f_identity = bool(np.all(self.mean == 0) and np.all(self.std == 1))
 
+    def with_squeezers(self, squeezers, threshold: float | None = None) -> "GuardedModel":
+        """The same verified artifact and backend (shared, not reloaded) with other squeezers
+        and threshold: an evaluation hook for comparing detector configurations.
+
+        `squeezers`: manifest-style specs (``{"kind": "bit_depth", "bits": 5}``,
+        ``{"kind": "median", "size": 2}``) or :class:`Squeezer` objects. `threshold`:
+        the detector threshold (None: scores are computed, nothing is flagged). The
+        bundle and its manifest are untouched; the policy is copied."""
+        model = GuardedModel(self.bundle, self.artifact, self.backend, policy=self._policy, squeezers=squeezers)
+        model.threshold = None if threshold is None else float(threshold)
+        return model
+
     @property
     def policy(self) -> str:
         return self._policy
@@ -449,6 +464,27 @@ class GuardedModel:
     @property
     def name(self) -> str:
         return self.bundle.manifest["name"]
+
+    # ------------------------------------------------------------------ monitoring (opt-in)
+
+    @property
+    def monitor(self):
+        """The attached :class:`edgeguard.monitor.Monitor`, or None."""
+        return self._monitor
+
+    def attach(self, monitor) -> "GuardedModel":
+        """Attach a monitor: it observes every later :meth:`predict` call (inputs and results).
+
+        A monitor never fails or blocks a prediction (its errors are caught and
+        counted); see docs/monitoring.md. Returns the model."""
+        monitor.bind(self)
+        self._monitor = monitor
+        return self
+
+    def detach(self):
+        """Stop monitoring; returns the monitor that was attached (or None)."""
+        monitor, self._monitor = self._monitor, None
+        return monitor
 
     # ------------------------------------------------------------------ input checks (the slow path)
 
@@ -657,10 +693,14 @@ class GuardedModel:
                     result._answer_from_squeezed(flagged)
                 else:
                     result._times = (t0, t1, t2, t3, t4, _perf())
+                    if self._monitor is not None:
+                        _observe(self._monitor, x, result)
                     raise AdversarialInputError(
                         f"{int(flagged.sum())} of {n} input(s) flagged as adversarial "
                         f"(score > threshold {self.threshold:.4g})", results=result)
         result._times = (t0, t1, t2, t3, t4, _perf())
+        if self._monitor is not None:  # after the timings: they measure the guard alone
+            _observe(self._monitor, x, result)
         return Prediction(result, 0) if single else result
 
     def __repr__(self) -> str:
@@ -671,6 +711,15 @@ class GuardedModel:
 
 def _fmt(shape) -> str:
     return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+
+
+def _observe(monitor, x, result) -> None:
+    """Hand one call to the attached monitor. A monitor never fails a prediction: Monitor.observe
+    catches its own errors, and this catches those of any other object attached as a monitor."""
+    try:
+        monitor.observe(x, result)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _choose_artifact(b: _bundle.Bundle, artifact: str | None, backend: str | None) -> dict:
@@ -695,7 +744,7 @@ def _choose_artifact(b: _bundle.Bundle, artifact: str | None, backend: str | Non
 
 def load(path, public_key=None, *, require_signature: bool | None = None, artifact: str | None = None,
          backend: str | None = None, num_threads: int | None = None, policy: str = "report",
-         limits: _bundle.Limits | None = None) -> GuardedModel:
+         limits: _bundle.Limits | None = None, monitor=None) -> GuardedModel:
     """Load a bundle: verify it, then run the same verified bytes.
 
     path: the bundle file (or its bytes).
@@ -709,6 +758,7 @@ def load(path, public_key=None, *, require_signature: bool | None = None, artifa
     num_threads: the backend's intra-op threads (default: the backend's choice).
     policy: "report", "raise" or "squeeze" (see POLICIES).
     limits: :class:`edgeguard.bundle.Limits` for the reader.
+    monitor: an :class:`edgeguard.monitor.Monitor` to attach (see docs/monitoring.md).
 
     Every refusal is a typed :class:`~edgeguard.errors.EdgeGuardError`: the
     bundle's (see docs/bundle-format.md), BackendUnavailableError, or
@@ -724,4 +774,7 @@ def load(path, public_key=None, *, require_signature: bool | None = None, artifa
     be = open_backend(b.member(art["member"]), art["format"], backend=backend, num_threads=num_threads,
                       input_quantization=art.get("input_quantization"),
                       output_quantization=art.get("output_quantization"))
-    return GuardedModel(b, art, be, policy=policy)
+    model = GuardedModel(b, art, be, policy=policy)
+    if monitor is not None:
+        model.attach(monitor)
+    return model

@@ -80,7 +80,7 @@ extras = {
     "convert": [TORCH, "onnx>=1.16", "onnxruntime>=1.17", "litert-torch>=0.10", "ai-edge-litert>=1.2",
                 "cryptography>=42", "tqdm>=4.60", "mlxtend>=0.23", "adversarial-robustness-toolbox>=1.18"],
     "evaluate": [TORCH, "onnxruntime>=1.17", "ai-edge-litert>=1.2", "adversarial-robustness-toolbox>=1.18",
-                 "matplotlib>=3.7", "tqdm>=4.60"],
+                 "matplotlib>=3.7", "tqdm>=4.60", "mlxtend>=0.23", "cryptography>=42"],
     "test": ["pytest>=8", "hypothesis>=6.100", "scipy>=1.11", "onnx>=1.16", "onnxruntime>=1.17"],
     "bench": ["scipy>=1.11", "opencv-python-headless>=4.8", "scikit-image>=0.22"],
 }

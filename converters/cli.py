@@ -12,6 +12,9 @@ This module imports only the standard library at import time, so the device CLI
 :func:`cmd_convert`, and a missing one is reported with the extra to install
 (``pip install edgeguard[convert]``). Also runnable on its own:
 ``python -m edgeguard.converters.cli convert ...``.
+
+``edgeguard evaluate`` (:func:`add_evaluate_parser`) is registered the same way; it runs
+:mod:`edgeguard.converters.evaluation` (``pip install edgeguard[evaluate]``).
 """
 
 from __future__ import annotations
@@ -20,9 +23,26 @@ import argparse
 import json
 import sys
 
-__all__ = ["add_parser", "cmd_convert", "build_parser", "main", "INSTALL_HINT"]
+__all__ = ["add_parser", "add_evaluate_parser", "cmd_convert", "build_parser", "main", "INSTALL_HINT",
+           "EVALUATE_INSTALL_HINT"]
 
 INSTALL_HINT = "pip install edgeguard[convert]"
+EVALUATE_INSTALL_HINT = "pip install edgeguard[evaluate]"
+EVALUATE_HELP = "evaluate every artifact of a bundle against white-box, black-box and adaptive attacks"
+EVALUATE_DESCRIPTION = """\
+Evaluate each artifact of BUNDLE through the device runtime (edgeguard.load + predict):
+  white-box FGSM, BIM, PGD, CW-L2 (ART) on the source PyTorch model, transferred;
+  a query-based black-box attack (ART Square Attack) run on the artifact through the runtime;
+  an adaptive attack that knows the detector (PGD with BPDA through the squeezers).
+Reports clean accuracy, success rate, accuracy under attack, detection rate on successful
+adversarial examples at the bundle's threshold, false-positive rate, ROC-AUC, sanity checks, and
+the squeezer cost/benefit table; writes NAME.evaluation.json, .txt and .html into --out.
+
+  edgeguard evaluate out/mnist/mnist.egb --public-key out/mnist/mnist.pub
+  edgeguard evaluate model.egb --source-factory pkg.models:cnn --source-weights cnn.pt \\
+      --data test.npy --labels test_labels.npy --calib calib.npy --quick
+
+Workstation command: needs %s. See docs/evaluation.md.""" % EVALUATE_INSTALL_HINT
 HELP = "convert a PyTorch or ONNX classifier into signed edgeguard bundle(s), with a conversion report"
 
 
@@ -147,6 +167,64 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return _configure(p)
 
 
+def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``evaluate`` subcommand (its ``func`` imports :mod:`.evaluation` when it runs)."""
+    p = subparsers.add_parser("evaluate", help=EVALUATE_HELP, description=EVALUATE_DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", metavar="BUNDLE", help="the bundle file (.egb)")
+    p.add_argument("--public-key", metavar="KEY", help="Ed25519 public key (PEM): the signature is then checked")
+    p.add_argument("--artifacts", metavar="IDS", help="comma-separated artifact ids (default: every artifact)")
+    s = p.add_argument_group("source model (default: NAME.source.json next to the bundle, written by the converter)")
+    s.add_argument("--source-factory", metavar="MODULE:FUNCTION", help="importable factory of the PyTorch model")
+    s.add_argument("--source-weights", metavar="FILE", help="its state_dict (torch.save(model.state_dict()))")
+    s.add_argument("--source-kwargs", metavar="JSON", help="keyword arguments for the factory")
+    d = p.add_argument_group("data (default: the MNIST test and calibration splits the bundle was built with)")
+    d.add_argument("--data", metavar="PATH", help="held-out test images: .npy (uint8 NHWC or floats in range) or .npz")
+    d.add_argument("--labels", metavar="NPY", help="labels of --data")
+    d.add_argument("--calib", metavar="PATH", help="legitimate calibration images for the cost/benefit thresholds")
+    d.add_argument("--calib-labels", metavar="NPY")
+    c = p.add_argument_group("sizes and attacks")
+    c.add_argument("--quick", action="store_true", help="small sizes (a smoke run in well under a minute)")
+    c.add_argument("--attacks", metavar="LIST",
+                   help="comma-separated: fgsm,bim,pgd,cw_l2,square,hopskipjump,adaptive (default: all but "
+                        "hopskipjump)")
+    c.add_argument("--n-test", type=int, help="test images evaluated (default 1000; --quick 100)")
+    c.add_argument("--n-cw", type=int, help="images attacked with CW-L2")
+    c.add_argument("--n-blackbox", type=int, help="images attacked with the black-box attack, per artifact")
+    c.add_argument("--blackbox-iter", type=int, help="black-box iterations (the per-image query budget)")
+    c.add_argument("--adaptive-steps", type=int)
+    c.add_argument("--pgd-steps", type=int)
+    c.add_argument("--no-costbenefit", action="store_true", help="skip the squeezer cost/benefit table")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--threads", type=int, help="torch threads for the attacks (default 1: deterministic)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", metavar="DIR", help="output folder (default: the bundle's folder)")
+    o.add_argument("--name", help="report file stem (default: the bundle's name)")
+    o.add_argument("--no-html", action="store_true")
+    o.add_argument("--json", action="store_true", help="print the JSON report instead of the tables")
+    o.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def cmd_evaluate(args) -> int:
+    """Run the evaluation (see :mod:`edgeguard.converters.evaluation`)."""
+    try:
+        import art  # noqa: F401
+        import matplotlib  # noqa: F401
+        import torch  # noqa: F401
+        import tqdm  # noqa: F401
+
+        from . import evaluation
+    except ImportError as e:
+        from edgeguard.errors import BackendUnavailableError
+
+        name = getattr(e, "name", None) or str(e)
+        raise BackendUnavailableError(f"edgeguard evaluate needs the workstation tools (missing: {name}); install "
+                                      f"them with: {EVALUATE_INSTALL_HINT}") from None
+    return evaluation.cmd_evaluate(args)
+
+
 def _missing(e: ImportError):
     from edgeguard.errors import BackendUnavailableError
 
@@ -253,7 +331,8 @@ def cmd_convert(args) -> int:
         evaluate_hardening=not args.no_eval, artifacts=artifacts, target_fpr=args.target_fpr,
         squeezers=args.squeezers or pipeline.MNIST_SQUEEZERS, key=args.key, name=args.name, version=args.version,
         created=args.created, per_artifact_bundles=args.per_artifact_bundles, seed=args.seed,
-        check_parity=not args.no_parity_check, latency_runs=args.latency_runs, progress=not args.quiet, log=log)
+        check_parity=not args.no_parity_check, latency_runs=args.latency_runs, progress=not args.quiet, log=log,
+        save_source={"factory": args.torch, "kwargs": factory_kwargs or {}, "data": None} if args.torch else None)
     if args.json:
         print(json.dumps(result.report, indent=2))
     else:
@@ -267,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeguard")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 

@@ -8,9 +8,13 @@ evaluated on the device runtime against clean and adversarial digits.
    The test split is never used for training or calibration.
 2. Source model: :func:`~edgeguard.converters.models.mnist_cnn` trained on the train
    split (Adam, cyclic learning rate).
-3. Hardening: fast adversarial training (FGSM with a random start, Wong et al. 2020),
-   eps 0.3, step 0.375, cyclic learning rate; clean and PGD (eps 0.3) accuracy before
-   and after, on the test split.
+3. Hardening: PGD adversarial training (Madry et al. 2018) with 3 steps of 0.25 from a
+   random start, eps 0.3, 15 epochs, cyclic learning rate, on the training digits plus one
+   randomly shifted copy of each (up to 2 pixels; :func:`shifted_copies`; the calibration
+   and test splits are never touched); clean and PGD (eps 0.3) accuracy before and after,
+   on the test split. ``--harden-method fgsm`` gives fast adversarial training (FGSM with
+   a random start, Wong et al. 2020), the previous default: see docs/evaluation.md for the
+   measured trade-off.
 4. Conversion (:func:`~edgeguard.converters.pipeline.convert`): fp32 ONNX, int8 ONNX
    (ONNX Runtime QDQ), int8 TFLite (litert-torch PT2E), fp32 TFLite; per-artifact detector
    thresholds (bit depth 1 + median 2x2, 5% FPR) on the calibration split through the
@@ -19,11 +23,19 @@ evaluated on the device runtime against clean and adversarial digits.
 5. Evaluation through ``edgeguard.load(bundle, public_key=...)``: clean test digits,
    and FGSM / PGD (eps 0.3) digits computed with ART on the hardened PyTorch model and
    transferred to each artifact (rounded to uint8 pixels, as a device would see them).
+6. Robustness evaluation (:func:`~edgeguard.converters.evaluation.evaluate`, the same as
+   ``edgeguard evaluate``): every artifact under white-box FGSM / BIM / PGD / CW-L2
+   (transferred), a black-box Square Attack run on the artifact through the runtime, and
+   an adaptive BPDA attack that knows the detector; detection, false positives, ROC, sanity
+   checks and the squeezer cost/benefit table (docs/evaluation.md). ``--evaluation quick``
+   for a smoke run, ``none`` to skip.
 
 Writes to the output folder: ``mnist.egb`` (all four artifacts), ``mnist-<artifact>.egb``, ``mnist.key`` /
 ``mnist.pub``, ``mnist.report.json`` / ``.txt`` (conversion report),
 ``mnist.summary.json`` / ``.txt`` (this evaluation), ``samples/`` (a few clean and
-adversarial test digits as .npy, for ``edgeguard run``).
+adversarial test digits as .npy, for ``edgeguard run``), ``mnist.source.pt`` /
+``mnist.source.json`` (the hardened PyTorch model and how to rebuild it, for
+``edgeguard evaluate``), ``mnist.evaluation.json`` / ``.txt`` / ``.html`` (step 6).
 """
 
 from __future__ import annotations
@@ -36,13 +48,39 @@ import time
 
 import numpy as np
 
-__all__ = ["run", "main", "evaluate_bundle", "DEFAULTS", "ARTIFACTS"]
+__all__ = ["run", "main", "evaluate_bundle", "shifted_copies", "DEFAULTS", "ARTIFACTS"]
 
 #: In order of preference (the bundle's default is the first an installed backend runs).
 ARTIFACTS = ("fp32-onnx", "int8-onnx", "int8-tflite", "fp32-tflite")
 
 DEFAULTS = dict(seed=0, n_train=3000, n_calib=1000, n_test=1000, width=16, clean_epochs=8, clean_lr=3e-3,
-                harden_epochs=20, harden_lr=1e-2, eps=0.3, pgd_steps=40, pgd_step=0.01, batch_size=100)
+                harden_method="pgd", harden_steps=3, harden_epochs=15, harden_lr=1e-2, augment_copies=1,
+                augment_shift=2, eps=0.3, pgd_steps=40, pgd_step=0.01, batch_size=100)
+
+
+def shifted_copies(images, copies: int, max_shift: int = 2, seed: int = 0):
+    """``images`` (an :class:`~edgeguard.converters.data.Images`) followed by ``copies``
+    copies of it, each image shifted by a random (dy, dx) in [-max_shift, max_shift]
+    (zero fill); ``numpy.random.default_rng(seed)``. Training-data augmentation only."""
+    from .data import Images
+
+    if copies <= 0:
+        return images
+    rng = np.random.default_rng(seed)
+    x, n = images.x, len(images)
+    s = int(max_shift)
+    padded = np.pad(x, ((0, 0), (s, s), (s, s), (0, 0)))
+    h, w = x.shape[1:3]
+    xs, ys = [x], [images.y]
+    for _ in range(copies):
+        dy, dx = rng.integers(-s, s + 1, size=(2, n))
+        out = np.empty_like(x)
+        for i in range(n):
+            out[i] = padded[i, s - dy[i]:s - dy[i] + h, s - dx[i]:s - dx[i] + w]
+        xs.append(out)
+        ys.append(images.y)
+    return Images(np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys),
+                  f"{images.name} + {copies} shifted cop{'y' if copies == 1 else 'ies'} (<= {s} px)", images.source)
 
 
 def evaluate_bundle(bundle_path, public_key, test, adversarial: dict, artifacts) -> dict:
@@ -123,8 +161,11 @@ def summary_text(s: dict) -> str:
 
 
 def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=print, latency_runs: int = 200,
-        per_artifact_bundles: bool = True, **overrides) -> dict:
-    """The whole job (see the module docstring); returns the summary dict."""
+        per_artifact_bundles: bool = True, evaluation="full", **overrides) -> dict:
+    """The whole job (see the module docstring); returns the summary dict.
+
+    ``evaluation``: ``"full"`` (default sizes), ``"quick"``, ``None``/``"none"`` (skip step 6),
+    or an :class:`~edgeguard.converters.evaluation.EvalConfig`."""
     t_start = time.perf_counter()
     cfg = {**DEFAULTS, **overrides}
     unknown = set(overrides) - set(DEFAULTS)
@@ -160,14 +201,20 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
         module = mnist_cnn(width=cfg["width"])
     stage("train source model", train_clean, module, spec, splits["train"], epochs=cfg["clean_epochs"],
           lr_max=cfg["clean_lr"], seed=cfg["seed"], progress=progress)
-    hardening = HardeningConfig("fgsm", eps=cfg["eps"], epochs=cfg["harden_epochs"], lr_max=cfg["harden_lr"],
-                                lr_schedule="cyclic", optimizer="adam", batch_size=cfg["batch_size"])
+    hardening = HardeningConfig(cfg["harden_method"], eps=cfg["eps"], epochs=cfg["harden_epochs"],
+                                steps=cfg["harden_steps"] if cfg["harden_method"] == "pgd" else None,
+                                lr_max=cfg["harden_lr"], lr_schedule="cyclic", optimizer="adam",
+                                batch_size=cfg["batch_size"])
+    train_aug = shifted_copies(splits["train"], cfg["augment_copies"], cfg["augment_shift"], seed=cfg["seed"])
     attack_cfg = AttackConfig(eps=cfg["eps"], step=cfg["pgd_step"], steps=cfg["pgd_steps"])
     result = stage("convert", convert, module, spec, splits["calibration"], splits["test"], out_dir=out_dir,
-                   train=splits["train"], hardening=hardening, eval_attack=attack_cfg, key=key or "generate",
+                   train=train_aug, hardening=hardening, eval_attack=attack_cfg, key=key or "generate",
                    name="mnist", version="1", created=created, artifacts=ARTIFACTS,
                    per_artifact_bundles=per_artifact_bundles,
-                   seed=cfg["seed"], latency_runs=latency_runs, progress=progress, log=log)
+                   seed=cfg["seed"], latency_runs=latency_runs, progress=progress, log=log,
+                   save_source={"factory": "edgeguard.converters.models:mnist_cnn", "kwargs": {"width": cfg["width"]},
+                                "data": {"kind": "mnist", "seed": cfg["seed"], "n_train": cfg["n_train"],
+                                         "n_calib": cfg["n_calib"], "n_test": cfg["n_test"]}})
     test = splits["test"]
     fgsm = stage("FGSM attack (source model)", attack_images, result.module, spec, test, "fgsm", eps=cfg["eps"],
                  seed=cfg["seed"] + 2, threads=1)
@@ -183,6 +230,27 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
     for fname, arr in (("clean.npy", test.x[::100]), ("fgsm.npy", fgsm[::100]), ("pgd.npy", pgd[::100]),
                        ("labels.npy", test.y[::100])):
         np.save(os.path.join(samples, fname), arr)
+    ev = None
+    if evaluation not in (None, "none", False):
+        from .evaluation import EvalConfig, evaluate
+
+        if isinstance(evaluation, EvalConfig):
+            ecfg = evaluation
+        elif evaluation in ("full", "quick"):
+            ecfg = EvalConfig(seed=cfg["seed"]) if evaluation == "full" else EvalConfig.quick(seed=cfg["seed"])
+        else:
+            raise TypeError(f"evaluation must be 'full', 'quick', 'none' or an EvalConfig, got {evaluation!r}")
+        pre = {}
+        if (result.hardening_adversarial is not None and ecfg.pgd_restarts == 1
+                and (ecfg.eps, ecfg.pgd_step, ecfg.pgd_steps) == (attack_cfg.eps, attack_cfg.step, attack_cfg.steps)):
+            # the conversion's after-hardening PGD digits: the same attack on the same test split
+            pre["pgd"] = (result.hardening_adversarial,
+                          {"library": "ART ProjectedGradientDescent", "norm": "inf", "eps": attack_cfg.eps,
+                           "step": attack_cfg.step, "steps": attack_cfg.steps, "random_start": True,
+                           "restarts": attack_cfg.restarts, "computed_by": "the conversion's after-hardening "
+                                                                          "evaluation (seed + 1)"})
+        ev = stage("robustness evaluation", evaluate, result.bundle_path, public_key, source=result.module,
+                   config=ecfg, out_dir=out_dir, name="mnist", precomputed=pre, progress=progress, log=log)
     conversion = {k: v for k, v in result.report["timings_s"].items() if k != "total"}
     timings = {**{k: v for k, v in timings.items() if k != "convert"}, **{f"convert: {k}": v for k, v in
                                                                          conversion.items()},
@@ -190,8 +258,14 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
     timings["total"] = time.perf_counter() - t_start
     summary = {"out_dir": out_dir, "config": {**cfg, "torch_threads_training": 1}, "device": device,
                "report": result.report, "bundle": result.bundle_path, "public_key": public_key,
-               "artifact_bundles": result.artifact_bundles, "timings_s": timings}
+               "artifact_bundles": result.artifact_bundles, "timings_s": timings,
+               "source_sidecar": result.source_sidecar_path,
+               "evaluation": None if ev is None else {
+                   "json": ev.json_path, "html": ev.html_path, "text": ev.text_path,
+                   "targets": ev.report["targets"], "sanity_checks": ev.report["sanity_checks"]}}
     text = summary_text(summary)
+    if ev is not None:
+        text += "\n" + ev.text + f"evaluation report: {ev.json_path}, {ev.html_path}\n"
     with open(os.path.join(out_dir, "mnist.summary.json"), "w", encoding="utf-8") as f:
         json.dump({k: v for k, v in summary.items() if k != "report"}, f, indent=2)
         f.write("\n")
@@ -209,6 +283,11 @@ def main(argv=None) -> int:
     p.add_argument("--key", help="Ed25519 private key (PEM) to sign with (default: generate a pair into --out)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--epochs", type=int, default=DEFAULTS["harden_epochs"], help="hardening epochs")
+    p.add_argument("--harden-method", choices=("pgd", "fgsm"), default=DEFAULTS["harden_method"],
+                   help="pgd: Madry et al. (default); fgsm: fast FGSM with a random start (Wong et al.)")
+    p.add_argument("--harden-steps", type=int, default=DEFAULTS["harden_steps"], help="PGD steps per batch")
+    p.add_argument("--augment", type=int, default=DEFAULTS["augment_copies"],
+                   help="randomly shifted copies of the training digits added for hardening (default 1; 0: none)")
     p.add_argument("--clean-epochs", type=int, default=DEFAULTS["clean_epochs"])
     p.add_argument("--width", type=int, default=DEFAULTS["width"], help="CNN width (channels of the first conv)")
     p.add_argument("--n-train", type=int, default=DEFAULTS["n_train"])
@@ -216,6 +295,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-test", type=int, default=DEFAULTS["n_test"])
     p.add_argument("--pgd-steps", type=int, default=DEFAULTS["pgd_steps"])
     p.add_argument("--created", help="bundle creation time, ISO-8601 (default: $SOURCE_DATE_EPOCH, else now)")
+    p.add_argument("--evaluation", choices=("full", "quick", "none"), default="full",
+                   help="robustness evaluation after conversion (default full; quick: small sizes; none: skip)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     from edgeguard.errors import EdgeGuardError
@@ -223,7 +304,8 @@ def main(argv=None) -> int:
     try:
         run(args.out, key=args.key, created=args.created, progress=not args.no_progress, seed=args.seed,
             harden_epochs=args.epochs, clean_epochs=args.clean_epochs, width=args.width, n_train=args.n_train,
-            n_calib=args.n_calib, n_test=args.n_test, pgd_steps=args.pgd_steps)
+            harden_method=args.harden_method, harden_steps=args.harden_steps, augment_copies=args.augment,
+            n_calib=args.n_calib, n_test=args.n_test, pgd_steps=args.pgd_steps, evaluation=args.evaluation)
     except EdgeGuardError as e:
         print(f"edgeguard: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

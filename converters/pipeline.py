@@ -72,6 +72,7 @@ class ConversionResult:
     public_key_path: str | None = None
     private_key_path: str | None = None
     hardening_adversarial: np.ndarray | None = field(default=None, repr=False)  # uint8 PGD images of validation
+    source_sidecar_path: str | None = None  # <name>.source.json (with save_source), for edgeguard evaluate
 
 
 def tool_versions() -> dict:
@@ -215,7 +216,8 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
             key=None, name: str = "model", version: str = "1", created=None, created_by: str | None = None,
             per_artifact_bundles: bool = False, seed: int = 0, threads: int | None = 1,
             tolerances: Tolerances | None = None, check_parity: bool = True, latency_runs: int = 100,
-            progress: bool = True, log: Callable[[str], None] | None = None) -> ConversionResult:
+            progress: bool = True, log: Callable[[str], None] | None = None,
+            save_source: dict | None = None) -> ConversionResult:
     """Convert a classifier into signed edgeguard bundle(s) and a conversion report.
 
     Args:
@@ -242,6 +244,10 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         created: bundle creation time (datetime, epoch seconds or ISO text); default
             ``$SOURCE_DATE_EPOCH``, else now.
         seed, threads: seeding and torch threads for training/export (deterministic).
+        save_source: for PyTorch sources, ``{"factory": "module:function", "kwargs": {...}, "data":
+            {...} or None}``: also write the converted (hardened) model as ``<name>.source.pt``
+            (state_dict) and ``<name>.source.json`` (factory, kwargs, hashes, input spec, data
+            split), which ``edgeguard evaluate`` finds next to the bundle (docs/evaluation.md).
     Returns a :class:`ConversionResult`; writes ``<name>.egb`` (all artifacts),
     optionally ``<name>-<id>.egb``, ``<name>.report.json`` and ``<name>.report.txt``.
     """
@@ -457,6 +463,12 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         return paths
 
     artifact_bundles = stages.run("write bundles", write_all)
+    sidecar_path = None
+    if save_source is not None and module is not None:
+        from .evaluation import write_source_sidecar
+
+        sidecar_path = write_source_sidecar(out_dir, name, module, save_source["factory"], save_source.get("kwargs"),
+                                            spec=spec, data=save_source.get("data"))
 
     # --- report -------------------------------------------------------------------------
     def measure():
@@ -544,4 +556,5 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
     return ConversionResult(out_dir=out_dir, bundle_path=bundle_path, artifact_bundles=artifact_bundles,
                             report=report, report_json_path=json_path, report_text_path=text_path,
                             manifest=manifest, artifacts=blobs, module=module, public_key_path=public_path,
-                            private_key_path=private_path, hardening_adversarial=hardening_adv)
+                            private_key_path=private_path, hardening_adversarial=hardening_adv,
+                            source_sidecar_path=sidecar_path)

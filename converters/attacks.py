@@ -1,0 +1,297 @@
+"""Attacks for the robustness evaluation (:mod:`edgeguard.converters.evaluation`).
+
+Three kinds, each with its threat model:
+
+* **white-box, transferred** -- FGSM, BIM, PGD (L-inf) and Carlini-Wagner L2 from
+  IBM ART, computed with the gradients of the source PyTorch model, rounded to uint8
+  pixels and then run on every deployed artifact (:func:`white_box`);
+* **black-box, query-based** -- ART's Square Attack (or HopSkipJump) through a
+  :class:`~art.estimators.classification.BlackBoxClassifierNeuralNetwork` whose
+  predict function is the device runtime itself (:class:`RuntimeOracle`:
+  ``GuardedModel.predict(uint8 images, detect=False)``), so the int8 / TFLite artifact
+  is what is attacked; every image sent to the runtime is counted (:func:`black_box`);
+* **adaptive** -- an attack that knows the detector: PGD on the source model through
+  the squeezers with BPDA (forward through the real squeezers -- the device's own
+  native kernels -- backward as the identity), on a loss that misclassifies *and*
+  keeps the detector's score (max over squeezers of the L1 distance between softmaxes)
+  under the threshold (:func:`adaptive_bpda`). Necessarily custom: ART has no
+  feature-squeezing detector to attack.
+
+Why ART rather than torchattacks: one maintained library gives the white-box
+attacks on the PyTorch model, the black-box attacks through
+``BlackBoxClassifier(NeuralNetwork)`` on any predict function (here: the device
+runtime running ONNX / TFLite, which torchattacks cannot attack since it needs a
+differentiable torch model), and the adversarial trainers and
+``ProjectedGradientDescent`` the hardening already uses (:mod:`.hardening`), so
+attack semantics (projection, random starts, clipping) are the same in training
+and in evaluation.
+
+Images cross these functions as uint8 NHWC (what a device receives); attacks work
+in the model's float range and layout (``spec.to_range``) and their results are
+rounded back with ``spec.to_images`` (kept inside the L-inf ball for L-inf attacks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .data import InputSpec
+from .errors import ConversionError
+
+__all__ = ["white_box", "black_box", "adaptive_bpda", "RuntimeOracle", "WHITE_BOX", "BLACK_BOX", "squeeze_np",
+           "detector_scores_torch"]
+
+WHITE_BOX = ("fgsm", "bim", "pgd", "cw_l2")
+BLACK_BOX = ("square", "hopskipjump")
+
+
+def _clf(module, spec: InputSpec):
+    from .hardening import art_classifier
+
+    clf, _ = art_classifier(module, spec)
+    return clf
+
+
+def white_box(module, spec: InputSpec, images: np.ndarray, labels: np.ndarray, kind: str, *, eps: float = 0.3,
+              step: float | None = None, steps: int = 40, restarts: int = 1, batch_size: int = 250,
+              cw: dict | None = None) -> tuple[np.ndarray, dict]:
+    """One ART white-box attack on the PyTorch ``module`` (gradients of the source model).
+
+    ``kind``: ``"fgsm"`` (FastGradientMethod, one step of eps), ``"bim"``
+    (BasicIterativeMethod: ``steps`` steps of ``step``, no random start), ``"pgd"``
+    (ProjectedGradientDescent: random start, ``restarts`` starts, the best kept by
+    ART), ``"cw_l2"`` (CarliniL2Method, untargeted; ``cw``: ``max_iter``,
+    ``binary_search_steps``, ``learning_rate``, ``initial_const``, ``confidence``).
+    Returns (uint8 NHWC adversarial images, the attack's parameters)."""
+    import art.attacks.evasion as ev
+
+    clf = _clf(module, spec)
+    x = spec.to_range(images).astype(np.float32)
+    module.eval()
+    linf = True
+    if kind == "fgsm":
+        atk = ev.FastGradientMethod(clf, norm=np.inf, eps=float(eps), batch_size=batch_size)
+        params = {"library": "ART FastGradientMethod", "norm": "inf", "eps": eps, "steps": 1, "random_start": False}
+    elif kind == "bim":
+        step = float(step if step is not None else eps / 5)
+        atk = ev.BasicIterativeMethod(clf, eps=float(eps), eps_step=step, max_iter=int(steps), batch_size=batch_size,
+                                      verbose=False)
+        params = {"library": "ART BasicIterativeMethod", "norm": "inf", "eps": eps, "step": step, "steps": steps,
+                  "random_start": False}
+    elif kind == "pgd":
+        step = float(step if step is not None else 2.5 * eps / steps)
+        atk = ev.ProjectedGradientDescent(clf, norm=np.inf, eps=float(eps), eps_step=step, max_iter=int(steps),
+                                          num_random_init=int(restarts), batch_size=batch_size, verbose=False)
+        params = {"library": "ART ProjectedGradientDescent", "norm": "inf", "eps": eps, "step": step, "steps": steps,
+                  "random_start": True, "restarts": restarts}
+    elif kind == "cw_l2":
+        c = {"max_iter": 20, "binary_search_steps": 3, "learning_rate": 0.1, "initial_const": 1.0, "confidence": 0.0,
+             **(cw or {})}
+        atk = ev.CarliniL2Method(clf, confidence=float(c["confidence"]), targeted=False,
+                                 learning_rate=float(c["learning_rate"]),
+                                 binary_search_steps=int(c["binary_search_steps"]), max_iter=int(c["max_iter"]),
+                                 initial_const=float(c["initial_const"]), batch_size=batch_size, verbose=False)
+        params = {"library": "ART CarliniL2Method", "norm": "2", "targeted": False, **c}
+        linf = False
+    else:
+        raise ConversionError(f"unknown white-box attack {kind!r}; choose one of {WHITE_BOX}")
+    adv = atk.generate(x, y=np.asarray(labels))
+    out = spec.to_images(adv, eps=eps, reference=images) if linf else spec.to_images(adv)
+    return out, params
+
+
+# ----------------------------------------------------------------------------- black box
+
+class RuntimeOracle:
+    """The deployed artifact as a black box: float input in the model's range and layout
+    (what ART passes) -> rounded to uint8 pixels (what a device receives) ->
+    ``model.predict(images, detect=False).probabilities``. Counts every image queried
+    (``queries``) and every call (``calls``)."""
+
+    def __init__(self, model, spec: InputSpec):
+        self.model = model
+        self.spec = spec
+        self.queries = 0
+        self.calls = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        images = self.spec.to_images(np.clip(np.asarray(x, np.float32), *self.spec.range))
+        self.queries += len(images)
+        self.calls += 1
+        return np.asarray(self.model.predict(images, detect=False).probabilities, np.float32)
+
+
+def black_box(model, spec: InputSpec, images: np.ndarray, labels: np.ndarray, *, kind: str = "square",
+              eps: float = 0.3, max_iter: int = 1000, p_init: float = 0.8, restarts: int = 1, batch_size: int = 128,
+              progress: bool = False) -> tuple[np.ndarray, dict]:
+    """A query-based attack on the deployed artifact ``model`` (a GuardedModel) through the
+    runtime. ``kind``: ``"square"`` (ART SquareAttack, L-inf ``eps``, ``max_iter``
+    iterations: the per-image query budget of the paper) or ``"hopskipjump"`` (ART
+    HopSkipJump, decision-based, L2, ``max_iter`` iterations). Returns (uint8 NHWC
+    adversarial images, parameters with ``queries`` = images the runtime answered)."""
+    from art.estimators.classification import BlackBoxClassifier, BlackBoxClassifierNeuralNetwork
+
+    oracle = RuntimeOracle(model, spec)
+    x = spec.to_range(images).astype(np.float32)
+    t0 = time.perf_counter()
+    if kind == "square":
+        from art.attacks.evasion import SquareAttack
+
+        est = BlackBoxClassifierNeuralNetwork(oracle, tuple(spec.shape), spec.num_classes,
+                                              channels_first=spec.layout == "NCHW", clip_values=tuple(spec.range))
+        atk = SquareAttack(est, norm=np.inf, eps=float(eps), max_iter=int(max_iter), p_init=float(p_init),
+                           nb_restarts=int(restarts), batch_size=int(batch_size), verbose=progress)
+        params = {"library": "ART SquareAttack", "norm": "inf", "eps": eps, "max_iter": max_iter, "p_init": p_init,
+                  "restarts": restarts, "feedback": "probabilities (score-based)"}
+        adv = atk.generate(x, y=np.asarray(labels))
+        out = spec.to_images(adv, eps=eps, reference=images)
+    elif kind == "hopskipjump":
+        from art.attacks.evasion import HopSkipJump
+
+        est = BlackBoxClassifier(oracle, tuple(spec.shape), spec.num_classes, clip_values=tuple(spec.range))
+        atk = HopSkipJump(est, targeted=False, norm=2, max_iter=int(max_iter), max_eval=1000, init_eval=100,
+                          batch_size=int(batch_size), verbose=progress)
+        params = {"library": "ART HopSkipJump", "norm": "2", "max_iter": max_iter,
+                  "feedback": "labels only (decision-based)"}
+        adv = atk.generate(x, y=np.asarray(labels))
+        out = spec.to_images(adv)
+    else:
+        raise ConversionError(f"unknown black-box attack {kind!r}; choose one of {BLACK_BOX}")
+    params.update(queries=int(oracle.queries), calls=int(oracle.calls), n=int(len(images)),
+                  queries_per_image=oracle.queries / max(len(images), 1), seconds=time.perf_counter() - t0)
+    return out, params
+
+
+# ----------------------------------------------------------------------------- adaptive (BPDA)
+
+def squeeze_np(x: np.ndarray, squeezer: dict, layout: str, value_range=(0.0, 1.0)) -> np.ndarray:
+    """The device's float squeezer on a float32 batch in the model's layout and range
+    (the native kernels, as ``GuardedModel.predict`` runs them on float input)."""
+    from edgeguard import squeeze
+
+    lo, hi = value_range
+    x = np.ascontiguousarray(x, np.float32)
+    if squeezer["kind"] == "bit_depth":
+        if (lo, hi) == (0.0, 1.0):
+            return squeeze.bit_depth(x, int(squeezer["bits"]))
+        unit = np.ascontiguousarray((x - lo) / (hi - lo), np.float32)
+        return (squeeze.bit_depth(unit, int(squeezer["bits"])) * (hi - lo) + lo).astype(np.float32)
+    if squeezer["kind"] == "median":
+        return squeeze.median(x, int(squeezer["size"]), layout=layout)
+    raise ConversionError(f"unsupported squeezer {squeezer}")
+
+
+def _bpda(x, squeezer: dict, spec: InputSpec, smooth: float = 0.0):
+    """Forward: the real squeezer; backward: the identity (Athalye et al. 2018), or for bit
+    depth with ``smooth`` > 0 a soft rounding ``floor(v) + sigmoid(smooth * (frac(v) - 0.5))``
+    of ``v = x * (2**bits - 1)`` (gradient concentrated on the values that can change level)."""
+    import torch
+
+    sq = torch.from_numpy(squeeze_np(x.detach().numpy(), squeezer, spec.layout, spec.range))
+    if smooth and squeezer["kind"] == "bit_depth":
+        lo, hi = spec.range
+        levels = 2 ** int(squeezer["bits"]) - 1
+        v = (x - lo) / (hi - lo) * levels
+        f = torch.floor(v).detach()
+        g = (f + torch.sigmoid(smooth * (v - f - 0.5))) / levels * (hi - lo) + lo
+        return g + (sq - g).detach()
+    return x + (sq - x).detach()
+
+
+def detector_scores_torch(model_fn, x, squeezers, spec: InputSpec, smooth: float = 0.0):
+    """(logits of x and of each squeezed copy, shape (1 + S, N, K); detector score of x) with
+    BPDA squeezing: score = max over squeezers of the L1 distance between the softmax of x
+    and of squeeze(x)."""
+    import torch
+
+    n = x.shape[0]
+    batch = torch.cat([x] + [_bpda(x, s, spec, smooth) for s in squeezers])
+    logits = model_fn(batch).reshape(1 + len(squeezers), n, -1)
+    p = torch.softmax(logits, dim=2)
+    dists = (p[:1] - p[1:]).abs().sum(2)
+    return logits, dists.max(0).values
+
+
+def adaptive_bpda(module, spec: InputSpec, images: np.ndarray, labels: np.ndarray, squeezers, threshold: float, *,
+                  eps: float = 0.3, step: float = 0.01, steps: int = 100, restarts: int = 1, weight: float = 1.0,
+                  margin: float = 0.5, switch: bool = True, kappa: float = 1.0, smooth: float = 10.0,
+                  batch_size: int = 250, seed: int = 0, progress: bool = False) -> tuple[np.ndarray, dict]:
+    """PGD (L-inf, random start) on the source model against model + detector, with BPDA
+    through the squeezers.
+
+    The detector flags an input when the softmax of its squeezed copies differs from its
+    own, so the attack pushes the original AND every squeezed copy to the same wrong class
+    ``t`` (re-chosen every step: the wrong class with the highest log-probability summed
+    over the copies) and penalises the score. Maximised per input::
+
+        sum over x and squeeze_s(x) of log softmax_t - weight * relu(score(x) - margin * threshold)
+
+    and, with ``switch``, once x is misclassified by a logit margin ``kappa``: ``-score(x)``
+    alone (lower the score while staying misclassified; Carlini and Wagner 2017's recipe
+    against detectors). ``score`` is the detector's score through BPDA (forward: the real
+    squeezers, i.e. the device's kernels; backward: the identity for the median, and for
+    bit depth a soft rounding of steepness ``smooth`` (0: the identity), which puts the
+    gradient on the pixels that can change level). Aiming at ``margin * threshold`` leaves
+    room for the uint8 rounding and the transfer to quantised artifacts. Per input, the
+    iterate kept is the misclassified one with the lowest score seen (exact forward
+    values), else the last one; over ``restarts`` random starts, the best by that rule."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .hardening import _Normalized
+
+    wrapped = _Normalized.wrap(module, spec).eval()
+    lo, hi = spec.range
+    x_all = torch.from_numpy(spec.to_range(images).astype(np.float32))
+    y_all = torch.from_numpy(np.asarray(labels, np.int64))
+    target = float(margin) * float(threshold)
+    gen = torch.Generator().manual_seed(int(seed))
+    best = x_all.clone()
+    best_key = torch.full((len(x_all),), float("inf"))  # the score if misclassified, else 10: lower is better
+    t0 = time.perf_counter()
+    total = restarts * math.ceil(len(x_all) / batch_size) * steps
+    bar = tqdm(total=total, desc="adaptive BPDA attack", disable=not progress, leave=False, unit="step")
+    for _ in range(int(restarts)):
+        for b in range(0, len(x_all), batch_size):
+            x0, y = x_all[b:b + batch_size], y_all[b:b + batch_size]
+            sl = slice(b, b + len(x0))
+            xa = (x0 + (torch.rand(x0.shape, generator=gen) * 2 - 1) * eps).clamp(lo, hi)
+            for it in range(int(steps) + 1):
+                xa.requires_grad_(True)
+                logits, score = detector_scores_torch(wrapped, xa, squeezers, spec, smooth)
+                with torch.no_grad():  # keep the best iterate (exact forward values)
+                    wrong = logits[0].argmax(1) != y
+                    key = torch.where(wrong, score.detach(), torch.full_like(score, 10.0))
+                    better = key < best_key[sl]
+                    best[sl][better] = xa.detach()[better]
+                    best_key[sl] = torch.where(better, key, best_key[sl])
+                if it == steps:
+                    break
+                logp = torch.log_softmax(logits, dim=2).sum(0)  # (N, K): summed over the copies
+                t = logp.detach().masked_fill(torch.nn.functional.one_hot(y, logp.shape[1]).bool(), -1e9).argmax(1)
+                loss = logp.gather(1, t[:, None])[:, 0] - weight * torch.relu(score - target)
+                if switch:  # misclassified with a margin: only lower the score
+                    z = logits[0].detach()
+                    m = z.gather(1, y[:, None])[:, 0] - z.masked_fill(
+                        torch.nn.functional.one_hot(y, z.shape[1]).bool(), -1e9).max(1).values
+                    loss = torch.where(m < -kappa, -score, loss)
+                grad, = torch.autograd.grad(loss.sum(), xa)
+                with torch.no_grad():
+                    xa = xa + step * grad.sign()
+                    xa = torch.min(torch.max(xa, x0 - eps), x0 + eps).clamp(lo, hi)
+                bar.update(1)
+    bar.close()
+    out = spec.to_images(best.numpy(), eps=eps, reference=images)
+    params = {"method": "PGD with BPDA through the squeezers (custom; forward real squeezers, backward identity)",
+              "norm": "inf", "eps": eps, "step": step, "steps": steps, "restarts": restarts,
+              "loss": "sum over x and squeeze_s(x) of log softmax_t - weight * relu(score - margin * threshold), "
+                      "t = the wrong class with the highest summed log-probability"
+                      + ("; once misclassified by kappa: -score" if switch else ""),
+              "weight": weight, "margin": margin, "switch": switch, "kappa": kappa,
+              "bpda_backward": "identity" + (f"; bit depth: soft rounding, steepness {smooth:g}" if smooth else ""),
+              "threshold_known": float(threshold),
+              "squeezers": [dict(s) for s in squeezers], "seconds": time.perf_counter() - t0}
+    return out, params

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module, function in EXTERNAL_COMMANDS:
         try:
             add = getattr(importlib.import_module(module), function)
-        except ImportError:
+        except (ImportError, AttributeError):  # workstation extras absent or older: skip the command
             continue
         add(sub)
     return parser

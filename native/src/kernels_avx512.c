@@ -71,18 +71,6 @@ static void narrow_f32(const float *const *rows, size_t n, size_t cs, int k, flo
 #define EG_SHIFT1(a, b) EG_SHIFT_EPI8(a, b, 1)
 #define EG_SHIFT2(a, b) EG_SHIFT_EPI8(a, b, 2)
 #include "median_span.h"
-#undef EG_SHIFT1
-#undef EG_SHIFT2
-#undef EG_T
-#undef EG_V
-#undef EG_LANES
-#undef EG_LOAD
-#undef EG_STORE
-#undef EG_MIN
-#undef EG_MAX
-#undef EG_FINISH
-#undef EG_NARROW
-#undef EG_SPAN
 
 #define EG_T float
 #define EG_V __m512

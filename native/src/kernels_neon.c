@@ -80,18 +80,6 @@ static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bit
 #define EG_SHIFT1(a, b) vextq_u8(a, b, 1)
 #define EG_SHIFT2(a, b) vextq_u8(a, b, 2)
 #include "median_span.h"
-#undef EG_SHIFT1
-#undef EG_SHIFT2
-#undef EG_T
-#undef EG_V
-#undef EG_LANES
-#undef EG_LOAD
-#undef EG_STORE
-#undef EG_MIN
-#undef EG_MAX
-#undef EG_FINISH
-#undef EG_NARROW
-#undef EG_SPAN
 
 #define EG_T float
 #define EG_LANES 4

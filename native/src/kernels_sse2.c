@@ -66,18 +66,6 @@ static void bit_depth_u8(const uint8_t *src, uint8_t *dst, size_t count, int bit
 #define EG_SHIFT1(a, b) _mm_or_si128(_mm_srli_si128(a, 1), _mm_slli_si128(b, 15))
 #define EG_SHIFT2(a, b) _mm_or_si128(_mm_srli_si128(a, 2), _mm_slli_si128(b, 14))
 #include "median_span.h"
-#undef EG_SHIFT1
-#undef EG_SHIFT2
-#undef EG_T
-#undef EG_V
-#undef EG_LANES
-#undef EG_LOAD
-#undef EG_STORE
-#undef EG_MIN
-#undef EG_MAX
-#undef EG_FINISH
-#undef EG_NARROW
-#undef EG_SPAN
 
 #define EG_T float
 #define EG_V __m128

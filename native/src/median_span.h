@@ -8,6 +8,10 @@
  *   EG_FINISH(v)             final fix-up of a result vector (float: -0 -> +0)
  *   EG_NARROW(rows,n,c,k,dst) handles spans shorter than EG_LANES
  *   EG_SPAN(k)               name of the span function for window k
+ *   EG_SHIFT1/2(a,b)         optional: lanes 1.. / 2.. of a:b (enables the gray 3x3 register kernel)
+ *
+ * The header undefines all of these at its end, so the next instantiation
+ * starts clean.
  *
  * Spans never read outside the caller's rows: a span shorter than one vector
  * goes to EG_NARROW, and the last vector of a longer span is moved back to end
@@ -173,3 +177,17 @@ EG_DEFINE_SPAN_NET(7)
 #undef EG_SORT3
 #undef EG_MED3
 #undef EG_M3_BLOCK
+
+/* the instantiation's parameters */
+#undef EG_T
+#undef EG_V
+#undef EG_LANES
+#undef EG_LOAD
+#undef EG_STORE
+#undef EG_MIN
+#undef EG_MAX
+#undef EG_FINISH
+#undef EG_NARROW
+#undef EG_SPAN
+#undef EG_SHIFT1
+#undef EG_SHIFT2

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeguard import bundle
+from edgeguard.bundle import _manifest as bundle_manifest, _onnx as onnx_scan, _zip as bundle_zip
 from edgeguard.errors import (
     BundleError,
     EdgeGuardError,
@@ -190,23 +191,23 @@ def test_round_trip(tmp_path):
     assert manifest == original  # the caller's dict is not modified
 
     b = bundle.read_bundle(path)
-    assert b.manifest == with_members(original, MEMBERS)
+    assert b.manifest.to_dict() == with_members(original, MEMBERS)
     assert b.member("models/fp32.onnx") == TINY_ONNX
     assert b.model_bytes("int8-tflite") == TINY_TFLITE
     assert b.model_bytes() == TINY_ONNX  # default: the first artifact
-    assert b.artifact()["id"] == "fp32-onnx"
-    assert b.artifact("int8-tflite")["precision"] == "int8"
-    assert [a["id"] for a in b.artifacts] == ["fp32-onnx", "int8-tflite"]
+    assert b.artifact().id == "fp32-onnx"
+    assert b.artifact("int8-tflite").precision == "int8"
+    assert [a.id for a in b.artifacts] == ["fp32-onnx", "int8-tflite"]
     assert b.member_names == ("models/fp32.onnx", "models/int8.tflite")
     assert b.signed is False
     assert b.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert b.path == str(path)
-    assert json.loads(b.manifest_bytes) == b.manifest
+    assert json.loads(b.manifest_bytes) == b.manifest.to_dict()
     assert b.manifest_bytes.endswith(b"}\n") and b", " not in b.manifest_bytes
     assert "tiny-cnn" in repr(b)
 
     from_bytes = bundle.read_bundle(path.read_bytes())
-    assert from_bytes.manifest == b.manifest and from_bytes.path is None
+    assert from_bytes.manifest.to_dict() == b.manifest.to_dict() and from_bytes.path is None
     assert bundle.read_bundle(bytearray(path.read_bytes())).sha256 == b.sha256
 
 
@@ -274,8 +275,8 @@ def test_write_fills_format_and_ignores_given_members(tmp_path):
     m = make_manifest()
     m["members"] = {"bogus": {"sha256": "0" * 64, "size": 1}}
     b = bundle.read_bundle(write(tmp_path, m))
-    assert set(b.manifest["members"]) == set(MEMBERS)
-    assert b.manifest["format"] == "edgeguard-bundle" and b.manifest["schema_version"] == 1
+    assert set(b.manifest.to_dict()["members"]) == set(MEMBERS)
+    assert b.manifest.to_dict()["format"] == "edgeguard-bundle" and b.manifest.to_dict()["schema_version"] == 1
 
 
 def test_write_accepts_numpy_values(tmp_path):
@@ -284,8 +285,8 @@ def test_write_accepts_numpy_values(tmp_path):
     m["artifacts"][0]["detector"]["threshold"] = np.float32(0.5)
     m["input"]["mean"] = np.array([0.5, 0.5, 0.5])
     b = bundle.read_bundle(write(tmp_path, m))
-    assert b.artifact()["detector"]["threshold"] == 0.5
-    assert b.manifest["input"]["mean"] == [0.5, 0.5, 0.5]
+    assert b.artifact().detector.threshold == 0.5
+    assert b.manifest.to_dict()["input"]["mean"] == [0.5, 0.5, 0.5]
 
 
 @pytest.mark.parametrize("members, exc, fragment", [
@@ -401,7 +402,7 @@ def test_optional_nulls_are_accepted(tmp_path):
     m["squeezers"] = [{"kind": "some_future_squeezer", "strength": 3}]  # kinds belong to edgeguard.squeeze
     m["input"].update(layout="NHWC", shape=[1, 2, 2, 1], mean=[0.5], std=[0.5])
     m["extra_key_for_later"] = {"ignored": True}
-    assert bundle.read_bundle(write(tmp_path, m)).manifest["input"]["layout"] == "NHWC"
+    assert bundle.read_bundle(write(tmp_path, m)).manifest.input.layout == "NHWC"
 
 
 @pytest.mark.parametrize("mutate, exc, fragment", [
@@ -620,7 +621,7 @@ def test_signature_good_in_every_key_form(tmp_path):
     for key in (public_pem, public_pem.decode(), str(tmp_path / "key.pub"), tmp_path / "key.pub", raw, public_obj):
         b = bundle.read_bundle(tmp_path / "b.egb", public_key=key)
         assert b.signed is True
-    assert bundle.verify_bundle(tmp_path / "b.egb", public_key=public_pem, require_signature=True).signed
+    assert bundle.read_bundle(tmp_path / "b.egb", public_key=public_pem, require_signature=True).signed
     # Without a key the signature is not checked, and the result says so.
     assert bundle.read_bundle(tmp_path / "b.egb").signed is False
     assert bundle.write_bundle(tmp_path / "u.egb", make_manifest(), MEMBERS) is None
@@ -655,7 +656,7 @@ def test_tampered_manifest_with_old_signature(tmp_path):
     tampered = craft(manifest_bytes=json.dumps(m).encode(), signature=signature)
     refuse(tampered, SignatureError, "the manifest was modified", public_key=public)
     # Without a key nothing can tell: this is what signing is for.
-    assert bundle.read_bundle(tampered).artifact()["detector"]["threshold"] == 99.0
+    assert bundle.read_bundle(tampered).artifact().detector.threshold == 99.0
 
 
 def test_sign_bundle(tmp_path):
@@ -721,8 +722,8 @@ def test_device_read_imports_neither_crypto_nor_workstation_packages(tmp_path):
 # --- ONNX external data -----------------------------------------------------------------------
 
 def test_walker_on_hand_encoded_model():
-    assert bundle._onnx_external_data(TINY_ONNX) == []
-    assert bundle._onnx_external_data(b"") == []
+    assert onnx_scan.onnx_external_data(TINY_ONNX) == []
+    assert onnx_scan.onnx_external_data(b"") == []
 
 
 def _onnx_models():
@@ -771,15 +772,15 @@ def test_walker_finds_external_data_in_real_models(tmp_path, kind):
     model, expected = models[kind]
     onnx.checker.check_model(model)
     inline = model.SerializeToString()
-    assert bundle._onnx_external_data(inline) == []
+    assert onnx_scan.onnx_external_data(inline) == []
     path = tmp_path / "model.onnx"
     # save_model marks the tensors in the proto it is given: give each save its own copy.
     onnx.save_model(copy.deepcopy(model), str(path), save_as_external_data=True, all_tensors_to_one_file=False,
                     size_threshold=0, convert_attribute=True)
-    assert set(bundle._onnx_external_data(path.read_bytes())) == expected  # one file per tensor, named after it
+    assert set(onnx_scan.onnx_external_data(path.read_bytes())) == expected  # one file per tensor, named after it
     onnx.save_model(copy.deepcopy(model), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="weights.bin", size_threshold=0, convert_attribute=True)
-    assert bundle._onnx_external_data(path.read_bytes()) == ["weights.bin"]
+    assert onnx_scan.onnx_external_data(path.read_bytes()) == ["weights.bin"]
 
 
 def test_walker_finds_sparse_and_training_info_and_bare_location():
@@ -794,17 +795,17 @@ def test_walker_finds_sparse_and_training_info_and_bare_location():
     g = helper.make_graph([], "g", [], [helper.make_tensor_value_info("sparse_values", TensorProto.FLOAT, [10])])
     g.sparse_initializer.append(sparse)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    assert bundle._onnx_external_data(model.SerializeToString()) == ["sparse.bin"]
+    assert onnx_scan.onnx_external_data(model.SerializeToString()) == ["sparse.bin"]
 
     train = numpy_helper.from_array(np.ones(2, np.float32), "train_w")
     external_data_helper.set_external_data(train, location="train.bin")
     model.training_info.add().initialization.initializer.append(train)
-    assert bundle._onnx_external_data(model.SerializeToString()) == ["sparse.bin", "train.bin"]
+    assert onnx_scan.onnx_external_data(model.SerializeToString()) == ["sparse.bin", "train.bin"]
 
     bare = numpy_helper.from_array(np.ones(2, np.float32), "bare")
     bare.data_location = TensorProto.EXTERNAL  # EXTERNAL without any external_data entry
     model.graph.initializer.append(bare)
-    assert "<no location>" in bundle._onnx_external_data(model.SerializeToString())
+    assert "<no location>" in onnx_scan.onnx_external_data(model.SerializeToString())
 
 
 def test_external_data_refused_on_write_and_read(tmp_path):
@@ -841,14 +842,14 @@ def _nested(depth: int) -> bytes:
 ])
 def test_walker_refuses_malformed_protobuf(blob, fragment):
     with pytest.raises(BundleError, match=fragment):
-        bundle._onnx_external_data(blob)
+        onnx_scan.onnx_external_data(blob)
     members = {**MEMBERS, "models/fp32.onnx": blob}
     err = refuse(craft(members=members), BundleError, "artifact 'fp32-onnx' (models/fp32.onnx) is not a valid ONNX model")
     assert type(err) is BundleError
 
 
 def test_walker_accepts_reasonable_nesting():
-    assert bundle._onnx_external_data(_nested(20)) == []
+    assert onnx_scan.onnx_external_data(_nested(20)) == []
 
 
 def test_tflite_identifier_checked():
@@ -860,7 +861,7 @@ def test_tflite_identifier_checked():
 @given(st.binary(max_size=200))
 def test_walker_never_crashes(blob):
     try:
-        assert isinstance(bundle._onnx_external_data(blob), list)
+        assert isinstance(onnx_scan.onnx_external_data(blob), list)
     except BundleError as e:
         assert "malformed ONNX protobuf" in str(e)
 
@@ -874,8 +875,8 @@ def _good_bundle(signed: bool) -> bytes:
     if signed not in _GOOD:
         m = with_members(make_manifest(), MEMBERS)
         private, _ = keys()
-        manifest_bytes = bundle._canonical_json(m)
-        _GOOD[signed] = bundle._build_zip(manifest_bytes, private.sign(manifest_bytes) if signed else None, MEMBERS)
+        manifest_bytes = bundle_manifest.canonical_json(m)
+        _GOOD[signed] = bundle_zip.build_zip(manifest_bytes, private.sign(manifest_bytes) if signed else None, MEMBERS)
     return _GOOD[signed]
 
 
@@ -898,7 +899,7 @@ def test_random_corruption_is_refused_or_harmless(signed, data):
     except EdgeGuardError as e:  # pragma: no cover - a failure
         pytest.fail(f"non-bundle error {type(e).__name__}: {e}")
     # It verified: the flips can only have hit metadata nobody reads (times, versions, attributes).
-    assert b.manifest == reference.manifest
+    assert b.manifest.to_dict() == reference.manifest.to_dict()
     assert b.manifest_bytes == reference.manifest_bytes
     assert all(b.member(n) == reference.member(n) for n in reference.member_names)
     assert b.signed == signed

@@ -212,7 +212,7 @@ def test_every_artifact_loads_verifies_predicts_and_detects(bundles):
     x = images(5, seed=3)
     for art_id in bundles.all_ids:
         model = edgeguard.load(bundles.signed, bundles.public, artifact=art_id)
-        assert model.bundle.signed and model.artifact["id"] == art_id
+        assert model.bundle.signed and model.artifact.id == art_id
         assert model.backend.name == ("onnxruntime" if art_id.endswith("onnx") else "litert")
         r = model.predict(x)
         assert isinstance(r, Predictions) and len(r) == 5
@@ -236,7 +236,7 @@ def test_int8_io_artifacts_quantise_through_the_manifest(bundles):
     for art_id in ("int8io-onnx", "int8-tflite"):
         model = edgeguard.load(bundles.unsigned, artifact=art_id)
         assert model.backend.input_dtype == np.int8 and model.backend.output_dtype == np.int8
-        assert model.backend.input_quantization.scale == model.artifact["input_quantization"]["scale"]
+        assert model.backend.input_quantization.scale == model.artifact.input_quantization.scale
         float_model = edgeguard.load(bundles.unsigned, artifact="fp32-onnx" if art_id == "int8io-onnx"
                                      else "fp32-tflite")
         x = smooth_images(8, seed=1)
@@ -246,9 +246,9 @@ def test_int8_io_artifacts_quantise_through_the_manifest(bundles):
 
 def test_default_artifact_and_backend_choice(bundles):
     model = edgeguard.load(bundles.unsigned)
-    assert model.artifact["id"] == "fp32-onnx"  # the first one an installed backend runs
+    assert model.artifact.id == "fp32-onnx"  # the first one an installed backend runs
     model = edgeguard.load(bundles.unsigned, backend="litert")
-    assert model.artifact["id"] == "fp32-tflite"
+    assert model.artifact.id == "fp32-tflite"
     with pytest.raises(UnsupportedError, match="cannot run artifact"):
         edgeguard.load(bundles.unsigned, artifact="fp32-onnx", backend="litert")
     with pytest.raises(InvalidArgumentError, match="no artifact"):

@@ -1,4 +1,4 @@
-"""Tests of edgeguard.telemetry and edgeguard.fleet against a REAL Mosquitto broker (our own
+"""Tests of edgeguard.monitoring.telemetry and edgeguard.monitoring.fleet against a REAL Mosquitto broker (our own
 process on a free loopback port, temp config): delivery from a monitored guard to the
 collector, store-and-forward across a broker restart and a publisher restart, an
 unreachable broker at start, malformed messages, de-duplication, username/password and
@@ -24,9 +24,10 @@ if not os.path.exists(H.MOSQUITTO):
 
 import edgeguard  # noqa: E402
 from edgeguard._cli import main  # noqa: E402
-from edgeguard.fleet import Collector, validate  # noqa: E402
-from edgeguard.monitor import Monitor, TelemetryError  # noqa: E402
-from edgeguard.telemetry import SCHEMA, TLS, Publisher, message, mqtt_client, parse_broker, topic  # noqa: E402
+from edgeguard.monitoring.fleet import Collector, validate  # noqa: E402
+from edgeguard.errors import TelemetryError
+from edgeguard.monitoring.monitor import Monitor  # noqa: E402
+from edgeguard.monitoring.telemetry import SCHEMA, TLS, Publisher, message, mqtt_client, parse_broker, topic  # noqa: E402
 
 IDENT = {"bundle_sha256": "0123456789ab" + "cd" * 26, "bundle_name": "mnist", "bundle_version": "1.0.0",
          "artifact": "int8-tflite"}

@@ -21,7 +21,7 @@ artifact=id)`` then ``predict`` on uint8 images, the bundle's detector and thres
   TPR of the confidence, and the accuracy on labelled sets (a covariate shift);
 * **drift streams**: a stream of ``stream_clean`` clean test inputs then ``stream_shifted``
   corrupted or foreign ones, fed in batches of ``stream_batch`` to the device's
-  :class:`edgeguard.monitor.Monitor` (``threaded=False``; a clock counting inputs): the
+  :class:`edgeguard.monitoring.Monitor` (``threaded=False``; a clock counting inputs): the
   monitor's time to alarm (inputs after the onset), the alarm kind and the drifted
   features; and ``clean_streams`` streams of clean inputs only, for its false alarms.
 
@@ -56,7 +56,7 @@ class RobustnessConfig:
 
     ``n_corrupt``: the first ``n_corrupt`` test inputs are corrupted (None: all);
     ``ood_sets``: None = every set that applies to the input's channels;
-    ``monitor``: keyword arguments of :class:`edgeguard.monitor.Monitor` as (name, value)
+    ``monitor``: keyword arguments of :class:`edgeguard.monitoring.Monitor` as (name, value)
     pairs (default: the device's defaults)."""
 
     corruptions: tuple = CORRUPTIONS
@@ -182,9 +182,9 @@ def _shift_metrics(clean: dict, shifted: dict, y=None) -> dict:
 def monitor_stream(model, images: np.ndarray, onset: int, batch: int, monitor_kwargs: dict) -> dict:
     """Feed ``images`` in batches to a fresh Monitor attached to ``model``; alarms before
     ``onset`` are false alarms, the first after it gives the time to alarm."""
-    from edgeguard.monitor import Monitor
+    from edgeguard.monitoring import Monitor
 
-    quiet = logging.getLogger("edgeguard.monitor")  # its alarms go to the report, not the console
+    quiet = logging.getLogger("edgeguard.monitoring.monitor")  # its alarms go to the report, not the console
     level = quiet.level
     seen = [0]
     alarms = []
@@ -249,7 +249,7 @@ def evaluate_robustness(bundle, public_key=None, x=None, y=None, *, artifacts=No
             from edgeguard import bundle as eg_bundle
 
             b = eg_bundle.read_bundle(bundle, public_key=public_key, require_signature=public_key is not None)
-            artifacts = [a["id"] for a in b.manifest["artifacts"]]
+            artifacts = [a.id for a in b.manifest.artifacts]
         models = {aid: edgeguard.load(bundle, public_key=public_key, artifact=aid, num_threads=1) for aid in artifacts}
     elif artifacts is not None:
         models = {aid: models[aid] for aid in artifacts}
@@ -350,7 +350,7 @@ def evaluate_robustness(bundle, public_key=None, x=None, y=None, *, artifacts=No
         "families": {f: list(m) for f, m in FAMILIES.items()},
         "ood_sets": {nm: {"n": int(len(st.images)), "description": st.description, "labelled": st.labels is not None}
                      for nm, st in foreign.items()},
-        "monitor": {"kwargs": monitor_kwargs or "edgeguard.monitor.Monitor defaults", "threaded": False,
+        "monitor": {"kwargs": monitor_kwargs or "edgeguard.monitoring.Monitor defaults", "threaded": False,
                     "clock": "inputs seen (1 input = 1 s)", "batch": cfg.stream_batch},
         "definitions": DEFINITIONS,
         "artifacts": per_artifact,

@@ -42,7 +42,8 @@ from .corruptions import CORRUPTIONS, FAMILIES, PARAMETERS, SEVERITIES, UNITS, c
 from .errors import CalibrationDataError, ConversionError
 
 __all__ = ["RobustnessConfig", "evaluate_robustness", "render_robustness_text", "normalised_ce", "auroc",
-           "fpr_at_tpr", "parse_stream", "monitor_stream", "DEFAULT_STREAMS", "validate_robustness"]
+           "fpr_at_tpr", "parse_stream", "monitor_stream", "figures", "DEFAULT_STREAMS",
+           "validate_robustness"]
 
 #: Streams of the default run: ``corruption:severity`` or ``ood:set``.
 DEFAULT_STREAMS = ("gaussian_noise:3", "impulse_noise:3", "defocus_blur:3", "motion_blur:3", "rotate:3",
@@ -500,3 +501,68 @@ def render_robustness_text(sec: dict) -> str:
 def _mean(values):
     v = [x for x in values if x is not None]
     return float(np.mean(v)) if v else None
+
+
+# ----------------------------------------------------------------------------- charts
+
+def figures(sec: dict) -> dict:
+    """``{name: matplotlib Figure}`` for the HTML report: accuracy and detector firing per
+    corruption and severity, AUROC of score and confidence per OOD set, monitor time to alarm
+    per stream; one panel per artifact. Uses the Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    arts = list(sec["artifacts"])
+    out = {}
+    sev = sec["config"]["severities"]
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = [(c, ls) for ls in ("-", "--", ":") for c in cycle]
+    for key, title, ylabel in (("accuracy", "accuracy under corruption", "accuracy"),
+                               ("flag_rate", "detector firing rate under corruption", "flagged share")):
+        fig, axes = plt.subplots(1, len(arts), figsize=(4.6 * len(arts), 4), squeeze=False)
+        for ax, aid in zip(axes[0], arts):
+            a = sec["artifacts"][aid]
+            base = a["clean"]["accuracy_corrupt_subset"] if key == "accuracy" else a["clean"]["flag_rate"]
+            for i, (c, v) in enumerate(a["corruptions"].items()):
+                color, ls = styles[i % len(styles)]
+                ax.plot([0] + list(sev), [base] + list(v[key]), ls, color=color, marker=".", label=c)
+            ax.set_title(f"{aid}: {title}", fontsize=10)
+            ax.set_xlabel("severity (0 = clean)")
+            ax.set_ylabel(ylabel)
+            ax.set_ylim(0, 1.01)
+            ax.set_xticks([0] + list(sev))
+        axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        out[f"corruption_{key}"] = fig
+    fig, axes = plt.subplots(1, len(arts), figsize=(4.6 * len(arts), 3.6), squeeze=False)
+    for ax, aid in zip(axes[0], arts):
+        ood = sec["artifacts"][aid]["ood"]
+        names = list(ood)
+        pos = np.arange(len(names))
+        ax.bar(pos - 0.2, [ood[n]["auroc_score"] or 0 for n in names], 0.4, label="detector score")
+        ax.bar(pos + 0.2, [ood[n]["auroc_confidence"] or 0 for n in names], 0.4, label="1 - confidence")
+        ax.axhline(0.5, color="#999", ls=":")
+        ax.set_xticks(pos)
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("AUROC vs clean test inputs")
+        ax.set_title(f"{aid}: out-of-distribution detection", fontsize=10)
+    axes[0][0].legend(fontsize=7)
+    out["ood_auroc"] = fig
+    if any(sec["artifacts"][aid]["streams"] for aid in arts):
+        fig, axes = plt.subplots(1, len(arts), figsize=(4.6 * len(arts), 3.6), squeeze=False)
+        for ax, aid in zip(axes[0], arts):
+            st = sec["artifacts"][aid]["streams"]
+            names = list(st)
+            shifted = [v["length"] - v["onset"] for v in st.values()]
+            vals = [v["time_to_alarm"] if v["time_to_alarm"] is not None else s for v, s in zip(st.values(), shifted)]
+            colors = ["#4a78c2" if v["alarm"] else "#b00020" for v in st.values()]
+            ax.barh(np.arange(len(names)), vals, color=colors)
+            ax.set_yticks(np.arange(len(names)))
+            ax.set_yticklabels(names, fontsize=7)
+            ax.invert_yaxis()
+            ax.set_xlabel("inputs after the onset until the first alarm (red: none)")
+            ax.set_title(f"{aid}: monitor time to alarm", fontsize=10)
+        out["stream_time_to_alarm"] = fig
+    return out

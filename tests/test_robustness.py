@@ -345,3 +345,17 @@ def test_validator_rejects_broken_sections(section):
     del bad["artifacts"]["fp32-onnx"]["streams"]["rotate:3"]["alarm"]
     with pytest.raises(ConversionError, match="missing"):
         R.validate_robustness(bad)
+
+
+def test_figures_draw_every_panel(section):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    figs = R.figures(section)
+    assert set(figs) == {"corruption_accuracy", "corruption_flag_rate", "ood_auroc", "stream_time_to_alarm"}
+    acc = figs["corruption_accuracy"].axes[0]
+    assert len(acc.lines) == 4  # one line per corruption evaluated
+    np.testing.assert_allclose(acc.lines[1].get_ydata()[1:],
+                               section["artifacts"]["fp32-onnx"]["corruptions"]["contrast"]["accuracy"])
+    for f in figs.values():
+        plt.close(f)

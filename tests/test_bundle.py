@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeguard import bundle
+from tests import manifests
 from edgeguard.bundle import _manifest as bundle_manifest, _onnx as onnx_scan, _zip as bundle_zip
 from edgeguard.errors import (
     BundleError,
@@ -82,29 +83,12 @@ MEMBERS = {"models/fp32.onnx": TINY_ONNX, "models/int8.tflite": TINY_TFLITE}
 
 
 def make_manifest() -> dict:
-    return {
-        "name": "tiny-cnn",
-        "version": "1.0.0",
-        "created": "2025-01-31T12:00:00Z",
-        "labels": ["cat", "dog"],
-        "input": {"shape": [None, 3, 2, 2], "layout": "NCHW", "dtype": "float32", "range": [0, 1],
-                  "scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-        "output": {"kind": "logits"},
-        "squeezers": [{"kind": "bit_depth", "bits": 4}, {"kind": "median", "size": 2}],
-        "artifacts": [
-            {"id": "fp32-onnx", "member": "models/fp32.onnx", "format": "onnx", "precision": "fp32",
-             "input_quantization": None, "output_quantization": None,
-             "detector": {"threshold": 0.25, "target_fpr": 0.05, "rule": "max_l1", "n_legitimate": 1000,
-                          "data_sha256": "ab" * 32}},
-            {"id": "int8-tflite", "member": "models/int8.tflite", "format": "tflite", "precision": "int8",
-             "input_quantization": {"dtype": "int8", "scale": 0.0078125, "zero_point": -1},
-             "output_quantization": {"dtype": "uint8", "scale": 0.1, "zero_point": 3},
-             "detector": None},
-        ],
-        "reference_stats": {},
-        "provenance": {"source_model_sha256": "cd" * 32, "calibration_data_sha256": "ef" * 32,
-                       "tools": {"onnx": "1.23.2"}, "created_by": "tests"},
-    }
+    return manifests.make_manifest([
+        manifests.artifact("fp32-onnx", "models/fp32.onnx", threshold=0.25),
+        manifests.artifact("int8-tflite", "models/int8.tflite", "tflite", "int8", threshold=None,
+                           qin={"dtype": "int8", "scale": 0.0078125, "zero_point": -1},
+                           qout={"dtype": "uint8", "scale": 0.1, "zero_point": 3}),
+    ], tools={"onnx": "1.23.2"})
 
 
 def with_members(manifest: dict, members: dict) -> dict:
@@ -709,13 +693,13 @@ def test_device_read_imports_neither_crypto_nor_workstation_packages(tmp_path):
         import sys
         for name in ("cryptography", "onnx", "torch", "tensorflow", "cv2", "matplotlib"):
             sys.modules[name] = None  # any import of these now fails
-        sys.path.insert(0, {ROOT!r})
         from edgeguard import bundle
         b = bundle.read_bundle({str(path)!r})
         assert b.signed is False and b.model_bytes()
         print("ok")
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 

@@ -15,7 +15,7 @@ from edgeguard import _cli, bundle
 from edgeguard._cli import main
 from edgeguard.images import read_pnm
 from edgeguard.errors import InvalidInputError
-from tests import models as M
+from tests import manifests, models as M
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -25,22 +25,11 @@ LABELS = [str(i) for i in range(10)]
 
 
 def manifest(threshold=0.5):
-    return {
-        "name": "cli-test", "version": "2.1.0", "created": "2025-01-31T12:00:00Z", "labels": LABELS,
-        "input": {"shape": [None, 1, 28, 28], "layout": "NCHW", "dtype": "float32", "range": [0, 1],
-                  "scale": 1 / 255, "mean": [0.1307], "std": [0.3081]},
-        "output": {"kind": "logits"},
-        "squeezers": [{"kind": "bit_depth", "bits": 1}, {"kind": "median", "size": 2}],
-        "artifacts": [
-            {"id": "fp32-onnx", "member": "models/fp32.onnx", "format": "onnx", "precision": "fp32",
-             "input_quantization": None, "output_quantization": None,
-             "detector": {"threshold": threshold, "target_fpr": 0.05, "rule": "max_l1", "n_legitimate": 500,
-                          "data_sha256": "ab" * 32}},
-        ],
-        "reference_stats": {},
-        "provenance": {"source_model_sha256": "cd" * 32, "calibration_data_sha256": "ef" * 32,
-                       "tools": {"onnx": "1.23.2", "torch": "2.13"}, "created_by": "tests/test_cli.py"},
-    }
+    return manifests.make_manifest(
+        [manifests.artifact("fp32-onnx", "models/fp32.onnx", threshold=threshold, n_legitimate=500)],
+        name="cli-test", version="2.1.0", labels=LABELS, in_shape=(1, 28, 28), mean=[0.1307], std=[0.3081],
+        squeezers=[{"kind": "bit_depth", "bits": 1}, {"kind": "median", "size": 2}],
+        tools={"onnx": "1.23.2", "torch": "2.13"}, created_by="tests/test_cli.py")
 
 
 @pytest.fixture(scope="module")

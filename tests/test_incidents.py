@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import edgeguard
+from tests import monitoring_helpers as H
 from edgeguard._cli import main
 from edgeguard.monitoring.incidents import IncidentLog
 from edgeguard.monitoring.report import incident_report, report_text, write_report_html
@@ -262,7 +263,6 @@ def test_full_disk_drops_and_counts_never_raises(tmp_path):
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("mlxtend")
-import monitoring_helpers as H  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import edgeguard
+from tests import monitoring_helpers as H
 from edgeguard.monitoring import stats as S
 from edgeguard.errors import AdversarialInputError, EdgeGuardError, InvalidArgumentError
 from edgeguard.errors import ExtraNotInstalledError
@@ -195,7 +196,6 @@ def test_drift_tests_detect_a_shift():
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("mlxtend")
-import monitoring_helpers as H  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,9 @@ import time
 import numpy as np
 import pytest
 
+from tests import monitoring_helpers as H
+
 pytest.importorskip("paho.mqtt.client")
-import monitoring_helpers as H  # noqa: E402
 
 if not os.path.exists(H.MOSQUITTO):
     pytest.skip("mosquitto is not installed (.ci/system-packages.sh installs it)", allow_module_level=True)
@@ -186,8 +187,10 @@ def test_queue_survives_a_publisher_restart(tmp_path):
     b = H.Broker(tmp_path / "broker", port=port).start()
     try:
         c = collector(b, tmp_path)
+        with sqlite3.connect(tmp_path / "q.db") as db:  # what the restarted publisher finds on disk
+            assert db.execute("SELECT count(*) FROM queue").fetchone()[0] == 10
         pub2 = publisher(port, tmp_path)
-        assert pub2.pending() == 10 and pub2.wait_until_sent(15)
+        assert pub2.wait_until_sent(15)
         assert until(lambda: stored_ids(c) == set(sent))
         pub2.close()
         c.stop()

@@ -8,9 +8,6 @@ classifier exported to ONNX, detector threshold and reference statistics calibra
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
@@ -21,14 +18,11 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("mlxtend")
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import monitoring_helpers as mh  # noqa: E402
-
 from edgeguard.converters import corruptions as C  # noqa: E402
 from edgeguard.converters import ood as O  # noqa: E402
 from edgeguard.converters import robustness as R  # noqa: E402
 from edgeguard.converters.errors import CalibrationDataError, ConversionError  # noqa: E402
+from tests import monitoring_helpers as mh  # noqa: E402
 
 
 @pytest.fixture(scope="module")

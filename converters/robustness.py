@@ -62,15 +62,15 @@ class RobustnessConfig:
 
     corruptions: tuple = CORRUPTIONS
     severities: tuple = SEVERITIES
-    n_corrupt: int | None = 1000
+    n_corrupt: int | None = 500
     ood_sets: tuple | None = None
     n_ood: int = 500
     streams: tuple = DEFAULT_STREAMS
     stream_clean: int = 1000
     stream_shifted: int = 1000
-    clean_streams: int = 5
+    clean_streams: int = 3
     clean_stream_length: int = 2000
-    stream_batch: int = 10
+    stream_batch: int = 25
     monitor: tuple = ()
     seed: int = 0
 

@@ -247,7 +247,7 @@ def bundle(tmp_path_factory):
 def section(bundle):
     _, _, (x, y) = mh.mnist()
     cfg = R.RobustnessConfig.quick(corruptions=("gaussian_noise", "contrast", "rotate", "jpeg"), n_corrupt=80,
-                                   n_ood=80)
+                                   n_ood=80, stream_batch=10)
     return R.evaluate_robustness(bundle, None, x[:800], y[:800], config=cfg)
 
 
@@ -309,7 +309,7 @@ def test_streams_count_false_alarms_before_the_onset(bundle):
 def test_suite_is_reproducible(bundle, section):
     _, _, (x, y) = mh.mnist()
     cfg = R.RobustnessConfig.quick(corruptions=("gaussian_noise", "contrast", "rotate", "jpeg"), n_corrupt=80,
-                                   n_ood=80)
+                                   n_ood=80, stream_batch=10)
     again = R.evaluate_robustness(bundle, None, x[:800], y[:800], config=cfg)
     assert again["artifacts"] == section["artifacts"]
 

@@ -71,9 +71,10 @@ _bit_depth_f32 = lib.eg_bit_depth_f32
 _median_u8 = lib.eg_median_u8
 _median_f32 = lib.eg_median_f32
 _preprocess_u8 = lib.eg_preprocess_u8_f32
+_lut_u8 = lib.eg_lut_u8
 _softmax = lib.eg_softmax_f32
 _squeeze_scores = lib.eg_squeeze_scores_f32
-_check = _lowlevel._check
+_check = _lowlevel.check_status
 _REPORT, _RAISE, _SQUEEZE = POLICIES
 
 
@@ -175,6 +176,31 @@ class GuardedModel:
         bshape = (1, -1, 1, 1) if self.layout == "NCHW" else (1, 1, 1, -1)
         self._f_mean, self._f_std = self.mean.reshape(bshape), self.std.reshape(bshape)
         self._f_identity = bool(np.all(self.mean == 0) and np.all(self.std == 1))
+        self._tables = self._quantised_input_tables()
+        if self._tables is not None:
+            self._p_tables = tuple(_from_buffer(_U8_ARRAY, t) for t in self._tables)
+            self._q_dtype = backend.input_dtype
+
+    def _quantised_input_tables(self):
+        """For a model with a quantised 8-bit input (int8 TFLite): per squeezer (the original first) a
+        (channels, 256) byte table from pixel value to the model's input byte, made by the unfused path
+        itself (native preprocessing, then the backend's quantisation, then a bit-depth squeezer), so the
+        fused pass gives the same bytes. None when the model takes floats."""
+        be = self.backend
+        if be.input_quantization is None or np.dtype(be.input_dtype).itemsize != 1:
+            return None
+        c = self.channels
+        values = np.ascontiguousarray(np.broadcast_to(np.arange(256, dtype=_U8)[None, None, :, None], (1, 1, 256, c)))
+        floats = _lowlevel.preprocess(values, "NHWC", self.scale, self.mean, self.std).reshape(256, c)
+        try:
+            base = np.ascontiguousarray(be.quantize_input(floats).view(_U8).T)  # (c, 256)
+        except InvalidInputError:  # a normalisation that overflows: the unfused path reports it per call
+            return None
+        tables = [base]
+        for sq in self.squeezers:  # median squeezers use the base table after the median
+            tables.append(np.ascontiguousarray(base[:, _lowlevel.bit_depth(np.arange(256, dtype=_U8), sq.param)])
+                          if sq.kind == "bit_depth" else base)
+        return tuple(tables)
 
     def with_squeezers(self, squeezers, threshold: float | None = None) -> "GuardedModel":
         """The same verified artifact and backend (shared, not reloaded) with other squeezers
@@ -342,31 +368,55 @@ class GuardedModel:
                 n = x.shape[0]
             h, w, c = self.height, self.width, self.channels
             size = n * self._hwc
-            model_in = np.empty(((1 + s) * n,) + self._item, _F32)
-            pm = _from_buffer(_F32_ARRAY, model_in, True)
-            px = _from_buffer(_U8_ARRAY, x)
-            status = _preprocess_u8(px, pm, n, h, w, c, self._layout_code, self.scale, self._p_mean, self._p_std,
-                                    _AUTO)
-            if status:
-                _check(status, "preprocess")
-            t1 = _perf()
-            if s:
-                squeezed = np.empty(s * size, _U8)
-                ps = _from_buffer(_U8_ARRAY, squeezed, True)
-                for i, (median, param, name) in enumerate(self._plan):
-                    dst = ps + i * size
-                    status = (_median_u8(px, dst, n, h, w, c, _NHWC, param, _AUTO) if median
-                              else _bit_depth_u8(px, dst, size, param, _AUTO))
-                    if status:
-                        _check(status, name)
+            if self._tables is not None:  # quantised input: squeeze, normalise and quantise in one pass
+                quantised = True
+                model_in = np.empty(((1 + s) * n,) + self._item, self._q_dtype)
+                pm = _from_buffer(_U8_ARRAY, model_in.view(_U8), True)
+                px = _from_buffer(_U8_ARRAY, x)
+                tables, layout = self._p_tables, self._layout_code
+                status = _lut_u8(px, pm, n, h, w, c, layout, tables[0], _AUTO)
+                if status:
+                    _check(status, "lut")
+                t1 = _perf()
+                if s:
+                    tmp = _from_buffer(_U8_ARRAY, np.empty(size, _U8), True) if any(m for m, _, _ in self._plan) else None
+                    for i, (median, param, name) in enumerate(self._plan, start=1):
+                        if median:
+                            status = _median_u8(px, tmp, n, h, w, c, _NHWC, param, _AUTO) or \
+                                _lut_u8(tmp, pm + i * size, n, h, w, c, layout, tables[i], _AUTO)
+                        else:
+                            status = _lut_u8(px, pm + i * size, n, h, w, c, layout, tables[i], _AUTO)
+                        if status:
+                            _check(status, name)
                 t2 = _perf()
-                status = _preprocess_u8(ps, pm + size, s * n, h, w, c, self._layout_code, self.scale,
-                                        self._p_mean, self._p_std, _AUTO)
+            else:
+                quantised = False
+                model_in = np.empty(((1 + s) * n,) + self._item, _F32)
+                pm = _from_buffer(_F32_ARRAY, model_in, True)
+                px = _from_buffer(_U8_ARRAY, x)
+                status = _preprocess_u8(px, pm, n, h, w, c, self._layout_code, self.scale, self._p_mean, self._p_std,
+                                        _AUTO)
                 if status:
                     _check(status, "preprocess")
-            else:
-                t2 = t1
+                t1 = _perf()
+                if s:
+                    squeezed = np.empty(s * size, _U8)
+                    ps = _from_buffer(_U8_ARRAY, squeezed, True)
+                    for i, (median, param, name) in enumerate(self._plan):
+                        dst = ps + i * size
+                        status = (_median_u8(px, dst, n, h, w, c, _NHWC, param, _AUTO) if median
+                                  else _bit_depth_u8(px, dst, size, param, _AUTO))
+                        if status:
+                            _check(status, name)
+                    t2 = _perf()
+                    status = _preprocess_u8(ps, pm + size, s * n, h, w, c, self._layout_code, self.scale,
+                                            self._p_mean, self._p_std, _AUTO)
+                    if status:
+                        _check(status, "preprocess")
+                else:
+                    t2 = t1
         elif dtype.kind == "f":
+            quantised = False
             # float input: squeeze in the model's layout and range, then normalise with numpy.
             x, single = self._float_batch(x, resize)
             n = x.shape[0]
@@ -397,7 +447,8 @@ class GuardedModel:
             raise InvalidInputError(f"input must be uint8 images or float arrays, got dtype {dtype}{hint}")
         t3 = _perf()
 
-        out = self.backend.run(model_in)  # one call for original + squeezed copies
+        # one call for original + squeezed copies
+        out = self.backend.run_quantized(model_in) if quantised else self.backend.run(model_in)
         t4 = _perf()
 
         rows, classes = (1 + s) * n, self._classes

@@ -229,6 +229,34 @@ def test_int8_io_artifacts_quantise_through_the_manifest(bundles):
         assert agree >= 0.75, (art_id, agree)  # int8 stays close to its float model
 
 
+def test_quantised_input_fused_pass_gives_the_unfused_bytes(bundles):
+    """Models with an 8-bit quantised input get squeeze + normalise + quantise in one table lookup
+    (eg_lut_u8); the bytes the model sees, and so every output, equal the unfused path's."""
+    from edgeguard import _lowlevel
+
+    for art_id in ("int8io-onnx", "int8-tflite"):
+        model = edgeguard.load(bundles.unsigned, artifact=art_id)
+        be = model.backend
+        assert be.input_quantization is not None
+        # the principle on every pixel value: a table from the unfused functions reproduces them
+        x = images(5, seed=11)
+        values = np.arange(256, dtype=np.uint8).reshape(1, 1, 256, 1)
+        table = be.quantize_input(_lowlevel.preprocess(values, "NHWC", model.scale, model.mean, model.std))
+        table = np.ascontiguousarray(table.view(np.uint8).reshape(1, 256))
+        unfused = be.quantize_input(_lowlevel.preprocess(x, model.layout, model.scale, model.mean, model.std))
+        assert np.array_equal(_lowlevel.lut_u8(x, model.layout, table), unfused.view(np.uint8))
+        # end to end: the guard's outputs equal the model run on the unfused inputs
+        r = model.predict(x)
+        copies = [x] + [sq.apply(x, "NHWC") for sq in model.squeezers]
+        floats = np.concatenate([_lowlevel.preprocess(c, model.layout, model.scale, model.mean, model.std)
+                                 for c in copies])
+        want = _lowlevel.softmax(be.run(floats))
+        assert np.array_equal(r.model_probabilities, want[:5]), art_id
+        assert np.array_equal(r.squeezed_probabilities, want[5:].reshape(len(model.squeezers), 5, -1)), art_id
+        with pytest.raises(InvalidInputError, match="quantised"):
+            be.run_quantized(floats)
+
+
 def test_default_artifact_and_backend_choice(bundles):
     model = edgeguard.load(bundles.unsigned)
     assert model.artifact.id == "fp32-onnx"  # the first one an installed backend runs
@@ -364,7 +392,7 @@ def test_input_forms_agree(bundles):
 
 
 class Recorder:
-    """Instrumentation of a real backend: counts run() calls and keeps their inputs."""
+    """Instrumentation of a real backend: counts run() / run_quantized() calls and keeps their inputs."""
 
     def __init__(self, backend):
         self._backend = backend
@@ -373,6 +401,10 @@ class Recorder:
     def run(self, x):
         self.calls.append(np.array(x, copy=True))
         return self._backend.run(x)
+
+    def run_quantized(self, x):
+        self.calls.append(np.array(x, copy=True))
+        return self._backend.run_quantized(x)
 
     def __getattr__(self, name):
         return getattr(self._backend, name)

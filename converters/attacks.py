@@ -104,8 +104,10 @@ def carlini_wagner_l2(module, spec: InputSpec, images: np.ndarray, labels: np.nd
     """Untargeted Carlini-Wagner L2 (Carlini & Wagner 2017), batched in PyTorch, run to
     convergence on uint8 pixels.
 
-    Per input: ``x' = mid + half * tanh(w)`` (always inside the value range), Adam on ``w``
-    minimising ``||x' - x||^2 + c * max(Z_y - max_{j != y} Z_j + confidence, 0)``, ``max_iter``
+    Per input: Adam on ``delta`` minimising ``||delta||^2 + c * max(Z_y - max_{j != y} Z_j +
+    confidence, 0)`` at ``x' = x + delta``, projected onto the value range after every step
+    (the paper's clipped variant: its tanh change of variables freezes the saturated pixels
+    that make most of a digit, so it needs ~10^4 iterations), ``max_iter``
     iterations per constant (stopped early when the loss has not fallen by 0.01% over a tenth
     of them, at least 25), and a binary search over ``c`` per input (x10 until a success, then bisection),
     ``binary_search_steps`` times. What counts is the image a device receives: at every
@@ -119,7 +121,6 @@ def carlini_wagner_l2(module, spec: InputSpec, images: np.ndarray, labels: np.nd
     from tqdm.auto import tqdm
 
     lo, hi = (float(v) for v in spec.range)
-    mid, half = (hi + lo) / 2, (hi - lo) / 2
     shape = (1, -1, 1, 1) if spec.layout == "NCHW" else (1, 1, 1, -1)
     mean = torch.tensor(spec.mean, dtype=torch.float32).reshape(shape)
     std = torch.tensor(spec.std, dtype=torch.float32).reshape(shape)
@@ -145,16 +146,15 @@ def carlini_wagner_l2(module, spec: InputSpec, images: np.ndarray, labels: np.nd
             x0, y = x_all[b:b + batch_size], y_all[b:b + batch_size]
             n = len(x0)
             onehot = torch.nn.functional.one_hot(y, logits(x0[:1]).shape[1]).bool()
-            w0 = torch.atanh(((x0 - mid) / half).clamp(-1 + 1e-6, 1 - 1e-6))
             const = torch.full((n,), float(initial_const))
             lower, upper = torch.zeros(n), torch.full((n,), 1e10)
             for _ in range(int(binary_search_steps)):
-                delta = torch.zeros_like(w0, requires_grad=True)
+                delta = torch.zeros_like(x0, requires_grad=True)
                 opt = torch.optim.Adam([delta], lr=float(learning_rate))
                 found = torch.zeros(n, dtype=torch.bool)
                 prev = float("inf")
                 for it in range(int(max_iter)):
-                    xa = mid + half * torch.tanh(w0 + delta)
+                    xa = x0 + delta
                     z = logits(xa)
                     real = z.masked_select(onehot)
                     other = z.masked_fill(onehot, -1e9).max(1).values
@@ -163,6 +163,8 @@ def carlini_wagner_l2(module, spec: InputSpec, images: np.ndarray, labels: np.nd
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
+                    with torch.no_grad():  # projection onto the value range
+                        delta.copy_((x0 + delta).clamp(lo, hi) - x0)
                     iters_run += 1
                     with torch.no_grad():  # the device's view: the iterate rounded to uint8 pixels
                         q = torch.round(xa.detach() / scale).clamp(0, 255) * scale
@@ -188,8 +190,8 @@ def carlini_wagner_l2(module, spec: InputSpec, images: np.ndarray, labels: np.nd
         for p in module.parameters():
             p.requires_grad_(True)
     out = spec.to_images(best.numpy())
-    params = {"method": "Carlini-Wagner L2, untargeted (custom batched PyTorch; success and distance measured on "
-                        "the iterate rounded to uint8 pixels)", "norm": "2", "targeted": False,
+    params = {"method": "Carlini-Wagner L2, untargeted, clipped variant (custom batched PyTorch, Adam; success and "
+                        "distance measured on the iterate rounded to uint8 pixels)", "norm": "2", "targeted": False,
               "max_iter": int(max_iter), "binary_search_steps": int(binary_search_steps),
               "learning_rate": float(learning_rate), "initial_const": float(initial_const),
               "confidence": float(confidence), "abort_early": bool(abort_early), "iterations_run": iters_run,

@@ -97,6 +97,9 @@ const eg_kernels eg__kernels_avx512 = {
     eg__softmax_row__avx2,
     eg__l1_row__avx2,
     eg__preprocess__avx2,
+    eg__nlm_distance__c,
+    eg__nlm_accumulate__c,
+    eg__nlm_finish__c,
 };
 
 #endif /* EG_HAS_AVX512 */

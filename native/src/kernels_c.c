@@ -137,6 +137,23 @@ void eg__preprocess__c(const uint8_t *src, float *dst, size_t npix, size_t c, si
     }
 }
 
+/* ---------------------------------------------------------------- non-local means */
+
+void eg__nlm_distance__c(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n, int32_t *ring,
+                         int32_t *v) {
+    for (size_t x = 0; x < n; x++) eg_nlm_distance_one(a, b, c, x, ring, v);
+}
+
+void eg__nlm_accumulate__c(const int32_t *v, size_t n, int block, int shift, int32_t cut, const int32_t *lut,
+                           const uint8_t *const *cand, size_t c, int32_t *wsum, int32_t *const *acc) {
+    for (size_t x = 0; x < n; x++) eg_nlm_accumulate_one(eg_nlm_weight_one(v, x, block, shift, cut, lut), cand, c, x, wsum, acc);
+}
+
+void eg__nlm_finish__c(const int32_t *const *acc, const int32_t *wsum, size_t n, size_t c, uint8_t *dst) {
+    for (size_t x = 0; x < n; x++)
+        for (size_t ch = 0; ch < c; ch++) dst[x * c + ch] = eg_nlm_divide(acc[ch][x], wsum[x]);
+}
+
 /* ---------------------------------------------------------------- the scalar table */
 
 #define EG_SPAN_C(T, SUFFIX, K)                                                                        \
@@ -169,4 +186,7 @@ const eg_kernels eg__kernels_scalar = {
     eg__softmax_row__c,
     eg__l1_row__c,
     eg__preprocess__c,
+    eg__nlm_distance__c,
+    eg__nlm_accumulate__c,
+    eg__nlm_finish__c,
 };

@@ -252,6 +252,9 @@ const eg_kernels eg__kernels_neon = {
     softmax_row,
     l1_row,
     preprocess,
+    eg__nlm_distance__c,
+    eg__nlm_accumulate__c,
+    eg__nlm_finish__c,
 };
 
 #endif /* EG_HAS_NEON */

@@ -234,6 +234,9 @@ const eg_kernels eg__kernels_sse2 = {
     softmax_row,
     l1_row,
     preprocess,
+    eg__nlm_distance__c,
+    eg__nlm_accumulate__c,
+    eg__nlm_finish__c,
 };
 
 #endif /* EG_HAS_SSE2 */

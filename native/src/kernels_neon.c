@@ -253,6 +253,7 @@ const eg_kernels eg__kernels_neon = {
     l1_row,
     preprocess,
     eg__nlm_distance__c,
+    eg__nlm_weights__c,
     eg__nlm_accumulate__c,
     eg__nlm_finish__c,
 };

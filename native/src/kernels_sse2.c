@@ -235,6 +235,7 @@ const eg_kernels eg__kernels_sse2 = {
     l1_row,
     preprocess,
     eg__nlm_distance__c,
+    eg__nlm_weights__c,
     eg__nlm_accumulate__c,
     eg__nlm_finish__c,
 };

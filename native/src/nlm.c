@@ -30,7 +30,7 @@ typedef struct nlm_plan {
     int32_t scale, cut; /* M, and the first index whose weight is 0 (or the largest index) */
     double dist_per_index; /* 2^shift / block^2 */
     float divisor;         /* h * h * c, in float as OpenCV computes it */
-    size_t lut_off, planes_off, ring_off, v_off, acc_off, wsum_off, bytes;
+    size_t lut_off, planes_off, ring_off, v_off, weights_off, acc_off, wsum_off, bytes;
 } nlm_plan;
 
 static int32_t nlm_weight(const nlm_plan *p, int32_t index) {
@@ -101,7 +101,7 @@ static eg_status nlm_plan_make(size_t h, size_t w, size_t c, int search, int blo
     size_t total = 0;
     if (!nlm_reserve(&total, ((size_t)p->cut + 1) * 4, &p->lut_off) ||
         !nlm_reserve(&total, planes, &p->planes_off) || !nlm_reserve(&total, ring, &p->ring_off) ||
-        !nlm_reserve(&total, p->dist_w * 4, &p->v_off) || !nlm_reserve(&total, acc, &p->acc_off) ||
+        !nlm_reserve(&total, p->dist_w * 4, &p->v_off) || !nlm_reserve(&total, w * 4, &p->weights_off) || !nlm_reserve(&total, acc, &p->acc_off) ||
         !nlm_reserve(&total, wsum, &p->wsum_off) || total > SIZE_MAX - NLM_ALIGN ||
         total + NLM_ALIGN > (size_t)PTRDIFF_MAX)
         return EG_ERR_OVERFLOW;
@@ -166,6 +166,7 @@ eg_status eg_nlm_u8(const uint8_t *src, uint8_t *dst, size_t n, size_t h, size_t
     int32_t *lut = (int32_t *)(void *)(base + p.lut_off);
     uint8_t *planes = base + p.planes_off;
     int32_t *ring = (int32_t *)(void *)(base + p.ring_off), *v = (int32_t *)(void *)(base + p.v_off);
+    int32_t *weights = (int32_t *)(void *)(base + p.weights_off);
     int32_t *acc = (int32_t *)(void *)(base + p.acc_off), *wsum = (int32_t *)(void *)(base + p.wsum_off);
     for (int32_t i = 0; i <= p.cut; i++) lut[i] = nlm_weight(&p, i);
 
@@ -197,7 +198,8 @@ eg_status eg_nlm_u8(const uint8_t *src, uint8_t *dst, size_t n, size_t h, size_t
                             cand[ch] = planes + ch * p.plane + (y0 + row + r - sh + oy) * pw + (r - sh + ox);
                             acc_row[ch] = acc + (ch * p.strip + row) * w;
                         }
-                        kt->nlm_accumulate(v, w, p.block, p.shift, p.cut, lut, cand, c, wsum + row * w, acc_row);
+                        kt->nlm_weights(v, w, p.block, p.shift, p.cut, lut, weights);
+                        kt->nlm_accumulate(weights, cand, c, w, wsum + row * w, acc_row);
                     }
                 }
             }

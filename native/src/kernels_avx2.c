@@ -276,20 +276,26 @@ void eg__nlm_distance__avx2(const uint8_t *const *a, const uint8_t *const *b, si
 }
 
 /* Block distances and table indices in vectors, then the table lookups one by
- * one (gathers are slow on many x86 cores, and the row buffer keeps the scalar
- * loop free of store-forwarding stalls). */
+ * one: gathers are slow on many x86 cores (microcode mitigations), and eight
+ * pixels whose blocks are all too different get their (zero) weight at once. */
 static inline void nlm_weights_impl(const int32_t *v, size_t n, int block, int shift, int32_t cut,
                                     const int32_t *lut, int32_t *weights) {
     const __m128i count = _mm_cvtsi32_si128(shift);
-    const __m256i vcut = _mm256_set1_epi32(cut);
+    const __m256i vcut = _mm256_set1_epi32(cut), far = _mm256_set1_epi32(lut[cut]);
     size_t x = 0;
     for (; x + 8 <= n; x += 8) {
         __m256i ssd = _mm256_loadu_si256((const __m256i *)(v + x));
         for (int k = 1; k < block; k++) ssd = _mm256_add_epi32(ssd, _mm256_loadu_si256((const __m256i *)(v + x + k)));
-        _mm256_storeu_si256((__m256i *)(weights + x), _mm256_min_epi32(_mm256_srl_epi32(ssd, count), vcut));
+        const __m256i idx = _mm256_min_epi32(_mm256_srl_epi32(ssd, count), vcut);
+        if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(idx, vcut)) == -1) { /* all beyond the cut: common */
+            _mm256_storeu_si256((__m256i *)(weights + x), far);
+            continue;
+        }
+        int32_t i8[8];
+        _mm256_storeu_si256((__m256i *)i8, idx);
+        for (int l = 0; l < 8; l++) weights[x + (size_t)l] = lut[i8[l]];
     }
-    for (; x < n; x++) weights[x] = eg_nlm_index_one(v, x, block, shift, cut);
-    for (x = 0; x < n; x++) weights[x] = lut[weights[x]];
+    for (; x < n; x++) weights[x] = lut[eg_nlm_index_one(v, x, block, shift, cut)];
 }
 
 void eg__nlm_weights__avx2(const int32_t *v, size_t n, int block, int shift, int32_t cut, const int32_t *lut,

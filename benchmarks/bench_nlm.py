@@ -135,7 +135,8 @@ def main(argv=None) -> int:
                               else "MISMATCH in " + "; ".join(mismatches)))
     print(f"Target >= 1.0x cv2.fastNlMeansDenoising on every case: {'MET' if worst and worst >= 1 else 'NOT MET'}"
           f" (lowest ratio {fmt_ratio(worst)})")
-    print(f"CPU: {machine.get('cpu')}; load average {os.getloadavg()}; benchmark time {elapsed:.0f} s")
+    print(f"Machine: {machine.get('arch')}, {machine.get('cores')} cores, best ISA {_lowlevel.best_isa()}; "
+          f"load average {tuple(round(v, 1) for v in os.getloadavg())}; benchmark time {elapsed:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine, "settings": settings.as_dict(), "results": results, "per_isa": isa_rec,

@@ -4,13 +4,16 @@
  * What is computed is OpenCV's per-pixel definition (see edgeguard.h); how is
  * organised for SIMD. The image is copied once into channel planes extended
  * with the reflect-101 border. Output rows go in strips whose accumulators stay
- * in cache. For each strip and each of the search_window^2 offsets o, the rows
- * are walked top to bottom: a sliding vertical sum over block_size rows of the
- * squared differences between the image and the image shifted by o gives every
+ * in cache. For each strip and each offset o, the rows are walked top to
+ * bottom: a sliding vertical sum over block_size rows of the squared
+ * differences between the image and the image shifted by o gives every
  * column's block-column sum (one new row of differences per step, so O(1) work
  * per pixel and offset), then a horizontal sum of block_size column sums gives
  * the block distance of each pixel of the row, its weight, and the weighted
- * sums. All of it is integer arithmetic, so every ISA agrees bit for bit.
+ * sums. Block distances are symmetric, D(p, o) = D(p + o, -o), so only half of
+ * the offsets are visited: the weight row of p serves p (offset o, "forward")
+ * and p + o (offset -o, "backward"). All of it is integer arithmetic, so the
+ * order of the sums does not matter and every ISA agrees bit for bit.
  */
 #include "internal.h"
 
@@ -24,7 +27,7 @@ typedef struct nlm_plan {
     size_t h, w, c;
     size_t half_search, half_block, border; /* s, b, s + b */
     size_t pad_h, pad_w, plane;             /* one extended channel plane: pad_h x pad_w */
-    size_t dist_w;                          /* w + 2b columns of block-column sums */
+    size_t dist_w;                          /* w + 2s + 2b: widest row of block-column sums */
     size_t strip;                           /* output rows per strip */
     int search, block, shift;
     int32_t scale, cut; /* M, and the first index whose weight is 0 (or the largest index) */
@@ -64,7 +67,7 @@ static eg_status nlm_plan_make(size_t h, size_t w, size_t c, int search, int blo
     p->border = p->half_search + p->half_block;
     if (h > SIZE_MAX - 2 * p->border || w > SIZE_MAX - 2 * p->border) return EG_ERR_OVERFLOW;
     p->pad_h = h + 2 * p->border, p->pad_w = w + 2 * p->border;
-    p->dist_w = w + 2 * p->half_block;
+    p->dist_w = w + 2 * p->border;
 
     const int block_sq = block * block;
     while ((1 << p->shift) < block_sq) p->shift++;
@@ -101,7 +104,7 @@ static eg_status nlm_plan_make(size_t h, size_t w, size_t c, int search, int blo
     size_t total = 0;
     if (!nlm_reserve(&total, ((size_t)p->cut + 1) * 4, &p->lut_off) ||
         !nlm_reserve(&total, planes, &p->planes_off) || !nlm_reserve(&total, ring, &p->ring_off) ||
-        !nlm_reserve(&total, p->dist_w * 4, &p->v_off) || !nlm_reserve(&total, w * 4, &p->weights_off) || !nlm_reserve(&total, acc, &p->acc_off) ||
+        !nlm_reserve(&total, p->dist_w * 4, &p->v_off) || !nlm_reserve(&total, (w + 2 * p->half_search) * 4, &p->weights_off) || !nlm_reserve(&total, acc, &p->acc_off) ||
         !nlm_reserve(&total, wsum, &p->wsum_off) || total > SIZE_MAX - NLM_ALIGN ||
         total + NLM_ALIGN > (size_t)PTRDIFF_MAX)
         return EG_ERR_OVERFLOW;
@@ -180,26 +183,48 @@ eg_status eg_nlm_u8(const uint8_t *src, uint8_t *dst, size_t n, size_t h, size_t
             const size_t rows = h - y0 < p.strip ? h - y0 : p.strip;
             memset(acc, 0, c * p.strip * w * sizeof(int32_t));
             memset(wsum, 0, rows * w * sizeof(int32_t));
-            for (size_t oy = 0; oy <= 2 * sh; oy++) {     /* offset dy = oy - s */
-                for (size_t ox = 0; ox <= 2 * sh; ox++) { /* offset dx = ox - s */
-                    memset(ring, 0, block * p.dist_w * sizeof(int32_t));
-                    memset(v, 0, p.dist_w * sizeof(int32_t));
-                    for (size_t j = 0; j < rows + block - 1; j++) {
-                        /* extended row of the block rows: y0 + s + j; shifted by dy: y0 + j + oy */
+            for (size_t oy = sh; oy <= 2 * sh; oy++) { /* dy = oy - s >= 0 */
+                for (size_t ox = (oy == sh ? sh : 0); ox <= 2 * sh; ox++) { /* dx = ox - s; dy == 0: dx >= 0 */
+                    const ptrdiff_t dy = (ptrdiff_t)oy - (ptrdiff_t)sh, dx = (ptrdiff_t)ox - (ptrdiff_t)sh;
+                    const int backward = dy != 0 || dx != 0; /* offset 0 is its own mirror */
+                    /* weight rows for p in image rows y0 - dy .. y0 + rows - 1, columns x_lo .. x_lo + nw - 1 */
+                    const ptrdiff_t x_lo = dx > 0 ? -dx : 0;
+                    const size_t nw = w + (size_t)(dx < 0 ? -dx : dx), nd = nw + 2 * p.half_block;
+                    const size_t wrows = rows + (size_t)dy;
+                    memset(ring, 0, block * nd * sizeof(int32_t));
+                    memset(v, 0, nd * sizeof(int32_t));
+                    for (size_t j = 0; j < wrows + block - 1; j++) {
+                        /* difference row j: image row y0 - dy - b + j, extended row y0 - dy + s + j */
+                        const size_t ya = (size_t)((ptrdiff_t)(y0 + sh + j) - dy);
+                        const size_t xa = (size_t)(x_lo + (ptrdiff_t)sh);
                         for (size_t ch = 0; ch < c; ch++) {
                             const uint8_t *pl = planes + ch * p.plane;
-                            a[ch] = pl + (y0 + sh + j) * pw + sh;
-                            b[ch] = pl + (y0 + j + oy) * pw + ox;
+                            a[ch] = pl + ya * pw + xa;
+                            b[ch] = pl + (y0 + sh + j) * pw + (size_t)((ptrdiff_t)xa + dx);
                         }
-                        kt->nlm_distance(a, b, c, p.dist_w, ring + (j % block) * p.dist_w, v);
+                        kt->nlm_distance(a, b, c, nd, ring + (j % block) * nd, v);
                         if (j + 1 < block) continue;
-                        const size_t row = j + 1 - block; /* output row y0 + row is complete */
-                        for (size_t ch = 0; ch < c; ch++) {
-                            cand[ch] = planes + ch * p.plane + (y0 + row + r - sh + oy) * pw + (r - sh + ox);
-                            acc_row[ch] = acc + (ch * p.strip + row) * w;
+                        /* the block sums of image row y = y0 - dy + k are complete */
+                        const size_t k = j + 1 - block;
+                        const ptrdiff_t y = (ptrdiff_t)(y0 + k) - dy;
+                        kt->nlm_weights(v, nw, p.block, p.shift, p.cut, lut, weights);
+                        if (y >= (ptrdiff_t)y0) { /* forward: p = (y, x) gains E[p + o] */
+                            const size_t row = (size_t)y - y0;
+                            for (size_t ch = 0; ch < c; ch++) {
+                                cand[ch] = planes + ch * p.plane + ((size_t)y + r + (size_t)dy) * pw +
+                                           (size_t)((ptrdiff_t)r + dx);
+                                acc_row[ch] = acc + (ch * p.strip + row) * w;
+                            }
+                            kt->nlm_accumulate(weights - x_lo, cand, c, w, wsum + row * w, acc_row);
                         }
-                        kt->nlm_weights(v, w, p.block, p.shift, p.cut, lut, weights);
-                        kt->nlm_accumulate(weights, cand, c, w, wsum + row * w, acc_row);
+                        if (backward && k < rows) { /* backward: q = p + o, row y0 + k, gains E[q - o] */
+                            for (size_t ch = 0; ch < c; ch++) {
+                                cand[ch] = planes + ch * p.plane + (size_t)(y + (ptrdiff_t)r) * pw +
+                                           (size_t)((ptrdiff_t)r - dx);
+                                acc_row[ch] = acc + (ch * p.strip + k) * w;
+                            }
+                            kt->nlm_accumulate(weights - dx - x_lo, cand, c, w, wsum + k * w, acc_row);
+                        }
                     }
                 }
             }

@@ -133,8 +133,8 @@ def non_local_means(x, search_window: int, block_size: int, strength: float, *, 
     if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
         raise InvalidArgumentError(f"strength must be a real number, got {strength!r}")
     strength = float(strength)
-    if not (np.isfinite(strength) and strength >= 0.0):
-        raise InvalidArgumentError(f"strength must be finite and >= 0, got {strength}")
+    if not (0.0 <= strength <= float(np.finfo(np.float32).max)):  # also refuses NaN; C takes a float32
+        raise InvalidArgumentError(f"strength must be finite (as float32) and >= 0, got {strength}")
     if layout is None:
         if x.ndim not in _DEFAULT_LAYOUT:
             raise InvalidArgumentError(f"non_local_means needs a 2-d, 3-d or 4-d image array, got {x.ndim}-d")

@@ -144,7 +144,7 @@ def test_bad_block_size(value):
         squeeze.non_local_means(np.zeros((4, 4), np.uint8), 13, value, 2)
 
 
-@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), -float("inf"), "2", None, True, 1j])
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), -float("inf"), 1e39, "2", None, True, 1j])
 def test_bad_strength(value):
     with pytest.raises(InvalidArgumentError, match="strength"):
         squeeze.non_local_means(np.zeros((4, 4), np.uint8), 13, 3, value)

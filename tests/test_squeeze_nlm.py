@@ -199,3 +199,15 @@ def test_native_status_errors():
         _lowlevel.nlm_scratch_size(4, 4, 1, 13, 2, 2.0)
     with pytest.raises(InvalidArgumentError, match="a parameter value is unusable"):
         _lowlevel.nlm(np.zeros(16, np.uint8), 1, 4, 4, 1, 13, 3, float("nan"))
+
+
+def test_wide_images_span_several_strips():
+    """Accumulator strips hold ~256 KiB: a 1100-wide RGB image is cut into strips of 14 rows."""
+    rng = np.random.default_rng(8)
+    base = (rng.integers(0, 3, (45, 1100, 3)) * 40 + rng.integers(0, 6, (45, 1100, 3))).astype(np.uint8)
+    want = R.non_local_means(base, 5, 3, 6.0, "HWC")
+    for isa in ISAS:
+        assert np.array_equal(squeeze.non_local_means(base, 5, 3, 6.0, isa=isa), want), isa
+    cv2 = pytest.importorskip("cv2")
+    for x in (base, np.ascontiguousarray(base[..., 0])):
+        assert np.array_equal(squeeze.non_local_means(x, 13, 3, 2), cv2.fastNlMeansDenoising(x, None, 2, 3, 13))

@@ -249,8 +249,8 @@ static inline void nlm_sq16(const uint8_t *a, const uint8_t *b, __m256i *lo, __m
 }
 
 static inline void nlm_slide8(int32_t *ring, int32_t *v, __m256i d) {
-    const __m256i old = _mm256_loadu_si256((const __m256i *)ring);
-    _mm256_storeu_si256((__m256i *)v, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)v), _mm256_sub_epi32(d, old)));
+    const __m256i old = _mm256_loadu_si256((const __m256i *)ring), sum = _mm256_loadu_si256((const __m256i *)v);
+    _mm256_storeu_si256((__m256i *)v, _mm256_add_epi32(sum, _mm256_sub_epi32(d, old)));
     _mm256_storeu_si256((__m256i *)ring, d);
 }
 

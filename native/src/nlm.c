@@ -92,19 +92,21 @@ static eg_status nlm_plan_make(size_t h, size_t w, size_t c, int search, int blo
     }
 
     const size_t row_acc = (c + 1) * 4; /* accumulator bytes per pixel; w * row_acc checked below */
-    size_t strip_row, planes, ring, acc, wsum;
+    size_t strip_row, planes, ring, v_bytes, weights_bytes, acc, wsum;
     if (!eg_mul_ok(w, row_acc, &strip_row)) return EG_ERR_OVERFLOW;
     p->strip = NLM_ACC_BUDGET / strip_row;
     if (p->strip < 1) p->strip = 1;
     if (p->strip > h) p->strip = h;
     if (!eg_mul_ok(p->pad_h, p->pad_w, &p->plane) || !eg_mul_ok(p->plane, c, &planes) ||
         !eg_mul_ok(p->dist_w, (size_t)block * 4, &ring) || !eg_mul_ok(p->strip * w, c * 4, &acc) ||
-        !eg_mul_ok(p->strip * w, 4, &wsum))
+        !eg_mul_ok(p->strip * w, 4, &wsum) || !eg_mul_ok(p->dist_w, 4, &v_bytes) ||
+        !eg_mul_ok(w + 2 * p->half_search, 4, &weights_bytes))
         return EG_ERR_OVERFLOW;
     size_t total = 0;
     if (!nlm_reserve(&total, ((size_t)p->cut + 1) * 4, &p->lut_off) ||
         !nlm_reserve(&total, planes, &p->planes_off) || !nlm_reserve(&total, ring, &p->ring_off) ||
-        !nlm_reserve(&total, p->dist_w * 4, &p->v_off) || !nlm_reserve(&total, (w + 2 * p->half_search) * 4, &p->weights_off) || !nlm_reserve(&total, acc, &p->acc_off) ||
+        !nlm_reserve(&total, v_bytes, &p->v_off) || !nlm_reserve(&total, weights_bytes, &p->weights_off) ||
+        !nlm_reserve(&total, acc, &p->acc_off) ||
         !nlm_reserve(&total, wsum, &p->wsum_off) || total > SIZE_MAX - NLM_ALIGN ||
         total + NLM_ALIGN > (size_t)PTRDIFF_MAX)
         return EG_ERR_OVERFLOW;

@@ -26,9 +26,11 @@ import numpy as np
 from . import _lowlevel
 from .errors import InvalidArgumentError, InvalidDTypeError, UnsupportedError
 
-__all__ = ["Squeezer", "parse_squeezers", "is_flagged", "bit_depth", "median", "LAYOUTS"]
+__all__ = ["Squeezer", "parse_squeezers", "is_flagged", "bit_depth", "median", "non_local_means", "LAYOUTS",
+           "NLM_LAYOUTS"]
 
 LAYOUTS = ("HW", "HWC", "NHWC", "CHW", "NCHW")
+NLM_LAYOUTS = ("HW", "HWC", "NHWC")  # channels last: the kernel works on interleaved pixels
 _DEFAULT_LAYOUT = {2: "HW", 3: "HWC", 4: "NHWC"}
 _DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 
@@ -204,3 +206,55 @@ def is_flagged(score, threshold):
     if isinstance(score, np.ndarray):
         return ~(score <= threshold)
     return not float(score) <= threshold
+def _odd_window(value, name: str) -> int:
+    k = _as_int(value, name)
+    if not (1 <= k <= _lowlevel.MAX_NLM_WINDOW and k % 2 == 1):
+        raise InvalidArgumentError(f"{name} must be odd, 1..{_lowlevel.MAX_NLM_WINDOW}, got {k}")
+    return k
+
+
+def non_local_means(x, search_window: int, block_size: int, strength: float, *, layout: str | None = None,
+                    out: np.ndarray | None = None, isa: str = "auto") -> np.ndarray:
+    """Non-local means denoising of uint8 images: the feature-squeezing paper's colour squeezer.
+
+    The paper names its settings search-block-strength: ``"13-3-2"`` is
+    ``non_local_means(x, 13, 3, 2)`` and ``"11-3-4"`` is ``non_local_means(x, 11, 3, 4)``.
+    The result equals OpenCV's ``cv2.fastNlMeansDenoising(x, None, h=strength,
+    templateWindowSize=block_size, searchWindowSize=search_window)`` bit for bit,
+    for gray and for 3-channel images (block distances summed over the channels of
+    the image as given). It is not ``cv2.fastNlMeansDenoisingColored``, which
+    denoises in Lab; docs/non-local-means.md defines the computation exactly and
+    measures the difference.
+
+    x: uint8, layout ``"HW"`` (gray), ``"HWC"`` or ``"NHWC"`` with 1..4 channels
+    (default from ``x.ndim``: 2, 3, 4). search_window, block_size: odd, 1..63.
+    strength: the filter strength h, a finite number >= 0 (0 returns x unchanged).
+    Returns a new array (or fills `out`, which must not overlap `x`).
+    """
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise InvalidDTypeError(f"non_local_means accepts uint8 images (0..255 pixels, as OpenCV), got {x.dtype.name}"
+                                + (" (for float images in [0, 1]: np.rint(x * 255).astype(np.uint8))"
+                                   if x.dtype.kind == "f" else ""))
+    search_window = _odd_window(search_window, "search_window")
+    block_size = _odd_window(block_size, "block_size")
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
+        raise InvalidArgumentError(f"strength must be a real number, got {strength!r}")
+    strength = float(strength)
+    if not (0.0 <= strength <= float(np.finfo(np.float32).max)):  # also refuses NaN; C takes a float32
+        raise InvalidArgumentError(f"strength must be finite (as float32) and >= 0, got {strength}")
+    if layout is None:
+        if x.ndim not in _DEFAULT_LAYOUT:
+            raise InvalidArgumentError(f"non_local_means needs a 2-d, 3-d or 4-d image array, got {x.ndim}-d")
+        layout = _DEFAULT_LAYOUT[x.ndim]
+    if layout not in NLM_LAYOUTS:
+        raise InvalidArgumentError(f"non_local_means supports layouts {NLM_LAYOUTS}, got {layout!r}"
+                                   + (" (transpose channels-first arrays to channels-last)"
+                                      if layout in LAYOUTS else ""))
+    if len(layout) != x.ndim:
+        raise InvalidArgumentError(f"layout {layout!r} needs a {len(layout)}-d array, got shape {x.shape}")
+    dims = dict(zip(layout, x.shape))
+    n, h, w, c = dims.get("N", 1), dims["H"], dims["W"], dims.get("C", 1)
+    if not 1 <= c <= _lowlevel.MAX_NLM_CHANNELS:
+        raise InvalidArgumentError(f"non_local_means needs 1..{_lowlevel.MAX_NLM_CHANNELS} channels, got {c}")
+    return _lowlevel.nlm(x, n, h, w, c, search_window, block_size, strength, out=out, isa=isa)

@@ -26,7 +26,7 @@ import numpy as np
 from . import _lowlevel
 from .errors import InvalidArgumentError, InvalidDTypeError, UnsupportedError
 
-__all__ = ["Squeezer", "parse_squeezers", "is_flagged", "bit_depth", "median", "non_local_means", "LAYOUTS",
+__all__ = ["Squeezer", "KINDS", "parse_squeezers", "is_flagged", "bit_depth", "median", "non_local_means", "LAYOUTS",
            "NLM_LAYOUTS"]
 
 LAYOUTS = ("HW", "HWC", "NHWC", "CHW", "NCHW")
@@ -106,31 +106,52 @@ def median(x, size, *, layout: str | None = None, out: np.ndarray | None = None,
 
 # ----------------------------------------------------------------------------- configured squeezers
 
-#: kind -> (manifest key of its parameter, valid range). A new kind is taught here only.
+#: kind -> (manifest key of its parameter, valid range) for the one-parameter kinds; "nlm" (non-local
+#: means) has three, search_window, block_size and strength. A new kind is taught here only.
 _KINDS = {"bit_depth": ("bits", 1, 8), "median": ("size", 1, _lowlevel.MAX_WINDOW)}
+_NLM_KEYS = ("search_window", "block_size", "strength")
+KINDS = tuple(_KINDS) + ("nlm",)
+
+
+def _strength_text(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def _nlm_param(param) -> tuple:
+    if not isinstance(param, (tuple, list)) or len(param) != 3:
+        raise InvalidArgumentError(f"nlm takes (search_window, block_size, strength), got {param!r}")
+    search, block, strength = param
+    search, block = _odd_window(search, "nlm search_window"), _odd_window(block, "nlm block_size")
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or \
+            not 0.0 <= float(strength) <= float(np.finfo(np.float32).max):
+        raise InvalidArgumentError(f"nlm strength must be a finite number >= 0, got {strength!r}")
+    return search, block, float(strength)
 
 
 class Squeezer:
-    """One configured squeezer: ``Squeezer("bit_depth", 5)`` or ``Squeezer("median", 2)``. Immutable.
+    """One configured squeezer: ``Squeezer("bit_depth", 5)``, ``Squeezer("median", 2)`` or
+    ``Squeezer("nlm", (13, 3, 2))`` (non-local means: search window, block size, strength). Immutable.
 
-    Written ``bit_depth:5`` / ``median:2`` on the command line (:meth:`parse`,
-    ``str()``), ``{"kind": "bit_depth", "bits": 5}`` in a manifest
-    (:meth:`from_manifest`, :meth:`to_manifest`), named ``bit_depth_5`` /
-    ``median_2x2`` in reports and results (:attr:`name`).
+    Written ``bit_depth:5`` / ``median:2`` / ``nlm:13-3-2`` on the command line (:meth:`parse`,
+    ``str()``), ``{"kind": "bit_depth", "bits": 5}`` / ``{"kind": "nlm", "search_window": 13,
+    "block_size": 3, "strength": 2}`` in a manifest (:meth:`from_manifest`, :meth:`to_manifest`),
+    named ``bit_depth_5`` / ``median_2x2`` / ``nlm_13_3_2`` in reports and results (:attr:`name`).
     """
 
     __slots__ = ("kind", "param")
 
-    def __init__(self, kind: str, param: int):
-        if kind not in _KINDS:
-            raise UnsupportedError(f"squeezer kind {kind!r} is not supported by this edgeguard "
-                                   f"({', '.join(_KINDS)})")
-        key, lo, hi = _KINDS[kind]
-        param = _as_int(param, key)
-        if param < lo:
-            raise InvalidArgumentError(f"{kind} {key} must be {lo}..{hi}, got {param}")
-        if param > hi:  # e.g. a wider median a newer edgeguard may run
-            raise UnsupportedError(f"{kind} {key} {param} is not supported by this edgeguard ({lo}..{hi})")
+    def __init__(self, kind: str, param):
+        if kind == "nlm":
+            param = _nlm_param(param)
+        elif kind in _KINDS:
+            key, lo, hi = _KINDS[kind]
+            param = _as_int(param, key)
+            if param < lo:
+                raise InvalidArgumentError(f"{kind} {key} must be {lo}..{hi}, got {param}")
+            if param > hi:  # e.g. a wider median a newer edgeguard may run
+                raise UnsupportedError(f"{kind} {key} {param} is not supported by this edgeguard ({lo}..{hi})")
+        else:
+            raise UnsupportedError(f"squeezer kind {kind!r} is not supported by this edgeguard ({', '.join(KINDS)})")
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "param", param)
 
@@ -144,28 +165,41 @@ class Squeezer:
         return hash((self.kind, self.param))
 
     def __repr__(self) -> str:
-        return f"Squeezer({self.kind!r}, {self.param})"
+        return f"Squeezer({self.kind!r}, {self.param!r})"
 
     def __str__(self) -> str:
+        if self.kind == "nlm":
+            search, block, strength = self.param
+            return f"nlm:{search}-{block}-{_strength_text(strength)}"
         return f"{self.kind}:{self.param}"
 
     @property
     def name(self) -> str:
-        return f"bit_depth_{self.param}" if self.kind == "bit_depth" else f"median_{self.param}x{self.param}"
+        if self.kind == "bit_depth":
+            return f"bit_depth_{self.param}"
+        if self.kind == "median":
+            return f"median_{self.param}x{self.param}"
+        search, block, strength = self.param
+        return f"nlm_{search}_{block}_{_strength_text(strength)}"
 
     @classmethod
     def parse(cls, text: str) -> "Squeezer":
-        """``"bit_depth:5"`` or ``"median:2"`` (the command line's form)."""
+        """``"bit_depth:5"``, ``"median:2"`` or ``"nlm:13-3-2"`` (the command line's form)."""
         if not isinstance(text, str) or text.count(":") != 1:
-            raise InvalidArgumentError(f"a squeezer is written kind:param (e.g. bit_depth:5, median:2), got {text!r}")
+            raise InvalidArgumentError(
+                f"a squeezer is written kind:param (e.g. bit_depth:5, median:2, nlm:13-3-2), got {text!r}")
         kind, param = (part.strip() for part in text.split(":"))
-        if kind not in _KINDS:
-            raise InvalidArgumentError(f"unknown squeezer kind {kind!r} in {text!r}; choose from {', '.join(_KINDS)}")
+        if kind not in KINDS:
+            raise InvalidArgumentError(f"unknown squeezer kind {kind!r} in {text!r}; choose from {', '.join(KINDS)}")
         try:
-            value = int(param)
+            if kind == "nlm":
+                search, block, strength = param.split("-")
+                return cls(kind, (int(search), int(block), float(strength)))
+            return cls(kind, int(param))
         except ValueError:
-            raise InvalidArgumentError(f"squeezer parameter must be an integer, got {text!r}") from None
-        return cls(kind, value)
+            raise InvalidArgumentError(
+                f"bad squeezer parameter in {text!r}: " + ("nlm is written nlm:SEARCH-BLOCK-STRENGTH, e.g. nlm:13-3-2"
+                                                           if kind == "nlm" else "expected an integer")) from None
 
     @classmethod
     def from_manifest(cls, spec) -> "Squeezer":
@@ -174,22 +208,42 @@ class Squeezer:
         if not hasattr(spec, "get"):
             raise InvalidArgumentError(f"a squeezer entry must be an object, got {type(spec).__name__}")
         kind = spec.get("kind")
-        if kind not in _KINDS:
-            raise UnsupportedError(f"squeezer kind {kind!r} is not supported by this edgeguard "
-                                   f"({', '.join(_KINDS)})")
-        key = _KINDS[kind][0]
-        if key not in spec:
-            raise InvalidArgumentError(f"{kind} squeezer needs {key!r}")
-        return cls(kind, spec[key])
+        if kind not in KINDS:
+            raise UnsupportedError(f"squeezer kind {kind!r} is not supported by this edgeguard ({', '.join(KINDS)})")
+        keys = _NLM_KEYS if kind == "nlm" else (_KINDS[kind][0],)
+        missing = [k for k in keys if k not in spec]
+        if missing:
+            raise InvalidArgumentError(f"{kind} squeezer needs {', '.join(repr(k) for k in missing)}")
+        return cls(kind, tuple(spec[k] for k in keys) if kind == "nlm" else spec[keys[0]])
 
     def to_manifest(self) -> dict:
+        if self.kind == "nlm":
+            search, block, strength = self.param
+            return {"kind": "nlm", "search_window": search, "block_size": block,
+                    "strength": int(strength) if strength.is_integer() else strength}
         return {"kind": self.kind, _KINDS[self.kind][0]: self.param}
 
     def apply(self, x, layout: str | None = None) -> np.ndarray:
-        """Squeeze `x` (uint8 or float32) in `layout` (see :func:`median`); returns a new array."""
+        """Squeeze `x` (uint8, or float32 in [0, 1]) in `layout` (see :func:`median`); returns a new array.
+
+        Non-local means is defined on 8-bit pixels: float input is taken to pixels
+        (``rint(x * 255)``), squeezed, and returned as float32 in [0, 1] (channels-first
+        layouts are transposed around the kernel)."""
         if self.kind == "bit_depth":
             return bit_depth(x, self.param)
-        return median(x, self.param, layout=layout)
+        if self.kind == "median":
+            return median(x, self.param, layout=layout)
+        x = np.asarray(x)
+        layout = layout or _DEFAULT_LAYOUT.get(x.ndim)
+        first = layout in ("CHW", "NCHW")
+        if first:
+            x = np.moveaxis(x, -3, -1)
+            layout = layout.replace("C", "") + "C"
+        pixels = x if x.dtype == np.uint8 else np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8)
+        y = non_local_means(np.ascontiguousarray(pixels), *self.param, layout=layout)
+        if x.dtype != np.uint8:
+            y = y.astype(np.float32) / np.float32(255)
+        return np.ascontiguousarray(np.moveaxis(y, -1, -3)) if first else y
 
 
 def parse_squeezers(text: str) -> tuple:

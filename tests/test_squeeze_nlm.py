@@ -211,3 +211,23 @@ def test_wide_images_span_several_strips():
     cv2 = pytest.importorskip("cv2")
     for x in (base, np.ascontiguousarray(base[..., 0])):
         assert np.array_equal(squeeze.non_local_means(x, 13, 3, 2), cv2.fastNlMeansDenoising(x, None, 2, 3, 13))
+
+
+def test_nlm_squeezer_spec_round_trips_and_refuses_bad_text():
+    from edgeguard.errors import UnsupportedError
+    from edgeguard.squeeze import Squeezer, parse_squeezers
+
+    sq = Squeezer.parse("nlm:11-3-4")
+    assert (str(sq), sq.name, sq.param) == ("nlm:11-3-4", "nlm_11_3_4", (11, 3, 4.0))
+    assert sq.to_manifest() == {"kind": "nlm", "search_window": 11, "block_size": 3, "strength": 4}
+    assert Squeezer.from_manifest(sq.to_manifest()) == sq
+    assert parse_squeezers("bit_depth:5, median:2, nlm:13-3-2.5")[2].param == (13, 3, 2.5)
+    for bad in ("nlm:13-3", "nlm:12-3-2", "nlm:13-3-x", "nlm:13-3--1"):
+        with pytest.raises(InvalidArgumentError):
+            Squeezer.parse(bad)
+    with pytest.raises(InvalidArgumentError, match="needs 'strength'"):
+        Squeezer.from_manifest({"kind": "nlm", "search_window": 13, "block_size": 3})
+    with pytest.raises(UnsupportedError):
+        Squeezer.from_manifest({"kind": "nlm2"})
+    x = np.random.default_rng(0).integers(0, 256, (2, 20, 20, 3), dtype=np.uint8)
+    assert np.array_equal(sq.apply(x, "NHWC"), squeeze.non_local_means(x, 11, 3, 4, layout="NHWC"))

@@ -140,7 +140,7 @@ class Broker:
     """A private Mosquitto on 127.0.0.1:`port` (persistence in `workdir`, so sessions of persistent
     clients survive a restart, as on a production broker). start() / stop() / restart."""
 
-    def __init__(self, workdir, port=None, *, extra: str = "", tls=None, passwords=None):
+    def __init__(self, workdir, port=None, *, extra: str = "", tls=None, passwords=None, conf: str | None = None):
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -163,7 +163,7 @@ class Broker:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         with open(self.conf, "w") as f:
-            f.write("\n".join(lines + [extra]) + "\n")
+            f.write(conf if conf is not None else "\n".join(lines + [extra]) + "\n")
 
     def start(self, timeout=5.0):
         self.proc = subprocess.Popen([MOSQUITTO, "-c", self.conf], stdout=subprocess.DEVNULL,
@@ -194,6 +194,33 @@ class Broker:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+FLEET_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "mosquitto-fleet.conf")
+
+
+def fleet_broker(workdir, tls: dict, passwords: dict) -> Broker:
+    """A Broker running deploy/mosquitto-fleet.conf as shipped, with only its paths and port
+    substituted (and `user` / logging added, as for every test broker)."""
+    d = str(workdir)
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    pwfile = os.path.join(d, "passwd")
+    open(pwfile, "w").close()
+    for user, pw in passwords.items():
+        subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", pwfile, user, pw],
+                       check=True, capture_output=True)
+    acl = os.path.join(d, "edgeguard-fleet.acl")
+    shutil.copy(os.path.join(os.path.dirname(FLEET_CONF), "edgeguard-fleet.acl"), acl)
+    text = open(FLEET_CONF).read()
+    for old, new in (("listener 8883", f"listener {port} 127.0.0.1"), ("/etc/mosquitto/certs/ca.pem", tls["ca"]),
+                     ("/etc/mosquitto/certs/server.pem", tls["cert"]), ("/etc/mosquitto/certs/server.key", tls["key"]),
+                     ("/etc/mosquitto/passwd", pwfile), ("/etc/mosquitto/edgeguard-fleet.acl", acl),
+                     ("/var/lib/mosquitto/", d + "/")):
+        assert old in text, old
+        text = text.replace(old, new)
+    text += f"\nuser {getpass.getuser()}\nlog_dest file {d}/mosquitto.log\nlog_type error\nlog_type warning\n"
+    return Broker(d, port, conf=text)
 
 
 def make_tls_files(d):

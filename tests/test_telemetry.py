@@ -332,6 +332,89 @@ def test_a_busy_database_withholds_the_acknowledgement_until_the_row_is_stored(b
     c.stop()
 
 
+# ----------------------------------------------------------------------------- end-to-end confirmation
+
+@pytest.mark.parametrize("config", ["shipped", "mosquitto-defaults"])
+def test_a_backlog_of_3000_arrives_exactly_once_across_broker_and_collector_outages(tmp_path, config):
+    """The collector is away while a device produces 3,000 messages, and the broker restarts in the
+    middle. With deploy/mosquitto-fleet.conf (TLS, passwords, ACL, a 100,000-message cap) the broker
+    keeps them all; with Mosquitto's defaults it keeps 1,000 for the absent collector and drops the
+    rest after acknowledging them to the device. Either way every message reaches the collector's
+    database exactly once: the device deletes a message only when the collector confirms it, and sends
+    again what the collector evidently never got."""
+    n = 3000
+    if config == "shipped":
+        files = H.make_tls_files(str(tmp_path))
+        b = H.fleet_broker(tmp_path / "broker", files, {"dev-1": "d3v", "edgeguard-collector": "c0ll"})
+        tls = TLS(ca_certs=files["ca"])
+        col_kw = {"tls": tls, "username": "edgeguard-collector", "password": "c0ll"}
+        pub_kw = {"tls": tls, "username": "dev-1", "password": "d3v"}
+    else:
+        b = H.Broker(tmp_path / "broker")
+        col_kw, pub_kw = {}, {}
+    b.start()
+    try:
+        collector(b, tmp_path, **col_kw).stop()  # the collector's session exists; then it is away
+        pub = publisher(b.port, tmp_path, confirm_grace=1.0, **pub_kw)
+        sent = [pub.publish("incident", {"i": i}, IDENT) for i in range(n // 2)]
+        assert until(lambda: pub.stats()["acked"] >= n // 2, 60), pub.stats()
+        b.stop()  # a broker outage with the collector still away: the device queues
+        sent += [pub.publish("incident", {"i": i}, IDENT) for i in range(n // 2, n)]
+        b.start()
+        assert until(lambda: pub.stats()["acked"] >= n, 60), pub.stats()
+        assert pub.pending() == n  # at the broker (or dropped by it), none confirmed: all kept on the device
+        c = collector(b, tmp_path, **col_kw)
+        assert pub.wait_until_sent(120), (pub.stats(), c.stats)
+        assert stored_ids(c) == set(sent) and c.stats["stored"] == n  # each id stored once
+        assert c.stats["received"] == n + c.stats["duplicates"] and c.stats["malformed"] == 0
+        st = pub.stats()
+        assert st["confirmed"] == n and st["dropped"] == 0 and st["pending"] == 0
+        if config == "mosquitto-defaults":  # the broker dropped what exceeded its queue; the device re-sent it
+            assert st["resent_unconfirmed"] >= n - 1000 - 100, st
+            with open(os.path.join(b.dir, "mosquitto.log")) as f:
+                assert "Outgoing messages are being dropped" in f.read()
+        pub.close()
+        c.stop()
+    finally:
+        b.stop()
+
+
+def test_without_confirmation_the_broker_queue_cap_loses_messages(tmp_path):
+    """What the confirmation protects against (the issue's measurement, reproduced): a device that deletes
+    on the broker's PUBACK loses what exceeds Mosquitto's default queue for the absent collector."""
+    b = H.Broker(tmp_path / "broker").start()
+    try:
+        collector(b, tmp_path, confirm=False).stop()
+        pub = publisher(b.port, tmp_path, confirm=False)
+        sent = [pub.publish("incident", {"i": i}, IDENT) for i in range(2000)]
+        assert pub.wait_until_sent(60)  # the broker acknowledged everything
+        c = collector(b, tmp_path, confirm=False)
+        assert until(lambda: c.stats["stored"] >= 1000, 60)
+        time.sleep(1.0)
+        assert 1000 <= c.stats["stored"] < 2000 and stored_ids(c) < set(sent)
+        pub.close()
+        c.stop()
+    finally:
+        b.stop()
+
+
+def test_confirmations_reach_a_device_that_was_away_and_rejected_ids_are_not_resent(broker, tmp_path):
+    """A device offline when the collector confirms gets the confirmations later (persistent session);
+    a message the collector rejects is confirmed as rejected, so the device stops sending it."""
+    c = collector(broker, tmp_path)
+    pub = publisher(broker.port, tmp_path, confirm_grace=0.5)
+    ids = [pub.publish("summary", {"i": i}, IDENT) for i in range(20)]
+    bad = pub.publish("incident", {"label": "\ud800"}, IDENT)  # json.dumps escapes it; the collector rejects
+    assert pub.wait_until_sent(20), (pub.stats(), c.stats)
+    assert stored_ids(c) == set(ids) and c.stats["malformed"] == 1
+    st = pub.stats()
+    assert st["rejected_by_collector"] == 1 and st["confirmed"] == 21 and bad
+    time.sleep(1.5)
+    assert c.stats["received"] == 21 + c.stats["duplicates"] and c.stats["malformed"] == 1
+    pub.close()
+    c.stop()
+
+
 # ----------------------------------------------------------------------------- authentication and TLS
 
 def test_username_password(tmp_path):

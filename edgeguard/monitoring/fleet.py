@@ -42,7 +42,7 @@ import threading
 import time
 
 from ..errors import TelemetryError
-from .telemetry import KINDS, SCHEMA, TOPIC_ROOT, mqtt_client, parse_broker
+from .telemetry import KINDS, SCHEMA, TOPIC_ROOT, ack_message, ack_topic, mqtt_client, parse_broker
 
 __all__ = ["Collector", "collect", "validate", "FLEET_SCHEMA_VERSION"]
 
@@ -51,6 +51,7 @@ log = logging.getLogger("edgeguard.monitoring.fleet")
 FLEET_SCHEMA_VERSION = 1
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_CONFIRM_BATCH = 500  # ids per confirmation message (about 17 KB)
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, fleet TEXT, device_id TEXT,
@@ -110,6 +111,15 @@ def validate(topic: str, payload: bytes, max_payload: int = 256 * 1024) -> dict:
     if len(parts) < 6 or parts[-1] != kind or parts[-2] != b["sha256"][:12]:
         raise Malformed("topic does not match the payload's kind and bundle")
     return msg
+
+
+def _id_of(payload: bytes) -> str | None:
+    """The message id of a rejected payload, when it can be read at all."""
+    try:
+        mid = json.loads(payload.decode("utf-8")).get("id")
+    except Exception:  # noqa: BLE001 - anything: the payload is already known to be bad
+        return None
+    return mid if isinstance(mid, str) and _HEX32.fullmatch(mid) else None
 
 
 def _finite(v) -> float | None:
@@ -173,12 +183,17 @@ class Collector:
         store_retry: seconds a transient database error (busy, disk full) is retried before the message
             is left unacknowledged with the broker (which redelivers it after a reconnect).
         db_timeout: SQLite busy timeout of each attempt.
+        confirm: publish confirmations of the stored (and rejected) ids to each device's
+            ``<root>-ack/<fleet>/<device>`` topic, at most ``confirm_interval`` seconds after the commit;
+            devices keep a message until it is confirmed (:class:`~edgeguard.monitoring.telemetry.Publisher`
+            ``confirm=True``).
     """
 
     def __init__(self, broker, db, *, topic: str = f"{TOPIC_ROOT}/#", client_id: str = "edgeguard-collector",
                  clean_session: bool = False, username=None, password=None, tls=None, keepalive: int = 30,
                  max_payload: int = 256 * 1024, max_rejected_rows: int = 1000, reconnect_delay=(1.0, 30.0),
-                 store_retry: float = 10.0, db_timeout: float = 10.0):
+                 store_retry: float = 10.0, db_timeout: float = 10.0, confirm: bool = True,
+                 confirm_interval: float = 0.1):
         self.host, self.port = parse_broker(broker, 8883 if tls else 1883)
         if not topic or any(c in topic for c in "\0"):
             raise TelemetryError(f"bad topic filter {topic!r}")
@@ -199,9 +214,14 @@ class Collector:
         self._lock = threading.Lock()
         self.store_retry = float(store_retry)
         self.stats = {"received": 0, "stored": 0, "duplicates": 0, "malformed": 0, "store_errors": 0,
-                      "store_retries": 0, "connects": 0}
+                      "store_retries": 0, "connects": 0, "confirmations": 0}
         self.last_error: str | None = None
         self._subscribed = threading.Event()
+        self.confirm, self.confirm_interval = bool(confirm), float(confirm_interval)
+        self._to_confirm: dict = {}  # ack topic -> ([stored ids], [rejected ids]), under _confirm_lock
+        self._confirm_lock = threading.Lock()
+        self._confirm_wake = threading.Event()
+        self._confirmer = None
         self._client = mqtt_client(client_id, username=username, password=password, tls=tls,
                                    clean_session=clean_session, manual_ack=True, reconnect_delay=reconnect_delay)
         self._client.on_connect = self._on_connect
@@ -218,6 +238,10 @@ class Collector:
             self._started = True
             self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
             self._client.loop_start()
+            if self.confirm:
+                self._confirmer = threading.Thread(target=self._confirm_loop, name="edgeguard-collector-confirm",
+                                                   daemon=True)
+                self._confirmer.start()
         return self
 
     def wait_subscribed(self, timeout: float = 10.0) -> bool:
@@ -238,6 +262,9 @@ class Collector:
         if self._closed:
             return
         self._closed = True
+        if self._confirmer is not None:
+            self._confirm_wake.set()
+            self._confirmer.join(timeout=5.0)  # sends what is pending first
         if self._started:
             try:
                 self._client.disconnect()
@@ -308,6 +335,9 @@ class Collector:
             self.stats["malformed"] += 1
             if self.stats["malformed"] <= 5 or self.stats["malformed"] % 1000 == 0:
                 log.warning("collector: malformed message on %r skipped: %s", topic, reason)
+            mid = _id_of(payload)
+            if mid is not None:
+                self._note(topic, mid, stored=False)  # the device stops re-sending what we never store
             return self._reject(now, topic, reason, payload)
         delay, deadline = 0.05, time.monotonic() + self.store_retry
         while True:
@@ -334,7 +364,38 @@ class Collector:
             self.stats["stored"] += 1
         else:
             self.stats["duplicates"] += 1
+        self._note(topic, m["id"], stored=True)
         return True
+
+    def _note(self, topic, msg_id, *, stored: bool) -> None:
+        """Queue the confirmation of one committed (or rejected) message for its device."""
+        parts = topic.split("/") if self.confirm and topic else ()
+        if len(parts) < 6:
+            return
+        key = ack_topic(parts[0], parts[1], parts[2])
+        with self._confirm_lock:
+            batch = self._to_confirm.setdefault(key, ([], []))
+            batch[0 if stored else 1].append(msg_id)
+            full = len(batch[0]) + len(batch[1]) >= _CONFIRM_BATCH
+        if full:
+            self._confirm_wake.set()
+
+    def _confirm_loop(self) -> None:
+        while True:
+            self._confirm_wake.wait(self.confirm_interval)
+            self._confirm_wake.clear()
+            with self._confirm_lock:
+                todo, self._to_confirm = self._to_confirm, {}
+            for key, (stored, rejected) in todo.items():
+                for i in range(0, max(len(stored), len(rejected)), _CONFIRM_BATCH):
+                    try:
+                        self._client.publish(key, ack_message(stored[i:i + _CONFIRM_BATCH],
+                                                              rejected[i:i + _CONFIRM_BATCH]), qos=1)
+                        self.stats["confirmations"] += 1
+                    except Exception as e:  # noqa: BLE001 - the device re-sends what is not confirmed
+                        self.last_error = f"confirm: {type(e).__name__}: {e}"
+            if self._closed:
+                return
 
     def _reject(self, now, topic, reason, payload) -> bool:
         """Record a sample of a rejected message (bounded table); returns True: acknowledge it."""

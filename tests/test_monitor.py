@@ -347,6 +347,67 @@ def test_incidents_recorded_in_the_log_with_identity(model, tmp_path):
     log.close()
 
 
+def _fed_and_flagged(model, stream) -> int:
+    return sum(bool(model.predict(img).is_adversarial) for img in stream)  # one image: one Prediction
+
+
+def test_close_stores_a_final_summary_so_the_report_counts_what_was_fed(mnist_bundle, tmp_path):
+    """The issue's under-count (2,000 fed, 445 flagged reported as 1,250 and 153): summaries are stored
+    every 60 s or on an alarm change, and close() now stores the rest."""
+    from edgeguard.monitoring.report import incident_report, report_text
+
+    _, _, (xs, _) = H.mnist()
+    stream = np.concatenate([xs[:700], H.noisy(xs[700:1300]), xs[1300:1537]])  # 1,537: not a multiple of 100
+    path = str(tmp_path / "inc.db")
+    mon = Monitor(incidents=path)  # default summary_interval (60 s): at most the alarm changes are summarised
+    model = edgeguard.load(mnist_bundle, monitor=mon)
+    k = _fed_and_flagged(model, stream)
+    mon.close()
+    rep = incident_report(path)
+    assert 100 < k < len(stream)
+    assert rep["totals"]["predictions"] == len(stream) and rep["totals"]["flagged"] == k
+    assert rep["incidents"]["total"] == k
+    assert f"predictions {len(stream)}   flagged {k}" in report_text(rep)
+    from edgeguard.monitoring.incidents import IncidentLog
+
+    with IncidentLog(path) as log:
+        sums = log.summaries()
+    assert sum(s["detail"]["since_last"] for s in sums) == len(stream) and sums[-1]["detail"]["final"]
+    assert sums[-1]["n_total"] == len(stream)
+
+
+_EXIT_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[3])
+import numpy as np, edgeguard, monitoring_helpers as H
+from edgeguard.monitoring.monitor import Monitor
+_, _, (xs, _) = H.mnist()
+stream = np.concatenate([xs[:500], H.noisy(xs[500:1400]), xs[1400:1800]])
+model = edgeguard.load(sys.argv[1], monitor=Monitor(incidents=sys.argv[2]))
+k = 0
+for img in stream:
+    k += bool(model.predict(img).is_adversarial)
+print(len(stream), k, flush=True)
+# no close(): the interpreter exits with the worker's inbox still full
+"""
+
+
+def test_plain_interpreter_exit_flushes_the_worker_and_stores_the_final_summary(mnist_bundle, tmp_path):
+    """The issue's loss at exit (801-803 of 855 flagged inputs reached the log): the worker is now
+    flushed at interpreter exit and the final summary stored."""
+    from edgeguard.monitoring.report import incident_report
+
+    path = str(tmp_path / "inc.db")
+    out = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT, mnist_bundle, path, os.path.join(ROOT, "tests")],
+                         capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    n, k = map(int, out.stdout.split())
+    rep = incident_report(path)
+    assert n == 1800 and k > 100
+    assert rep["incidents"]["total"] == k
+    assert rep["totals"]["predictions"] == n and rep["totals"]["flagged"] == k
+
+
 def test_input_is_not_stored_by_default(model, tmp_path):
     _, _, (xs, _) = H.mnist()
     mon = Monitor(incidents=str(tmp_path / "inc.db"), threaded=False)

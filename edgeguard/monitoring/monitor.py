@@ -51,7 +51,7 @@ import time
 import numpy as np
 
 from . import stats as _stats
-from .records import identity, new_id
+from .records import close_at_exit, identity, new_id
 from ..errors import (ExtraNotInstalledError, IncidentLogError, InvalidArgumentError,
                      MonitoringError, TelemetryError)
 
@@ -326,6 +326,7 @@ class Monitor:
             if self._threaded and self._worker is None:
                 self._worker = threading.Thread(target=self._run, name="edgeguard-monitor", daemon=True)
                 self._worker.start()
+            close_at_exit(self, 0)  # a process that exits without close() still flushes and summarises
 
     # ------------------------------------------------------------------ per call (caller's thread)
 
@@ -544,7 +545,9 @@ class Monitor:
                     self._counters["incident_messages_rate_limited"] += 1
         self._callback(self.on_incident, rec)
 
-    def _do_check(self, snap: dict) -> None:
+    def _do_check(self, snap: dict, final: bool = False) -> None:
+        """One drift check over a snapshot of the windows; `final`: the summary written by close(), which
+        records what was observed since the last summary and changes no alarm state."""
         now = self._clock()
         scores = snap["scores"]
         detected = np.isfinite(scores) if self.threshold is not None else np.zeros(len(scores), bool)
@@ -569,12 +572,14 @@ class Monitor:
                          "clear": bool(p >= 10 * self.flag_alpha and not over)}
         drifted = sorted(f for f, t in tests.items() if t["drift"])
         states = {}
-        if tests:
+        if final:
+            pass
+        elif tests:
             states["drift"] = self._hyst["drift"].update(bool(drifted), all(t["clear"] for t in tests.values()), now)
-        if flag_test is not None:
+        if flag_test is not None and not final:
             states["flag_rate"] = self._hyst["flag_rate"].update(flag_test["drift"], flag_test["clear"], now)
         with self._lock:
-            self._counters["checks"] += 1
+            self._counters["checks"] += not final
             self._pending_since[0] += snap["since"]
             self._pending_since[1] += snap["flagged_since"]
             since, flagged_since = self._pending_since
@@ -582,6 +587,7 @@ class Monitor:
             "uid": new_id(), "time": now, "identity": self.identity, "n_total": snap["observed"],
             "window": len(scores), "flagged": k, "flag_rate": rate, "drift": bool(drifted),
             "detail": {"since_last": since, "flagged_since_last": flagged_since, "window": len(scores),
+                       "final": final,
                        "flag_rate": rate, "tests": {**tests, **({"flag_rate": flag_test} if flag_test else {})},
                        "drifted": drifted, "alarms_active": sorted(k for k, h in self._hyst.items() if h.active),
                        "monitor_errors": self._counters["errors"], "dropped_calls": self._counters["dropped_calls"],
@@ -591,9 +597,13 @@ class Monitor:
                            f in tests for f in ("score", "confidence", "class"))), "min_psi": self.min_psi,
                            "input_psi": self.input_psi, "flag_alpha": self.flag_alpha}},
         }
-        self.last_check = summary
+        if final:
+            if not since and self._counters["summaries"]:
+                return  # nothing observed since the last summary
+        else:
+            self.last_check = summary
         changed = any(v is not None for v in states.values())
-        if changed or now - self._last_summary_time >= self.summary_interval:
+        if final or changed or now - self._last_summary_time >= self.summary_interval:
             self._last_summary_time = now
             with self._lock:
                 self._pending_since = [0, 0]
@@ -601,6 +611,8 @@ class Monitor:
             if self.incidents is not None:
                 self.incidents.record_summary(summary)
             self._publish("summary", summary)
+        if final:
+            return
         self._callback(self.on_check, summary)
         for kind, state in states.items():
             if state is None:
@@ -667,8 +679,10 @@ class Monitor:
         return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Detach, process what is queued (up to `timeout`), stop the worker, close an incident log it
-        opened. A telemetry publisher passed in is not closed (it may serve other monitors)."""
+        """Detach, process what is queued (up to `timeout`), stop the worker, store a final summary
+        (what was observed since the last one: the log's and the report's counts then equal the calls
+        observed), close an incident log it opened. A telemetry publisher passed in is not closed (it may
+        serve other monitors). Also run at interpreter exit for a monitor still open."""
         if self._closed:
             return
         self._closed = True
@@ -680,6 +694,13 @@ class Monitor:
             self._stop_worker = True
             self._wake.set()
             self._worker.join(timeout=2.0)
+        if self._model is not None and not self._inbox:
+            try:
+                with self._lock:
+                    snap = self._snapshot()
+                self._do_check(snap, final=True)
+            except Exception as e:  # noqa: BLE001
+                self._error("final summary", e)
         if self._owns_log and self.incidents is not None:
             self.incidents.close()
 

@@ -49,7 +49,7 @@ import threading
 import time
 
 from ..errors import ExtraNotInstalledError, TelemetryError
-from .records import jsonable, new_id
+from .records import close_at_exit, jsonable, new_id
 
 __all__ = ["Publisher", "TLS", "topic", "ack_topic", "ack_message", "message", "parse_broker", "SCHEMA",
            "ACK_SCHEMA", "KINDS", "TelemetryError"]
@@ -269,6 +269,9 @@ class Publisher:
                        "resent_unconfirmed": 0}
         self.last_error: str | None = None
         self._started = False
+        # at interpreter exit, after the monitors (their final summaries come here): a short wait for
+        # delivery; what is not confirmed by then stays queued for the next start
+        close_at_exit(self, 1, timeout=2.0)
         if start:
             self.start()
 

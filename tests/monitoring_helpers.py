@@ -62,6 +62,37 @@ def inverted(x):
     return (255 - x).astype(np.uint8)
 
 
+def class_runs(labels, seed=1, lo=10, hi=50):
+    """An ordering of the stream like a camera's: runs of one class (random class, random length in
+    [lo, hi]), different digits of that class within a run."""
+    rng = np.random.default_rng(seed)
+    pools = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in range(10)}
+    out = []
+    while len(out) < len(labels):
+        c = int(rng.integers(10))
+        for _ in range(int(rng.integers(lo, hi + 1))):
+            if not pools[c]:
+                pools[c] = list(rng.permutation(np.flatnonzero(labels == c)))
+            out.append(pools[c].pop())
+    return np.asarray(out[:len(labels)])
+
+
+def repeated_frames(n, seed=4, lo=10, hi=50):
+    """An ordering where each image is repeated lo..hi times in a row (a still camera's frames)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        out += [int(rng.integers(n))] * int(rng.integers(lo, hi + 1))
+    return np.asarray(out[:n])
+
+
+def stream_order(kind, labels):
+    return {"shuffled": lambda: np.arange(len(labels)), "runs": lambda: class_runs(labels),
+            "short-runs": lambda: class_runs(labels, seed=3, lo=10, hi=20),
+            "sorted": lambda: np.argsort(labels, kind="stable"),
+            "frames": lambda: repeated_frames(len(labels))}[kind]()
+
+
 # ----------------------------------------------------------------------------- the bundle
 
 @functools.lru_cache(maxsize=None)

@@ -208,7 +208,7 @@ def model(mnist_bundle):
     return edgeguard.load(mnist_bundle)
 
 
-def run_stream(model, stream, batch=1, **kw):
+def run_stream(model, inputs, batch=1, **kw):
     kw.setdefault("threaded", False)
     kw.setdefault("cooldown", 0)
     kw.setdefault("summary_interval", 0)
@@ -217,8 +217,8 @@ def run_stream(model, stream, batch=1, **kw):
     mon = Monitor(on_check=checks.append, on_alarm=alarms.append, **kw)
     model.attach(mon)
     try:
-        for i in range(0, len(stream), batch):
-            model.predict(stream[i] if batch == 1 else stream[i:i + batch])
+        for i in range(0, len(inputs), batch):
+            model.predict(inputs[i] if batch == 1 else inputs[i:i + batch])
         assert mon.flush(10)
     finally:
         model.detach()
@@ -279,6 +279,81 @@ def test_drift_after_a_clean_start_then_recovery_clears_the_alarm(model):
     assert [s for s, _ in drift] == ["raised", "cleared"], alarms
     raised_at = next(c["n_total"] for c in checks if "drift" in c["detail"]["alarms_active"])
     assert 600 < raised_at <= 900  # detection delay: at most 300 drifted inputs
+
+
+# ----------------------------------------------------------------------------- ordered (camera-like) streams
+
+def test_autocorrelation_time():
+    rng = np.random.default_rng(0)
+    assert S.autocorrelation_time(rng.normal(size=5000)) == pytest.approx(1.0, abs=0.15)
+    ar = np.zeros(20000)
+    e = rng.normal(size=20000)
+    for i in range(1, len(ar)):
+        ar[i] = 0.8 * ar[i - 1] + e[i]
+    assert S.autocorrelation_time(ar) == pytest.approx((1 + 0.8) / (1 - 0.8), rel=0.2)  # AR(1): 9
+    runs = np.repeat(rng.normal(size=200), 25)  # each value repeated 25 times
+    assert 15 < S.autocorrelation_time(runs) < 35
+    onehot = np.eye(10)[np.repeat(rng.integers(0, 10, 100), 20)]
+    assert S.autocorrelation_time(onehot) > 10 and S.autocorrelation_time(np.eye(10)[rng.integers(0, 10, 2000)]) < 1.2
+
+
+def _ordered(kind, n=2000):
+    _, _, (xs, ys) = H.mnist()
+    return xs[H.stream_order(kind, ys)][:n]
+
+
+@pytest.mark.parametrize("order", ["runs", "short-runs", "sorted"])
+def test_default_mode_false_alarms_on_camera_like_streams(model, order):
+    """Why the ordered mode exists (the issue's finding): the default tests assume independent draws."""
+    mon, checks, alarms = run_stream(model, _ordered(order))
+    assert any(a["kind"] == "drift" and a["state"] == "raised" for a in alarms)
+
+
+@pytest.mark.parametrize("order", ["shuffled", "runs", "short-runs", "sorted", "frames"])
+def test_ordered_mode_raises_no_alarm_on_clean_streams_in_any_order(model, order):
+    """2,000 clean digits in runs of one class (10-50 or 10-20 long), sorted by class, shuffled, or as
+    runs of one repeated frame: no alarm, and the p-values keep a margin over the per-test level."""
+    mon, checks, alarms = run_stream(model, _ordered(order), stream="ordered")
+    st = mon.status()
+    assert st["observed"] == 2000 and st["errors"] == 0 and st["checks"] == 18
+    assert alarms == [], alarms
+    level = 1e-3 / 3
+    for f in ("score", "confidence"):
+        assert min_p(checks, f) > 10 * level, (f, min_p(checks, f))
+        assert checks[-1]["detail"]["tests"][f]["test"] == "ks-class-mix"
+    if order == "shuffled":  # the class test still runs on a shuffled stream ...
+        assert all("class" in c["detail"]["tests"] for c in checks)
+    if order in ("sorted", "frames"):  # ... and is skipped where the window holds too few independent draws
+        assert not any("class" in c["detail"]["tests"] for c in checks)
+
+
+@pytest.mark.parametrize("order", ["shuffled", "runs", "sorted"])
+@pytest.mark.parametrize("drift", ["rotated90", "rotated30", "noisy", "inverted"])
+def test_ordered_mode_alarms_on_drifted_streams_in_any_order(model, order, drift):
+    x = _ordered(order, 800)
+    stream = {"rotated90": lambda: H.rotated(x, 90), "rotated30": lambda: H.rotated(x, 30),
+              "noisy": lambda: H.noisy(x), "inverted": lambda: H.inverted(x)}[drift]()
+    mon, checks, alarms = run_stream(model, stream, stream="ordered")
+    raised = [a for a in alarms if a["kind"] == "drift" and a["state"] == "raised"]
+    assert len(raised) == 1, alarms
+    first = next(c for c in checks if c["detail"]["drifted"])
+    assert first["n_total"] <= 300  # as fast as the default mode on shuffled streams
+
+
+def test_ordered_mode_without_per_class_reference_falls_back_to_the_overall_one(model):
+    from edgeguard.monitoring.monitor import DriftReference, drift_tests
+
+    rs = model.bundle.manifest.to_dict()["reference_stats"]
+    full = DriftReference(rs, "fp32-onnx", 10, 1)
+    old = DriftReference({**rs, "artifacts": {"fp32-onnx": {k: v for k, v in rs["artifacts"]["fp32-onnx"].items()
+                                                            if k != "per_class"}}}, "fp32-onnx", 10, 1)
+    assert set(full.per_class) == {"score", "confidence"} and old.per_class == {}
+    rng = np.random.default_rng(0)
+    v, c = rng.uniform(0, 0.01, 300), rng.integers(0, 10, 300)
+    assert drift_tests(old, scores=v, classes=c, stream="ordered")["score"]["test"] == "ks"
+    assert drift_tests(full, scores=v, classes=c, stream="ordered")["score"]["test"] == "ks-class-mix"
+    with pytest.raises(InvalidArgumentError):
+        Monitor(stream="camera")
 
 
 def test_cooldown_keeps_an_alarm_up(model):

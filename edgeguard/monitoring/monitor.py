@@ -86,6 +86,7 @@ class DriftReference:
     def __init__(self, reference_stats: dict | None, artifact_id: str, num_classes: int, channels: int):
         self.available: set = set()
         self.score = self.confidence = self.classes = self.pixels = None
+        self.per_class: dict = {}
         self.n = self.n_input = 0
         rs = reference_stats or {}
         art = (rs.get("artifacts") or {}).get(artifact_id)
@@ -103,6 +104,17 @@ class DriftReference:
             if counts is not None and len(counts) == num_classes and sum(counts) > 0:
                 self.classes = np.asarray(counts, np.float64)
                 self.available.add("class")
+            # per predicted class histograms on the same bins (optional): the "ordered" stream mode
+            self.per_class = {}
+            per = art.get("per_class") or {}
+            for name in ("score", "confidence"):
+                rows = per.get(f"{name}_counts")
+                ref = getattr(self, name)
+                if ref is None or not rows or len(rows) != num_classes:
+                    continue
+                h = np.asarray(rows, np.float64)
+                if h.ndim == 2 and h.shape[1] == len(ref[1]) - 1 and np.isfinite(h).all() and h.sum() > 0:
+                    self.per_class[name] = h
         inp = rs.get("input") or {}
         chans = inp.get("channels") or []
         if len(chans) == channels and all(c.get("histogram") for c in chans):
@@ -119,15 +131,28 @@ def _bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.histogram(values, bins=edges)[0].astype(np.float64)
 
 
+STREAMS = ("shuffled", "ordered")
+
+
 def drift_tests(ref: DriftReference, *, scores=None, confidences=None, classes=None, pixel_hist=None,
                 features=FEATURES, alpha: float = 1e-3, min_psi: float = 0.1, input_psi: float = 0.25,
-                min_n: int = 50) -> dict:
+                min_n: int = 50, stream: str = "shuffled") -> dict:
     """Compare one window with the reference; returns ``{feature: result}`` for the features tested.
 
     Each result has ``test`` ("ks", "chi2" or "psi"), ``stat``, ``p`` (None for
     PSI-only), ``psi``, ``n``, ``drift`` (p < alpha / number of p-value tests and
     PSI >= min_psi; for ``input``: PSI >= input_psi) and ``clear`` (the
     hysteresis band: p >= 10 x that level or PSI < half the limit).
+
+    ``stream="ordered"`` (the window's arrays in arrival order) drops the assumption
+    that consecutive inputs are independent draws of the reference population:
+    score and confidence are compared with the reference *of the window's own mix of
+    predicted classes* (the bundle's per-class histograms, weighted by the window's
+    class frequencies; ``test`` "ks-class-mix"), with the sample size reduced to
+    ``n / tau`` (``tau``: the autocorrelation time of the values' within-class
+    reference CDF, for runs of near-identical frames); the class test counts one
+    observation per run of equal predictions. Without per-class histograms in the
+    bundle, score and confidence use the overall reference with ``n / tau``.
     """
     wanted = [f for f in features if f in ref.available]
     n_p_tests = max(1, sum(f in ("score", "confidence", "class") for f in wanted))
@@ -140,19 +165,47 @@ def drift_tests(ref: DriftReference, *, scores=None, confidences=None, classes=N
         out[name] = {"test": test, "stat": stat, "p": p, "psi": psi_value, "n": int(n), "drift": bool(drift),
                      "clear": bool(clear)}
 
+    if stream not in STREAMS:
+        raise InvalidArgumentError(f"stream must be one of {STREAMS}, got {stream!r}")
+    ordered = stream == "ordered"
+    cls_all = None if classes is None else np.asarray(classes, np.intp)
     for name, values, lo, hi in (("score", scores, 0.0, 2.0), ("confidence", confidences, 0.0, 1.0)):
         if name in wanted and values is not None:
             v = np.asarray(values, np.float64)
-            v = np.clip(v[np.isfinite(v)], lo, hi)
-            if len(v) >= min_n:
-                knots, edges, counts = getattr(ref, name)
+            ok = np.isfinite(v)
+            v = np.clip(v[ok], lo, hi)
+            if len(v) < min_n:
+                continue
+            knots, edges, counts = getattr(ref, name)
+            per_class = ref.per_class.get(name) if ordered else None
+            if per_class is not None and cls_all is not None and len(cls_all) == len(ok):
+                res = _class_mix_ks(v, cls_all[ok], per_class, edges, min_n)
+                if res is not None:
+                    d, p, psi_value, n_used, tau = res
+                    verdict(p, psi_value, name, "ks-class-mix", d, n_used)
+                    out[name]["tau"] = tau
+                continue
+            if ordered:
+                tau = _stats.autocorrelation_time(np.argsort(np.argsort(v, kind="stable"), kind="stable"))
+                d, _ = _stats.ks_grouped(v, knots, None)
+                p = _stats.ks_pvalue(d, len(v) / tau, ref.n)
+                verdict(p, _stats.psi(counts, _bin_counts(v, edges)), name, "ks", d, len(v))
+                out[name]["tau"] = tau
+            else:
                 d, p = _stats.ks_grouped(v, knots, ref.n)
                 verdict(p, _stats.psi(counts, _bin_counts(v, edges)), name, "ks", d, len(v))
-    if "class" in wanted and classes is not None and len(classes) >= min_n:
-        counts = np.bincount(np.asarray(classes, np.intp), minlength=len(ref.classes))[:len(ref.classes)]
-        stat, dof, p = _stats.chi2_homogeneity(counts, ref.classes)
-        verdict(p, _stats.psi(ref.classes, counts), "class", "chi2", stat, len(classes))
-        out["class"]["dof"] = dof
+    if "class" in wanted and cls_all is not None and len(cls_all) >= min_n:
+        k = len(ref.classes)
+        counts = np.bincount(cls_all, minlength=k)[:k]
+        tau = 1.0
+        if ordered:  # runs of one class: the counts carry the information of n / tau independent draws
+            tau = _stats.autocorrelation_time(np.eye(k, dtype=np.float32)[np.clip(cls_all, 0, k - 1)])
+        if len(cls_all) / tau >= min_n:  # else: too few independent draws in the window to test the class mix
+            stat, dof, p = _stats.chi2_homogeneity(counts / tau, ref.classes)
+            verdict(p, _stats.psi(ref.classes, counts), "class", "chi2", stat, len(cls_all))
+            out["class"]["dof"] = dof
+            if ordered:
+                out["class"]["tau"] = tau
     if "input" in wanted and pixel_hist is not None:
         h = np.asarray(pixel_hist, np.float64).reshape(len(ref.pixels), -1)
         if h.sum() > 0:
@@ -165,6 +218,32 @@ def drift_tests(ref: DriftReference, *, scores=None, confidences=None, classes=N
                             "reference_mean": ref.pixel_mean.tolist(),
                             "drift": worst >= input_psi, "clear": worst < input_psi / 2}
     return out
+
+
+def _class_mix_ks(v, cls, per_class, edges, min_n):
+    """Grouped KS and PSI of `v` against the mixture of per-class reference histograms weighted by the
+    window's class frequencies; the reference's effective size is ``1 / sum(w_c^2 / n_c)``, the
+    window's ``n / tau``. None if fewer than `min_n` values have a class with reference data."""
+    n_c = per_class.sum(axis=1)
+    known = (cls >= 0) & (cls < len(n_c))
+    known[known] &= n_c[cls[known]] > 0
+    v, cls = v[known], cls[known]
+    n = len(v)
+    if n < min_n:
+        return None
+    w = np.bincount(cls, minlength=len(n_c)) / n
+    frac = per_class / np.maximum(n_c, 1)[:, None]  # (K, bins) per-class bin probabilities
+    cdf = np.concatenate([np.zeros((len(n_c), 1)), np.cumsum(frac, axis=1)], axis=1)  # F(X < edge)
+    mix = w @ cdf
+    nb = len(edges) - 1
+    knots = (np.asarray(edges[1:], np.float64), mix[1:], np.array([0] * (nb - 1) + [1], np.int8))
+    d, _ = _stats.ks_grouped(v, knots, None)
+    m_eff = 1.0 / float(np.sum(w[n_c > 0] ** 2 / n_c[n_c > 0]))
+    b = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, nb - 1)
+    u = 0.5 * (cdf[cls, b] + cdf[cls, b + 1])  # each value's position within its own class's reference
+    tau = _stats.autocorrelation_time(u)
+    p = _stats.ks_pvalue(d, n / tau, m_eff)
+    return d, p, _stats.psi(w @ frac, _bin_counts(v, edges)), n, tau
 
 
 class _Hysteresis:
@@ -223,6 +302,9 @@ class Monitor:
         threaded: do the work in a worker thread (default); False does it in the calling thread.
         max_pending: calls waiting for the worker beyond which new ones are not monitored (counted).
         clock: time source for records and cooldowns (default ``time.time``).
+        stream: ``"shuffled"`` (default: consecutive inputs are independent draws, as in a shuffled test
+            set) or ``"ordered"`` (a camera: runs of one object, slow changes; see :func:`drift_tests` and
+            docs/monitoring.md "Ordered streams").
     """
 
     def __init__(self, *, window: int = 500, check_every: int = 100, min_window: int | None = None,
@@ -231,7 +313,8 @@ class Monitor:
                  clear_after: int = 3, cooldown: float = 300.0, incidents=None, telemetry=None,
                  on_incident=None, on_alarm=None, on_check=None, store_input: str | None = None,
                  publish_incidents: bool = True, incident_messages_per_minute: float = 120.0,
-                 summary_interval: float = 60.0, threaded: bool = True, max_pending: int = 10_000, clock=None):
+                 summary_interval: float = 60.0, threaded: bool = True, max_pending: int = 10_000, clock=None,
+                 stream: str = "shuffled"):
         if int(window) < 10 or int(check_every) < 1:
             raise InvalidArgumentError("window must be >= 10 and check_every >= 1")
         bad = [f for f in features if f not in FEATURES]
@@ -241,6 +324,9 @@ class Monitor:
             raise InvalidArgumentError(f"store_input must be None, 'sha256' or 'thumbnail', got {store_input!r}")
         if not (0 < alpha < 1 and 0 < flag_alpha < 1):
             raise InvalidArgumentError("alpha and flag_alpha must be in (0, 1)")
+        if stream not in STREAMS:
+            raise InvalidArgumentError(f"stream must be one of {STREAMS}, got {stream!r}")
+        self.stream = stream
         self.window = int(window)
         self.check_every = int(check_every)
         self.min_window = int(min_window) if min_window is not None else self.window // 2
@@ -441,9 +527,11 @@ class Monitor:
     def _snapshot(self) -> dict:
         """A copy of the windows for the drift check."""
         f = self._filled
-        snap = {"scores": self._score[:f].copy(), "confidences": self._conf[:f].copy(),
-                "classes": self._cls[:f].copy(), "flags": self._flag[:f].copy(),
-                "pixels": self._pix[:f].copy() if self._pix_on else None,
+        # arrival order (the ring buffer's oldest first): the ordered stream mode looks at runs and lags
+        at = np.arange(f) if f < self.window else (self._pos + np.arange(f)) % f
+        snap = {"scores": self._score[at], "confidences": self._conf[at],
+                "classes": self._cls[at], "flags": self._flag[at],
+                "pixels": self._pix[at] if self._pix_on else None,
                 "since": self._since_check, "flagged_since": self._flagged_since_check, "observed": self._observed}
         self._since_check = self._flagged_since_check = 0
         return snap
@@ -558,14 +646,19 @@ class Monitor:
             pixel_hist = np.bincount(codes.ravel(), minlength=px.shape[2] * PIXEL_BINS)
         tests = drift_tests(self.reference, scores=scores, confidences=snap["confidences"], classes=snap["classes"],
                             pixel_hist=pixel_hist, features=self.features, alpha=self.alpha,
-                            min_psi=self.min_psi, input_psi=self.input_psi, min_n=min(50, self.min_window))
+                            min_psi=self.min_psi, input_psi=self.input_psi, min_n=min(50, self.min_window),
+                            stream=self.stream)
         # the detector's firing rate over the window, against its calibrated false-positive rate
         nd = int(detected.sum())
         k = int(snap["flags"][detected].sum())
         rate = k / nd if nd else None
         flag_test = None
         if nd and self.target_fpr:
-            p = _stats.binom_sf(k, nd, self.target_fpr)
+            if self.stream == "ordered":  # a flagged frame repeated by a still camera is one flag's evidence
+                tau = _stats.autocorrelation_time(snap["flags"][detected])
+                p = _stats.binom_sf(int(round(k / tau)), max(1, int(round(nd / tau))), self.target_fpr)
+            else:
+                p = _stats.binom_sf(k, nd, self.target_fpr)
             over = self.max_flag_rate is not None and rate > self.max_flag_rate
             flag_test = {"test": "binomial", "stat": rate, "p": p, "expected": self.target_fpr, "n": nd,
                          "flagged": k, "drift": bool(p < self.flag_alpha or over),
@@ -593,7 +686,7 @@ class Monitor:
                        "monitor_errors": self._counters["errors"], "dropped_calls": self._counters["dropped_calls"],
                        "incidents_dropped": (self.incidents.stats()["dropped"] if self.incidents is not None
                                              else None),
-                       "config": {"alpha": self.alpha, "alpha_per_test": self.alpha / max(1, sum(
+                       "config": {"stream": self.stream, "alpha": self.alpha, "alpha_per_test": self.alpha / max(1, sum(
                            f in tests for f in ("score", "confidence", "class"))), "min_psi": self.min_psi,
                            "input_psi": self.input_psi, "flag_alpha": self.flag_alpha}},
         }

@@ -283,6 +283,29 @@ def test_drift_after_a_clean_start_then_recovery_clears_the_alarm(model):
 
 # ----------------------------------------------------------------------------- ordered (camera-like) streams
 
+def test_the_worker_batches_give_the_same_checks_as_one_call_at_a_time(model):
+    """The worker processes the calls in its inbox in batches (vectorised windows, pixel counts kept up to
+    date as inputs enter and leave); every check must equal the one-call-at-a-time path's."""
+    _, _, (xs, _) = H.mnist()
+    stream = np.concatenate([xs[:700], H.noisy(xs[700:1100])])
+    got = {}
+    for threaded in (True, False):
+        checks = []
+        mon = Monitor(threaded=threaded, on_check=checks.append, cooldown=0, summary_interval=0, window=300,
+                      check_every=70)
+        model.attach(mon)
+        try:
+            for i in range(0, len(stream), 1):
+                model.predict(stream[i])
+            assert mon.flush(30)
+        finally:
+            model.detach()
+        got[threaded] = [(c["n_total"], c["flagged"], {k: (t["stat"], t["p"], t.get("psi")) for k, t in
+                                                       c["detail"]["tests"].items()}) for c in checks]
+        assert mon.status()["incidents"] == mon.status()["flagged"]
+    assert len(got[True]) == (1100 - 150) // 70 + 1 and got[True] == got[False]
+
+
 def test_autocorrelation_time():
     rng = np.random.default_rng(0)
     assert S.autocorrelation_time(rng.normal(size=5000)) == pytest.approx(1.0, abs=0.15)

@@ -66,7 +66,7 @@ PIXEL_BINS = 32
 _MAX_PIXELS = 256  # pixels per channel and image kept for the input histogram (a fixed stride beyond)
 _WAKE_AT = 64  # calls in the inbox that wake the worker at once (else it wakes every _POLL seconds)
 _POLL = 0.05
-_YIELD_EVERY = 8
+_BATCH = 64  # calls the worker takes from the inbox at a time
 
 
 # ----------------------------------------------------------------------------- errors
@@ -405,6 +405,9 @@ class Monitor:
             self._pix_step = step
             self._pix_on = "input" in self.features and "input" in self.reference.available
             self._pix = np.zeros((w, len(range(0, hw, step)) if self._pix_on else 0, c), np.uint8)
+            # the window's pixel values counted per channel (0..255), kept up to date as inputs enter and leave
+            self._pix_counts = np.zeros((c, 256), np.int64)
+            self._pix_counts_valid = True
             self._pos = self._filled = self._since_check = self._flagged_since_check = 0
             if not self.reference.available:
                 log.info("bundle %s artifact %s has no reference statistics: drift tests are off",
@@ -483,8 +486,9 @@ class Monitor:
                 self._conf[pos] = conf
                 self._cls[pos] = idx
                 self._flag[pos] = flag
-                if pix is not None:
+                if pix is not None:  # one input: write only; the counts are recomputed at the next check
                     self._pix[pos] = pix[0]
+                    self._pix_counts_valid = False
                 self._pos = pos + 1 if pos + 1 < self.window else 0
                 self._filled = min(self.window, self._filled + 1)
                 flagged = [0] if flag else ()
@@ -500,7 +504,7 @@ class Monitor:
                 self._cls[at] = idx[-keep:]
                 self._flag[at] = flags[-keep:]
                 if pix is not None:
-                    self._pix[at] = pix[-keep:]
+                    self._pix_write(at, pix[-keep:])
                 self._pos = int((pos + keep) % w)
                 self._filled = min(w, self._filled + n)
                 flagged = np.flatnonzero(flags).tolist()
@@ -524,14 +528,72 @@ class Monitor:
             except Exception as e:  # noqa: BLE001
                 self._error("check", e)
 
+    def _process_singles(self, items: list) -> None:
+        """:meth:`_process` for consecutive single-input calls, vectorised; split at the drift checks so
+        each check sees the window exactly as after its ``check_every``-th input. Lock held."""
+        try:
+            start = 0
+            while start < len(items):
+                w, pos = self.window, self._pos
+                chunk = items[start:start + max(1, min(self.check_every - self._since_check, w))]
+                start += len(chunk)
+                k = len(chunk)
+                firsts = np.array([it[0].first() for it in chunk], np.float64)  # (k, 4): idx, conf, score, flag
+                at = slice(pos, pos + k) if pos + k <= w else np.arange(pos, pos + k) % w
+                self._cls[at] = firsts[:, 0]
+                self._conf[at] = firsts[:, 1]
+                self._score[at] = firsts[:, 2]
+                self._flag[at] = firsts[:, 3] != 0
+                if self._pix_on:
+                    self._pix_write(np.arange(pos, pos + k) % w, np.stack([it[1][0] for it in chunk]))
+                self._pos = (pos + k) % w
+                self._filled = min(w, self._filled + k)
+                flagged = [chunk[i] for i in np.flatnonzero(firsts[:, 3]).tolist()]
+                self._observed += k
+                self._flagged += len(flagged)
+                self._since_check += k
+                self._flagged_since_check += len(flagged)
+                check = None
+                if self._since_check >= self.check_every and self._filled >= self.min_window:
+                    check = self._snapshot()
+                if flagged:
+                    try:
+                        self._do_incidents([self._incident(r, 0, kept, t) for r, _, kept, t in flagged])
+                    except Exception as e:  # noqa: BLE001
+                        self._error("incident", e)
+                if check is not None:
+                    try:
+                        self._do_check(check)
+                    except Exception as e:  # noqa: BLE001
+                        self._error("check", e)
+        except Exception as e:  # noqa: BLE001
+            self._error("observe", e)
+
+    def _pix_write(self, at: np.ndarray, new: np.ndarray) -> None:
+        """Put `new` (k, P, C) pixel samples at ring positions `at` and update the window's counts: the
+        drift check then reads a (C, 256) array instead of histogramming the whole window."""
+        if not self._pix_counts_valid:
+            self._pix[at] = new
+            return
+        old = self._pix[at[at < self._filled]]  # positions below `_filled` hold inputs that now leave
+        for c in range(self._pix.shape[2]):
+            if len(old):
+                self._pix_counts[c] -= np.bincount(old[:, :, c].reshape(-1), minlength=256)
+            self._pix_counts[c] += np.bincount(new[:, :, c].reshape(-1), minlength=256)
+        self._pix[at] = new
+
     def _snapshot(self) -> dict:
         """A copy of the windows for the drift check."""
         f = self._filled
+        if self._pix_on and not self._pix_counts_valid:
+            for c in range(self._pix.shape[2]):
+                self._pix_counts[c] = np.bincount(self._pix[:f, :, c].reshape(-1), minlength=256)
+            self._pix_counts_valid = True
         # arrival order (the ring buffer's oldest first): the ordered stream mode looks at runs and lags
         at = np.arange(f) if f < self.window else (self._pos + np.arange(f)) % f
         snap = {"scores": self._score[at], "confidences": self._conf[at],
                 "classes": self._cls[at], "flags": self._flag[at],
-                "pixels": self._pix[at] if self._pix_on else None,
+                "pixel_counts": self._pix_counts.copy() if self._pix_on else None,
                 "since": self._since_check, "flagged_since": self._flagged_since_check, "observed": self._observed}
         self._since_check = self._flagged_since_check = 0
         return snap
@@ -583,15 +645,30 @@ class Monitor:
             try:
                 k = 0
                 while inbox:
-                    try:
-                        item = inbox.popleft()
-                    except IndexError:
-                        break
-                    with self._lock:
-                        self._process(item)
+                    # take what is there (up to _BATCH calls) and process runs of single-input calls together:
+                    # one numpy write per window instead of five per call
+                    batch = []
+                    while inbox and len(batch) < _BATCH:
+                        try:
+                            batch.append(inbox.popleft())
+                        except IndexError:
+                            break
+                    singles = []
+                    for item in batch:
+                        if len(item[0]) == 1:
+                            singles.append(item)
+                            continue
+                        if singles:
+                            with self._lock:
+                                self._process_singles(singles)
+                            singles = []
+                        with self._lock:
+                            self._process(item)
+                    if singles:
+                        with self._lock:
+                            self._process_singles(singles)
                     k += 1
-                    if k % _YIELD_EVERY == 0:
-                        time.sleep(0)  # let a predicting thread have the GIL now and then
+                    time.sleep(0)  # let a predicting thread have the GIL between batches
             finally:
                 self._busy = False
             if self._stop_worker and not inbox:
@@ -614,12 +691,23 @@ class Monitor:
         self.telemetry.publish(kind, data, self.identity, msg_id=rec["uid"], time=rec["time"])
 
     def _do_incident(self, rec: dict) -> None:
+        self._do_incidents([rec])
+
+    def _do_incidents(self, recs: list) -> None:
+        """Incidents to the log (one transaction for the lot), the telemetry (rate-limited), the callback."""
         with self._lock:
-            self._counters["incidents"] += 1
+            self._counters["incidents"] += len(recs)
         if self.incidents is not None:
-            if self.incidents.record_incident(rec) is not None:
-                with self._lock:
-                    self._counters["incidents_logged"] += 1
+            if len(recs) > 1 and hasattr(self.incidents, "record_incidents"):
+                logged = self.incidents.record_incidents(recs)
+            else:
+                logged = sum(self.incidents.record_incident(r) is not None for r in recs)
+            with self._lock:
+                self._counters["incidents_logged"] += logged
+        for rec in recs:
+            self._send_incident(rec)
+
+    def _send_incident(self, rec: dict) -> None:
         if self.telemetry is not None and self.publish_incidents:
             cap, last, tokens = self._rate
             now = time.monotonic()
@@ -640,10 +728,8 @@ class Monitor:
         scores = snap["scores"]
         detected = np.isfinite(scores) if self.threshold is not None else np.zeros(len(scores), bool)
         pixel_hist = None
-        if snap["pixels"] is not None:
-            px = snap["pixels"]  # (window, P, C) uint8 -> (C, 32) counts
-            codes = (px >> 3).astype(np.intp) + np.arange(px.shape[2], dtype=np.intp) * PIXEL_BINS
-            pixel_hist = np.bincount(codes.ravel(), minlength=px.shape[2] * PIXEL_BINS)
+        if snap["pixel_counts"] is not None:  # (C, 256) -> (C, 32)
+            pixel_hist = snap["pixel_counts"].reshape(len(snap["pixel_counts"]), PIXEL_BINS, -1).sum(axis=2)
         tests = drift_tests(self.reference, scores=scores, confidences=snap["confidences"], classes=snap["classes"],
                             pixel_hist=pixel_hist, features=self.features, alpha=self.alpha,
                             min_psi=self.min_psi, input_psi=self.input_psi, min_n=min(50, self.min_window),
@@ -684,7 +770,7 @@ class Monitor:
                        "flag_rate": rate, "tests": {**tests, **({"flag_rate": flag_test} if flag_test else {})},
                        "drifted": drifted, "alarms_active": sorted(k for k, h in self._hyst.items() if h.active),
                        "monitor_errors": self._counters["errors"], "dropped_calls": self._counters["dropped_calls"],
-                       "incidents_dropped": (self.incidents.stats()["dropped"] if self.incidents is not None
+                       "incidents_dropped": (getattr(self.incidents, "dropped", None) if self.incidents is not None
                                              else None),
                        "config": {"stream": self.stream, "alpha": self.alpha, "alpha_per_test": self.alpha / max(1, sum(
                            f in tests for f in ("score", "confidence", "class"))), "min_psi": self.min_psi,

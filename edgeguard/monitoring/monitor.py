@@ -535,7 +535,9 @@ class Monitor:
             start = 0
             while start < len(items):
                 w, pos = self.window, self._pos
-                chunk = items[start:start + max(1, min(self.check_every - self._since_check, w))]
+                # up to the next check: due when check_every inputs have passed and the window holds min_window
+                due = max(1, self.check_every - self._since_check, self.min_window - self._filled)
+                chunk = items[start:start + min(due, w)]
                 start += len(chunk)
                 k = len(chunk)
                 firsts = np.array([it[0].first() for it in chunk], np.float64)  # (k, 4): idx, conf, score, flag
@@ -643,12 +645,16 @@ class Monitor:
             wake.clear()
             self._busy = True
             try:
-                k = 0
-                while inbox:
-                    # take what is there (up to _BATCH calls) and process runs of single-input calls together:
+                # only what is there now: draining while the predicting thread keeps adding would process the
+                # calls one by one as they arrive (the worker runs on the other core while the model runs),
+                # paying the per-batch cost for each; new calls wait for the next wake (>= _WAKE_AT or _POLL)
+                todo = len(inbox)
+                while todo > 0:
+                    # take up to _BATCH calls and process runs of single-input calls together:
                     # one numpy write per window instead of five per call
                     batch = []
-                    while inbox and len(batch) < _BATCH:
+                    while todo > 0 and len(batch) < _BATCH:
+                        todo -= 1
                         try:
                             batch.append(inbox.popleft())
                         except IndexError:
@@ -667,7 +673,6 @@ class Monitor:
                     if singles:
                         with self._lock:
                             self._process_singles(singles)
-                    k += 1
                     time.sleep(0)  # let a predicting thread have the GIL between batches
             finally:
                 self._busy = False

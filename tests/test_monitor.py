@@ -687,3 +687,18 @@ def test_missing_paho_names_the_extra(monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ExtraNotInstalledError, match=r"pip install edgeguard\[monitor\]"):
         telemetry.Publisher("127.0.0.1:1", device_id="d", queue=":memory:")
+
+
+def test_monitor_options_object_and_keywords_are_one_configuration():
+    from edgeguard.monitoring import MonitorOptions
+
+    o = MonitorOptions(window=200, check_every=50, stream="ordered")
+    a, b = Monitor(o), Monitor(window=200, check_every=50, stream="ordered")
+    assert a.options == b.options == o and a.min_window == 100
+    with pytest.raises(InvalidArgumentError, match="unknown Monitor option"):
+        Monitor(windw=200)
+    with pytest.raises(InvalidArgumentError, match="either"):
+        Monitor(o, window=300)
+    with pytest.raises(InvalidArgumentError, match="stream"):
+        MonitorOptions(stream="camera")
+    a.close(), b.close()

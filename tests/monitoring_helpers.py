@@ -219,11 +219,11 @@ class Broker:
         self.stop()
 
 
-FLEET_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "mosquitto-fleet.conf")
+FLEET_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "fleet", "mosquitto-fleet.conf")
 
 
 def fleet_broker(workdir, tls: dict, passwords: dict) -> Broker:
-    """A Broker running deploy/mosquitto-fleet.conf as shipped, with only its paths and port
+    """A Broker running docs/fleet/mosquitto-fleet.conf as shipped, with only its paths and port
     substituted (and `user` / logging added, as for every test broker)."""
     d = str(workdir)
     os.makedirs(d, exist_ok=True)

@@ -476,8 +476,8 @@ def test_close_stores_a_final_summary_so_the_report_counts_what_was_fed(mnist_bu
 
 _EXIT_SCRIPT = """
 import sys
-sys.path.insert(0, sys.argv[3])
-import numpy as np, edgeguard, monitoring_helpers as H
+import numpy as np, edgeguard
+from tests import monitoring_helpers as H
 from edgeguard.monitoring.monitor import Monitor
 _, _, (xs, _) = H.mnist()
 stream = np.concatenate([xs[:500], H.noisy(xs[500:1400]), xs[1400:1800]])
@@ -496,8 +496,9 @@ def test_plain_interpreter_exit_flushes_the_worker_and_stores_the_final_summary(
     from edgeguard.monitoring.report import incident_report
 
     path = str(tmp_path / "inc.db")
-    out = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT, mnist_bundle, path, os.path.join(ROOT, "tests")],
-                         capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT, mnist_bundle, path],
+                         capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+                         env=dict(os.environ, PYTHONPATH=ROOT))
     assert out.returncode == 0, out.stderr[-2000:]
     n, k = map(int, out.stdout.split())
     rep = incident_report(path)
@@ -686,3 +687,18 @@ def test_missing_paho_names_the_extra(monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ExtraNotInstalledError, match=r"pip install edgeguard\[monitor\]"):
         telemetry.Publisher("127.0.0.1:1", device_id="d", queue=":memory:")
+
+
+def test_monitor_options_object_and_keywords_are_one_configuration():
+    from edgeguard.monitoring import MonitorOptions
+
+    o = MonitorOptions(window=200, check_every=50, stream="ordered")
+    a, b = Monitor(o), Monitor(window=200, check_every=50, stream="ordered")
+    assert a.options == b.options == o and a.min_window == 100
+    with pytest.raises(InvalidArgumentError, match="unknown Monitor option"):
+        Monitor(windw=200)
+    with pytest.raises(InvalidArgumentError, match="either"):
+        Monitor(o, window=300)
+    with pytest.raises(InvalidArgumentError, match="stream"):
+        MonitorOptions(stream="camera")
+    a.close(), b.close()

@@ -340,7 +340,7 @@ def test_a_busy_database_withholds_the_acknowledgement_until_the_row_is_stored(b
 @pytest.mark.parametrize("config", ["shipped", "mosquitto-defaults"])
 def test_a_backlog_of_3000_arrives_exactly_once_across_broker_and_collector_outages(tmp_path, config):
     """The collector is away while a device produces 3,000 messages, and the broker restarts in the
-    middle. With deploy/mosquitto-fleet.conf (TLS, passwords, ACL, a 100,000-message cap) the broker
+    middle. With docs/fleet/mosquitto-fleet.conf (TLS, passwords, ACL, a 100,000-message cap) the broker
     keeps them all; with Mosquitto's defaults it keeps 1,000 for the absent collector and drops the
     rest after acknowledging them to the device. Either way every message reaches the collector's
     database exactly once: the device deletes a message only when the collector confirms it, and sends

@@ -47,16 +47,15 @@ import math
 import collections
 import threading
 import time
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from . import stats as _stats
 from .records import close_at_exit, identity, new_id
-from ..errors import (ExtraNotInstalledError, IncidentLogError, InvalidArgumentError,
-                     MonitoringError, TelemetryError)
+from ..errors import (InvalidArgumentError)
 
-__all__ = ["Monitor", "DriftReference", "drift_tests", "identity", "MonitoringError", "IncidentLogError",
-           "TelemetryError", "ExtraNotInstalledError", "FEATURES"]
+__all__ = ["Monitor", "MonitorOptions", "DriftReference", "drift_tests", "FEATURES", "STREAMS"]
 
 log = logging.getLogger("edgeguard.monitoring.monitor")
 
@@ -275,8 +274,9 @@ class _Hysteresis:
 
 # ----------------------------------------------------------------------------- the monitor
 
-class Monitor:
-    """Opt-in monitoring of one :class:`~edgeguard.guard.GuardedModel` (see the module docstring).
+@dataclass(frozen=True)
+class MonitorOptions:
+    """What a :class:`Monitor` checks and how often (immutable, validated; like ``onnxruntime.SessionOptions``).
 
     Args:
         window: inputs in the rolling windows (default 500).
@@ -290,9 +290,6 @@ class Monitor:
         flag_alpha: level of the binomial test of the detector's firing rate against its
             ``target_fpr`` (default 1e-3); ``max_flag_rate``: also alarm above this rate.
         raise_after, clear_after, cooldown: alarm hysteresis (checks, checks, seconds).
-        incidents: an :class:`~edgeguard.monitoring.incidents.IncidentLog` or a path (opened with defaults).
-        telemetry: a :class:`~edgeguard.monitoring.telemetry.Publisher` (or None).
-        on_incident, on_alarm, on_check: callbacks ``f(dict)``, run in the worker thread.
         store_input: None (default), ``"sha256"`` (hash of the flagged input) or
             ``"thumbnail"`` (hash plus a <= 16x16 thumbnail in the local log; never sent).
         publish_incidents: send incidents over telemetry (rate-limited to
@@ -301,42 +298,87 @@ class Monitor:
             updates the state; a state change is always recorded).
         threaded: do the work in a worker thread (default); False does it in the calling thread.
         max_pending: calls waiting for the worker beyond which new ones are not monitored (counted).
-        clock: time source for records and cooldowns (default ``time.time``).
         stream: ``"shuffled"`` (default: consecutive inputs are independent draws, as in a shuffled test
             set) or ``"ordered"`` (a camera: runs of one object, slow changes; see :func:`drift_tests` and
             docs/monitoring.md "Ordered streams").
     """
 
-    def __init__(self, *, window: int = 500, check_every: int = 100, min_window: int | None = None,
-                 features=FEATURES, alpha: float = 1e-3, min_psi: float = 0.1, input_psi: float = 0.25,
-                 flag_alpha: float = 1e-3, max_flag_rate: float | None = None, raise_after: int = 2,
-                 clear_after: int = 3, cooldown: float = 300.0, incidents=None, telemetry=None,
-                 on_incident=None, on_alarm=None, on_check=None, store_input: str | None = None,
-                 publish_incidents: bool = True, incident_messages_per_minute: float = 120.0,
-                 summary_interval: float = 60.0, threaded: bool = True, max_pending: int = 10_000, clock=None,
-                 stream: str = "shuffled"):
-        if int(window) < 10 or int(check_every) < 1:
+    window: int = 500
+    check_every: int = 100
+    min_window: int | None = None
+    features: tuple = FEATURES
+    alpha: float = 1e-3
+    min_psi: float = 0.1
+    input_psi: float = 0.25
+    flag_alpha: float = 1e-3
+    max_flag_rate: float | None = None
+    raise_after: int = 2
+    clear_after: int = 3
+    cooldown: float = 300.0
+    store_input: str | None = None
+    publish_incidents: bool = True
+    incident_messages_per_minute: float = 120.0
+    summary_interval: float = 60.0
+    threaded: bool = True
+    max_pending: int = 10_000
+    stream: str = "shuffled"
+
+    def __post_init__(self):
+        if int(self.window) < 10 or int(self.check_every) < 1:
             raise InvalidArgumentError("window must be >= 10 and check_every >= 1")
-        bad = [f for f in features if f not in FEATURES]
+        bad = [f for f in self.features if f not in FEATURES]
         if bad:
             raise InvalidArgumentError(f"unknown monitored feature(s) {bad}; choose from {FEATURES}")
-        if store_input not in (None, "sha256", "thumbnail"):
-            raise InvalidArgumentError(f"store_input must be None, 'sha256' or 'thumbnail', got {store_input!r}")
-        if not (0 < alpha < 1 and 0 < flag_alpha < 1):
+        if self.store_input not in (None, "sha256", "thumbnail"):
+            raise InvalidArgumentError(f"store_input must be None, 'sha256' or 'thumbnail', got {self.store_input!r}")
+        if not (0 < self.alpha < 1 and 0 < self.flag_alpha < 1):
             raise InvalidArgumentError("alpha and flag_alpha must be in (0, 1)")
-        if stream not in STREAMS:
-            raise InvalidArgumentError(f"stream must be one of {STREAMS}, got {stream!r}")
-        self.stream = stream
-        self.window = int(window)
-        self.check_every = int(check_every)
-        self.min_window = int(min_window) if min_window is not None else self.window // 2
-        self.features = tuple(features)
-        self.alpha, self.min_psi, self.input_psi = float(alpha), float(min_psi), float(input_psi)
-        self.flag_alpha, self.max_flag_rate = float(flag_alpha), max_flag_rate
-        self.store_input = store_input
-        self.publish_incidents = publish_incidents
-        self.summary_interval = float(summary_interval)
+        if self.stream not in STREAMS:
+            raise InvalidArgumentError(f"stream must be one of {STREAMS}, got {self.stream!r}")
+        object.__setattr__(self, "features", tuple(self.features))
+
+
+_OPTION_NAMES = frozenset(f.name for f in fields(MonitorOptions))
+
+
+class Monitor:
+    """Opt-in monitoring of one :class:`~edgeguard.guard.GuardedModel` (see the module docstring).
+
+    ``Monitor(MonitorOptions(window=1000), incidents="incidents.db")``; the options' fields may also be
+    given as keywords (``Monitor(window=1000)``), which builds the options.
+
+    Args:
+        options: a :class:`MonitorOptions` (default: the defaults).
+        incidents: an :class:`~edgeguard.monitoring.incidents.IncidentLog` or a path (opened with defaults).
+        telemetry: a :class:`~edgeguard.monitoring.telemetry.Publisher` (or None).
+        on_incident, on_alarm, on_check: callbacks ``f(dict)``, run in the worker thread.
+        clock: time source for records and cooldowns (default ``time.time``).
+    """
+
+    def __init__(self, options: MonitorOptions | None = None, *, incidents=None, telemetry=None,
+                 on_incident=None, on_alarm=None, on_check=None, clock=None, **settings):
+        unknown = sorted(set(settings) - _OPTION_NAMES)
+        if unknown:
+            raise InvalidArgumentError(f"unknown Monitor option(s) {unknown}; see MonitorOptions")
+        if options is not None and settings:
+            raise InvalidArgumentError("give the settings either as a MonitorOptions or as keywords, not both")
+        if options is not None and not isinstance(options, MonitorOptions):
+            raise InvalidArgumentError(f"options must be a MonitorOptions, got {type(options).__name__}")
+        o = options if options is not None else MonitorOptions(**settings)
+        self.options = o
+        self.stream = o.stream
+        self.window = int(o.window)
+        self.check_every = int(o.check_every)
+        self.min_window = int(o.min_window) if o.min_window is not None else self.window // 2
+        self.features = o.features
+        self.alpha, self.min_psi, self.input_psi = float(o.alpha), float(o.min_psi), float(o.input_psi)
+        self.flag_alpha, self.max_flag_rate = float(o.flag_alpha), o.max_flag_rate
+        self.store_input = o.store_input
+        self.publish_incidents = o.publish_incidents
+        self.summary_interval = float(o.summary_interval)
         self.on_incident, self.on_alarm, self.on_check = on_incident, on_alarm, on_check
+        raise_after, clear_after, cooldown = o.raise_after, o.clear_after, o.cooldown
+        incident_messages_per_minute, threaded, max_pending = o.incident_messages_per_minute, o.threaded, o.max_pending
         self._clock = clock or time.time
         self._owns_log = False
         if incidents is not None and not hasattr(incidents, "record_incident"):

@@ -55,7 +55,7 @@ DEFAULT_STREAMS = ("gaussian_noise:3", "impulse_noise:3", "defocus_blur:3", "mot
 class RobustnessConfig:
     """What to run and how much of it (see the module docstring).
 
-    ``n_corrupt``: the first ``n_corrupt`` test inputs are corrupted (None: all);
+    ``n_corrupt``: that many test inputs, a seeded random subset, are corrupted (None: all);
     ``ood_sets``: None = every set that applies to the input's channels;
     ``monitor``: keyword arguments of :class:`edgeguard.monitoring.Monitor` as (name, value)
     pairs (default: the device's defaults)."""
@@ -257,7 +257,8 @@ def evaluate_robustness(bundle, public_key=None, x=None, y=None, *, artifacts=No
     first = next(iter(models.values()))
     labels = tuple(first.labels)
     n_c = len(x) if cfg.n_corrupt is None else min(cfg.n_corrupt, len(x))
-    xc, yc = x[:n_c], y[:n_c]
+    corrupt_sel = np.sort(np.random.default_rng([cfg.seed, 3]).permutation(len(x))[:n_c])  # test data may be sorted
+    xc, yc = x[corrupt_sel], y[corrupt_sel]
     monitor_kwargs = dict(cfg.monitor)
 
     def timed(label, fn, *a):
@@ -293,11 +294,11 @@ def evaluate_robustness(bundle, public_key=None, x=None, y=None, *, artifacts=No
         t0 = time.perf_counter()
         clean = _run(model, x)
         ok = clean["indices"] == y
-        clean_c = {k: v[:n_c] for k, v in clean.items()}
-        clean_err_c = float(1.0 - ok[:n_c].mean())
+        clean_c = {k: v[corrupt_sel] for k, v in clean.items()}
+        clean_err_c = float(1.0 - ok[corrupt_sel].mean())
         res = {"clean": {"n": int(len(x)), "accuracy": float(ok.mean()), "flag_rate": float(clean["flagged"].mean()),
                          "mean_confidence": float(clean["confidence"].mean()),
-                         "n_corrupt": int(n_c), "accuracy_corrupt_subset": float(ok[:n_c].mean())},
+                         "n_corrupt": int(n_c), "accuracy_corrupt_subset": float(ok[corrupt_sel].mean())},
                "corruptions": {}, "ood": {}, "streams": {}, "clean_streams": None}
         for c in cfg.corruptions:
             rows = [_shift_metrics(clean_c, _run(model, corrupted[(c, s)]), yc) for s in cfg.severities]

@@ -94,7 +94,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=["edgeguard", "edgeguard.converters"],
+    packages=["edgeguard", "edgeguard.converters", "edgeguard.converters.evaluation"],
     package_dir={"edgeguard": "edgeguard", "edgeguard.converters": "converters"},
     package_data={"edgeguard": ["_native_cdef.h"]},
     cffi_modules=["edgeguard/_native_build.py:ffibuilder"],

@@ -71,25 +71,14 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _squeezers(text: str) -> list:
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        kind, _, value = part.partition(":")
-        try:
-            n = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"squeezer {part!r}: expected kind:value, e.g. bit_depth:1 or median:2") \
-                from None
-        if kind == "bit_depth":
-            out.append({"kind": "bit_depth", "bits": n})
-        elif kind == "median":
-            out.append({"kind": "median", "size": n})
-        else:
-            raise argparse.ArgumentTypeError(f"unknown squeezer kind {kind!r}: use bit_depth:BITS or median:SIZE")
-    return out
+def _squeezers(text: str) -> tuple:
+    from edgeguard.errors import EdgeGuardError
+    from edgeguard.squeeze import parse_squeezers
+
+    try:
+        return parse_squeezers(text)
+    except EdgeGuardError as e:
+        raise argparse.ArgumentTypeError(f"{e} (expected kind:value, e.g. bit_depth:1,median:2)") from None
 
 
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -325,14 +314,14 @@ def cmd_convert(args) -> int:
                                     optimizer=args.optimizer, batch_size=args.batch_size)
     artifacts = [a.strip() for a in args.artifacts.split(",") if a.strip()] if args.artifacts else None
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    result = pipeline.convert(
-        src, spec, calib, val, out_dir=args.out, train=train, hardening=hardening,
-        eval_attack=AttackConfig(eps=args.eps, step=args.pgd_eval_step, steps=args.pgd_eval_steps),
+    options = pipeline.ConvertOptions(
+        hardening=hardening, eval_attack=AttackConfig(eps=args.eps, step=args.pgd_eval_step, steps=args.pgd_eval_steps),
         evaluate_hardening=not args.no_eval, artifacts=artifacts, target_fpr=args.target_fpr,
         squeezers=args.squeezers or pipeline.MNIST_SQUEEZERS, key=args.key, name=args.name, version=args.version,
         created=args.created, per_artifact_bundles=args.per_artifact_bundles, seed=args.seed,
-        check_parity=not args.no_parity_check, latency_runs=args.latency_runs, progress=not args.quiet, log=log,
+        check_parity=not args.no_parity_check, latency_runs=args.latency_runs, progress=not args.quiet,
         save_source={"factory": args.torch, "kwargs": factory_kwargs or {}, "data": None} if args.torch else None)
+    result = pipeline.convert(src, spec, calib, val, out_dir=args.out, train=train, options=options, log=log)
     if args.json:
         print(json.dumps(result.report, indent=2))
     else:

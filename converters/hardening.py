@@ -47,7 +47,7 @@ from .data import Images, InputSpec
 from .errors import CalibrationDataError, ConversionError
 
 __all__ = ["HardeningConfig", "AttackConfig", "harden", "evaluate_robustness", "attack_images",
-           "art_classifier", "deterministic", "lr_at"]
+           "art_classifier", "normalized_module", "deterministic", "lr_at"]
 
 METHODS = ("fgsm", "pgd")
 SCHEDULES = ("cyclic", "constant", "step")
@@ -145,27 +145,25 @@ def deterministic(seed: int, threads: int | None = 1):
         torch.use_deterministic_algorithms(old_det)
 
 
-class _Normalized:
-    """Factory for a module that takes inputs in the value range and normalises them."""
+def normalized_module(module, spec: InputSpec):
+    """``module`` behind its input normalisation: the returned torch module takes inputs in
+    the value range (what attacks perturb) and feeds ``(x - mean) / std`` to ``module``."""
+    import torch
+    from torch import nn
 
-    @staticmethod
-    def wrap(module, spec: InputSpec):
-        import torch
-        from torch import nn
+    shape = (1, -1, 1, 1) if spec.layout == "NCHW" else (1, 1, 1, -1)
 
-        shape = (1, -1, 1, 1) if spec.layout == "NCHW" else (1, 1, 1, -1)
+    class Normalized(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+            self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).reshape(shape))
+            self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).reshape(shape))
 
-        class Normalized(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.inner = module
-                self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).reshape(shape))
-                self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).reshape(shape))
+        def forward(self, x):
+            return self.inner((x - self.mean) / self.std)
 
-            def forward(self, x):
-                return self.inner((x - self.mean) / self.std)
-
-        return Normalized()
+    return Normalized()
 
 
 def art_classifier(module, spec: InputSpec, optimizer=None):
@@ -173,7 +171,7 @@ def art_classifier(module, spec: InputSpec, optimizer=None):
     from art.estimators.classification import PyTorchClassifier
     from torch import nn
 
-    wrapped = _Normalized.wrap(module, spec)
+    wrapped = normalized_module(module, spec)
     return PyTorchClassifier(
         model=wrapped, loss=nn.CrossEntropyLoss(), optimizer=optimizer, input_shape=tuple(spec.shape),
         nb_classes=spec.num_classes, clip_values=(float(spec.range[0]), float(spec.range[1])),

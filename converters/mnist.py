@@ -192,7 +192,7 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
     from .data import InputSpec, mnist_splits
     from .hardening import AttackConfig, HardeningConfig, attack_images, deterministic, train_clean
     from .models import mnist_cnn
-    from .pipeline import convert
+    from .pipeline import ConvertOptions, convert
 
     os.makedirs(out_dir, exist_ok=True)
     splits = stage("data", mnist_splits, cfg["seed"], cfg["n_train"], cfg["n_calib"], cfg["n_test"])
@@ -207,14 +207,15 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
                                 batch_size=cfg["batch_size"])
     train_aug = shifted_copies(splits["train"], cfg["augment_copies"], cfg["augment_shift"], seed=cfg["seed"])
     attack_cfg = AttackConfig(eps=cfg["eps"], step=cfg["pgd_step"], steps=cfg["pgd_steps"])
+    options = ConvertOptions(
+        hardening=hardening, eval_attack=attack_cfg, key=key or "generate", name="mnist", version="1",
+        created=created, artifacts=ARTIFACTS, per_artifact_bundles=per_artifact_bundles, seed=cfg["seed"],
+        latency_runs=latency_runs, progress=progress,
+        save_source={"factory": "edgeguard.converters.models:mnist_cnn", "kwargs": {"width": cfg["width"]},
+                     "data": {"kind": "mnist", "seed": cfg["seed"], "n_train": cfg["n_train"],
+                              "n_calib": cfg["n_calib"], "n_test": cfg["n_test"]}})
     result = stage("convert", convert, module, spec, splits["calibration"], splits["test"], out_dir=out_dir,
-                   train=train_aug, hardening=hardening, eval_attack=attack_cfg, key=key or "generate",
-                   name="mnist", version="1", created=created, artifacts=ARTIFACTS,
-                   per_artifact_bundles=per_artifact_bundles,
-                   seed=cfg["seed"], latency_runs=latency_runs, progress=progress, log=log,
-                   save_source={"factory": "edgeguard.converters.models:mnist_cnn", "kwargs": {"width": cfg["width"]},
-                                "data": {"kind": "mnist", "seed": cfg["seed"], "n_train": cfg["n_train"],
-                                         "n_calib": cfg["n_calib"], "n_test": cfg["n_test"]}})
+                   train=train_aug, options=options, log=log)
     test = splits["test"]
     fgsm = stage("FGSM attack (source model)", attack_images, result.module, spec, test, "fgsm", eps=cfg["eps"],
                  seed=cfg["seed"] + 2, threads=1)

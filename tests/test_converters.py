@@ -286,7 +286,7 @@ def test_reproducible_conversion(conversion, conversion2):
 
 
 def test_created_honours_source_date_epoch(monkeypatch):
-    from edgeguard.converters.pipeline import created_timestamp
+    from edgeguard.converters.runs import created_timestamp
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "10")
     assert created_timestamp() == "1970-01-01T00:00:10Z"

@@ -21,7 +21,7 @@ ISAS = {
     "neon": lib.EG_ISA_NEON,
     "avx512": lib.EG_ISA_AVX512,
 }
-LAYOUTS = {"NHWC": lib.EG_LAYOUT_NHWC, "NCHW": lib.EG_LAYOUT_NCHW}
+LAYOUT_CODES = {"NHWC": lib.EG_LAYOUT_NHWC, "NCHW": lib.EG_LAYOUT_NCHW}
 MAX_WINDOW = lib.EG_MEDIAN_MAX_WINDOW
 MAX_PREPROCESS_CHANNELS = lib.EG_PREPROCESS_MAX_CHANNELS
 
@@ -114,9 +114,9 @@ def _as_image_input(x, what: str) -> np.ndarray:
 
 def _layout_code(layout: str) -> int:
     try:
-        return LAYOUTS[layout]
+        return LAYOUT_CODES[layout]
     except (KeyError, TypeError):
-        raise InvalidArgumentError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}") from None
+        raise InvalidArgumentError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUT_CODES)}") from None
 
 
 def _matrix(x, ndim: int, what: str) -> np.ndarray:

@@ -108,7 +108,7 @@ def test_python_isa_and_layout_tables_match_header():
     for py_name, code in _lowlevel.ISAS.items():
         assert ffi.string(lib.eg_isa_name(code)).decode() == py_name
     layouts = {name[len("EG_LAYOUT_"):]: value for name, value in HEADER_ENUMS.items() if name.startswith("EG_LAYOUT_")}
-    assert _lowlevel.LAYOUTS == layouts
+    assert _lowlevel.LAYOUT_CODES == layouts
     statuses = [value for name, value in HEADER_ENUMS.items() if name.startswith("EG_ERR_")]
     for status in statuses:  # every error has its own description
         assert _lowlevel.status_string(status) not in ("ok", "unknown status")

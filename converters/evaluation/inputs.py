@@ -10,9 +10,8 @@ from edgeguard.bundle import read_bundle
 
 from ..data import Images, InputSpec, as_images, load_images, mnist_splits
 from ..errors import CalibrationDataError, SourceModelError
-from ..runs import file_sha256, find_source_sidecar
+from ..runs import find_source_sidecar
 from ..source import load_torch_source, state_dict_sha256
-from ..squeezers import from_manifest_list
 
 __all__ = ["BundleFacts", "ArtifactFacts", "load_source", "load_data"]
 
@@ -44,18 +43,18 @@ class BundleFacts:
         """Read (and with ``public_key`` verify) the bundle; ``artifact_ids``: ids that must
         exist (typed error otherwise)."""
         b = read_bundle(bundle_path, public_key=public_key, require_signature=public_key is not None)
-        for aid in artifact_ids or ():
-            b.artifact(aid)
         m = b.manifest
-        inp = m["input"]
-        spec = InputSpec(tuple(inp["shape"][1:]), inp["layout"], tuple(m["labels"]), tuple(inp["mean"]),
-                         tuple(inp["std"]), tuple(inp["range"]), m["output"]["kind"])
-        prov = m.get("provenance") or {}
-        artifacts = {a["id"]: ArtifactFacts(a["format"], a["precision"], (a.get("detector") or {}).get("target_fpr"))
-                     for a in m["artifacts"]}
-        return cls(bundle_path, file_sha256(bundle_path), m["name"], m["version"], spec,
-                   from_manifest_list(m["squeezers"]), artifacts, prov.get("source_model_sha256"),
-                   prov.get("calibration_data_sha256"), prov.get("validation_data_sha256"))
+        for aid in artifact_ids or ():
+            m.artifact(aid)  # typed error for an unknown id
+        inp = m.input
+        spec = InputSpec(tuple(inp.shape[1:]), inp.layout, m.labels, inp.mean, inp.std, inp.value_range,
+                         m.output_kind)
+        prov = m.provenance
+        artifacts = {a.id: ArtifactFacts(a.format, a.precision, a.detector.target_fpr if a.detector else None)
+                     for a in m.artifacts}
+        return cls(bundle_path, b.sha256, m.name, m.version, spec, m.squeezers, artifacts,
+                   prov.get("source_model_sha256"), prov.get("calibration_data_sha256"),
+                   prov.get("validation_data_sha256"))
 
 
 def load_source(source, factory, weights, kwargs, facts: BundleFacts, notes: list) -> tuple:

@@ -70,11 +70,6 @@ def _latency_entry(guarded, plain, image, runs: int) -> dict:
     return {"guarded_ms": lat.guarded_ms, "plain_ms": lat.plain_ms, "added_ms": lat.added_ms, "runs": lat.runs}
 
 
-def _with_squeezers(model, squeezers, threshold=None):
-    # TODO(issue 9 merge): pass the Squeezer objects once the guard takes edgeguard.squeeze.Squeezer
-    return model.with_squeezers(to_manifest_list(squeezers), threshold)
-
-
 def _images_sha(x: np.ndarray) -> str:
     from ..data import data_sha256
 
@@ -316,7 +311,7 @@ class EvaluationRun:
                    for nm, sq in cfg.squeezer_configs]
         checks = {}
         for aid, mdl in self.models.items():
-            allsq = _with_squeezers(mdl, unique)
+            allsq = mdl.with_squeezers(unique)
             cal = runtime_outputs(allsq, calib.x)["squeezer_scores"]
             tst = runtime_outputs(allsq, x)["squeezer_scores"]
             atk_scores = {kind: (runtime_outputs(allsq, o["images"])["squeezer_scores"], o["success"])
@@ -335,7 +330,7 @@ class EvaluationRun:
                     if kind != "adaptive":
                         pos_all.append(s)
                 pos = np.concatenate(pos_all) if pos_all else np.zeros(0, np.float32)
-                guarded = _with_squeezers(mdl, c["squeezers"], thr)
+                guarded = mdl.with_squeezers(c["squeezers"], thr)
                 c["per_artifact"][aid] = {
                     "threshold": thr, "calibration_fpr": float(is_flagged(cal_s, thr).mean()),
                     "false_positive_rate": float(is_flagged(tst_s, thr).mean()), "detection": det,

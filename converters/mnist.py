@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -243,11 +244,13 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
             raise TypeError(f"evaluation must be 'full', 'quick', 'none' or an EvalConfig, got {evaluation!r}")
         pre = {}
         if (result.hardening_adversarial is not None and ecfg.pgd_restarts == 1
-                and (ecfg.eps, ecfg.pgd_step, ecfg.pgd_steps) == (attack_cfg.eps, attack_cfg.step, attack_cfg.steps)):
+                and math.isclose(ecfg.eps or 0.3, attack_cfg.eps)
+                and math.isclose((ecfg.eps or 0.3) * ecfg.pgd_step, attack_cfg.step_size)
+                and ecfg.pgd_steps == attack_cfg.steps):
             # the conversion's after-hardening PGD digits: the same attack on the same test split
             pre["pgd"] = (result.hardening_adversarial,
                           {"library": "ART ProjectedGradientDescent", "norm": "inf", "eps": attack_cfg.eps,
-                           "step": attack_cfg.step, "steps": attack_cfg.steps, "random_start": True,
+                           "step": attack_cfg.step_size, "steps": attack_cfg.steps, "random_start": True,
                            "restarts": attack_cfg.restarts, "computed_by": "the conversion's after-hardening "
                                                                           "evaluation (seed + 1)"})
         ev = stage("robustness evaluation", evaluate, result.bundle_path, public_key, source=result.module,

@@ -21,17 +21,21 @@ import numpy as np
 from edgeguard import bundle as eg_bundle
 
 from . import calibrate as cal
-from .data import Images, InputSpec, as_images, load_images
+from .data import Images, InputSpec, as_images, folder_classes, load_images
 from .errors import CalibrationDataError, ConversionError, NotAvailableError, UnsupportedModelError
+from .gates import (HELDOUT_EVERY, HELDOUT_RULE, IMAGENET_MEAN, IMAGENET_STD, Check, Gates, accuracy_floor,
+                    check_accuracy, check_hardening, check_label_order, check_normalization, check_saturation,
+                    check_separation, split_calibration)
 from .export import (TFLITE_UNAVAILABLE_FOR_ONNX, check_onnx, compare, export_onnx, export_tflite, parity_check,
                      quantize_onnx_int8, run_artifact, softmax, tflite_io_quantization)
 from .hardening import AttackConfig, HardeningConfig, deterministic, evaluate_robustness, harden
+from .presets import default_eps, detector_preset, eps_in_range, eps_text, input_kind, parse_eps
 from .report import SCHEMA as REPORT_SCHEMA
 from .report import SCHEMA_VERSION as REPORT_SCHEMA_VERSION
 from .report import render_text, validate_report
 from .runs import StageTimer, created_timestamp, measure_latency, tool_versions, write_source_sidecar
 from .source import OnnxSource, TorchSource, load_onnx_source, load_torch_source, torch_forward
-from .squeezers import MNIST_SQUEEZERS, as_squeezers, to_manifest_list
+from .squeezers import MNIST_SQUEEZERS, as_squeezers, is_flagged, squeezers_text, to_manifest_list
 
 __all__ = ["convert", "ConvertOptions", "ConversionResult", "Tolerances", "ARTIFACTS", "DEFAULT_TORCH_ARTIFACTS",
            "DEFAULT_ONNX_ARTIFACTS", "MNIST_SQUEEZERS", "REPORT_SCHEMA", "tool_versions", "created_timestamp"]
@@ -123,6 +127,44 @@ def _key(key, out_dir: str, name: str):
     return k, (os.fspath(key) if isinstance(key, (str, os.PathLike)) and os.path.exists(key) else None), public_pem
 
 
+def _folder_classes(data) -> list | None:
+    """The class folder names when ``data`` is an image folder (else None)."""
+    if isinstance(data, (str, os.PathLike)) and os.path.isdir(data):
+        return folder_classes(data)
+    return None
+
+
+def _craft(module, spec: InputSpec, images, eps: float, seed: int, threads) -> dict:
+    """PGD-10 examples on the source model from legitimate calibration images, labelled by the
+    source model's own predictions (the detector check needs no labels)."""
+    from .hardening import attack_images
+
+    with deterministic(seed, threads):
+        labels = torch_forward(module, spec.model_input(images)).argmax(1).astype(np.int64)
+    config = AttackConfig(eps=eps, steps=10)
+    adv = attack_images(module, spec, Images(images, labels, "held-out calibration images"), "pgd", config=config,
+                        seed=seed + 7, threads=threads)
+    lo, hi = spec.range
+    return {"images": adv, "labels": labels,
+            "params": {**config.to_dict(), "eps_text": eps_text(eps / (hi - lo)), "n": int(len(images)),
+                       "data": "held-out calibration images (never evaluation data)"}}
+
+
+def _select(provisional: str, aid: str, module, spec: InputSpec, legit, eps: float, opt, kind: str):
+    """(chosen squeezers, the selection record) by the rule of :mod:`.selection`."""
+    import edgeguard
+
+    from .selection import CANDIDATES, RULE, select_squeezers
+
+    legit = legit[:400]
+    crafted = _craft(module, spec, legit, eps, opt.seed + 11, opt.threads)
+    model = edgeguard.load(provisional, artifact=aid, num_threads=1)
+    chosen, rows = select_squeezers(model, legit, crafted["images"], crafted["labels"], CANDIDATES[kind],
+                                    opt.target_fpr)
+    return chosen, {"rule": RULE, "artifact": aid, "n_legitimate": int(len(legit)), "attack": crafted["params"],
+                    "candidates": rows, "chosen": squeezers_text(chosen)}
+
+
 def _latency_entry(model, image: np.ndarray, runs: int) -> dict:
     lat = measure_latency(model, image, runs)
     return {"guarded_median_ms": lat.guarded_ms, "plain_median_ms": lat.plain_ms, "runs": lat.runs,
@@ -141,7 +183,16 @@ class ConvertOptions:
         bundle's default); default :data:`DEFAULT_TORCH_ARTIFACTS` or
         :data:`DEFAULT_ONNX_ARTIFACTS`.
     target_fpr, squeezers: the detector's false-positive rate on legitimate data and its
-        squeezers (:class:`~edgeguard.squeeze.Squeezer` objects or ``"bit_depth:1,median:2"``).
+        squeezers (:class:`~edgeguard.squeeze.Squeezer` objects or ``"bit_depth:1,median:2"``;
+        None: the preset for the input kind, :func:`~.presets.detector_preset`; ``"auto"``:
+        chosen among candidates on calibration-side data, :mod:`.selection`).
+    eps: the attack budget in pixel units of the unit range (``8/255`` = 8 grey levels; None:
+        the input kind's default, :data:`~.presets.DEFAULT_EPS`), scaled to the input range;
+        the default ``eval_attack`` and the detector's separation check use it.
+    force, min_accuracy, max_accuracy_drop, max_hardening_drop, min_separation_auc,
+        check_detector: the checks before signing (:mod:`.gates`); ``force`` signs even when
+        one fails and records it; ``check_detector=False`` skips crafting adversarial
+        examples for the separation check.
     key: Ed25519 private key (PEM path/bytes/key object), ``"generate"`` (a new key
         pair written to ``out_dir/<name>.key`` and ``.pub``), or None (unsigned).
     name, version, created, created_by: the bundle's identity; ``created`` is a datetime,
@@ -162,7 +213,8 @@ class ConvertOptions:
     evaluate_hardening: bool = True
     artifacts: tuple | None = None
     target_fpr: float = 0.05
-    squeezers: tuple = MNIST_SQUEEZERS
+    squeezers: tuple | None = None
+    eps: float | None = None
     key: Any = None
     name: str = "model"
     version: str = "1"
@@ -176,11 +228,20 @@ class ConvertOptions:
     latency_runs: int = 100
     progress: bool = True
     save_source: dict | None = None
+    force: bool = False
+    min_accuracy: float | None = None
+    max_accuracy_drop: float = 0.05
+    max_hardening_drop: float = 0.15
+    min_separation_auc: float = 0.75
+    check_detector: bool = True
 
     def __post_init__(self):
         if not 0 < self.target_fpr < 1:
             raise ConversionError(f"target_fpr must be in (0, 1), got {self.target_fpr}")
-        object.__setattr__(self, "squeezers", as_squeezers(self.squeezers))
+        if self.squeezers is not None and not (isinstance(self.squeezers, str) and self.squeezers == "auto"):
+            object.__setattr__(self, "squeezers", as_squeezers(self.squeezers))
+        if self.eps is not None:
+            object.__setattr__(self, "eps", parse_eps(self.eps))
         if self.artifacts is not None:
             object.__setattr__(self, "artifacts", tuple(self.artifacts))
         if self.tolerances is None:
@@ -224,7 +285,15 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
     tol = opt.tolerances
     if not isinstance(spec, InputSpec):
         raise ConversionError(f"spec must be an InputSpec, got {type(spec).__name__}")
-    sq = opt.squeezers
+    auto = isinstance(opt.squeezers, str) and opt.squeezers == "auto"
+    if opt.squeezers is not None and not auto:
+        sq, preset = opt.squeezers, "given"
+    else:
+        preset, sq = detector_preset(spec)  # with "auto": the starting point, replaced by the selection
+    selection = None
+    eps_unit = opt.eps if opt.eps is not None else default_eps(spec)
+    eps = eps_in_range(eps_unit, spec)
+    gates = Gates(force=opt.force)
     src = _as_source(source, spec)
     if src.kind == "onnx" and opt.hardening is not None:
         raise NotAvailableError(
@@ -244,7 +313,10 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
     if src.kind == "onnx" and opt.artifacts is None:
         skipped.append({"artifact": "int8-tflite", "reason": TFLITE_UNAVAILABLE_FOR_ONNX})
 
-    calib = _as_data(calibration, spec, "calibration data", min_count=max(math.ceil(1 / opt.target_fpr - 1e-9), 1))
+    need = max(math.ceil(1 / opt.target_fpr - 1e-9), 1)  # threshold images; 1 in HELDOUT_EVERY is held out
+    calib = _as_data(calibration, spec, "calibration data",
+                     min_count=need + math.ceil(need / (HELDOUT_EVERY - 1)))
+    thr_pos, held_pos = split_calibration(len(calib))
     val = _as_data(validation, spec, "validation data")
     train_data = _as_data(train, spec, "training data") if train is not None else None
     if opt.hardening is not None and (train_data is None or train_data.y is None):
@@ -277,6 +349,11 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         if out.ndim != 2 or out.shape[1] != spec.num_classes:
             raise UnsupportedModelError(f"the model returns shape {tuple(out.shape)} for a batch of 2; expected "
                                         f"(2, {spec.num_classes}) ({spec.num_classes} labels)")
+    floor = accuracy_floor(spec.num_classes, opt.min_accuracy)
+    acc_before = None
+    if module is not None and opt.hardening is not None and val.y is not None:
+        with deterministic(opt.seed, opt.threads):
+            acc_before = float(np.mean(torch_forward(module, spec.model_input(val.x)).argmax(1) == val.y))
     if opt.hardening is not None:
         attack_cfg = opt.eval_attack or AttackConfig(eps=opt.hardening.eps)
         can_eval = opt.evaluate_hardening and val.y is not None
@@ -291,6 +368,11 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
                                               attack_cfg, seed=opt.seed + 1, threads=opt.threads,
                                               return_adversarial=True)
         hardening_report = {**hist, "before": before, "after": after, "source_sha256_before": source_before_sha}
+        if acc_before is not None:
+            with deterministic(opt.seed, opt.threads):
+                acc_after = float(np.mean(torch_forward(module, spec.model_input(val.x)).argmax(1) == val.y))
+            gates.add(check_hardening(acc_before, acc_after, floor, opt.max_hardening_drop,
+                                      eps_text(opt.hardening.eps / (spec.range[1] - spec.range[0]))))
     source_sha = src.sha256
 
     # --- artifacts -----------------------------------------------------------------
@@ -317,6 +399,18 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         parity.setdefault("fp32-onnx", []).append(parity_check(
             "fp32-onnx", onnx_probs, src_probs, "source PyTorch model (torch, CPU)", max_abs_diff=tol.fp32_max_abs_diff,
             min_agreement=tol.fp32_min_agreement, raise_on_failure=opt.check_parity))
+    if val.y is not None:
+        source_pred = src_probs.argmax(1)
+        gates.add(check_label_order(val.y, source_pred, spec.labels, floor, _folder_classes(validation)))
+        acc_imagenet = None
+        if spec.channels == 3 and float(np.mean(source_pred == val.y)) < floor:
+            renorm = dataclasses.replace(spec, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+            with deterministic(opt.seed, opt.threads):
+                z = torch_forward(module, renorm.model_input(val.x)) if module is not None else \
+                    run_artifact(fp32_onnx, "onnx", renorm.model_input(val.x))
+            acc_imagenet = float(np.mean(np.asarray(z).argmax(1) == val.y))
+        gates.add(check_normalization(float(np.mean(source_pred == val.y)), acc_imagenet, floor, spec.mean, spec.std,
+                                      spec.channels))
     blobs["fp32-onnx"] = fp32_onnx
     info["fp32-onnx"] = {"input_quantization": None, "output_quantization": None, **check_onnx(fp32_onnx, spec)}
     int8_onnx_probs = None
@@ -373,6 +467,8 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
             **hardening_report["config"], "train_data_sha256": hardening_report["train_data_sha256"],
             "train_n": hardening_report["train_n"]},
         "validation_data_sha256": val.sha256,
+        "detector_preset": preset,
+        "eps": eps, "eps_pixel_units": eps_unit,
         "seed": opt.seed,
         "onnx_opset": 17,
     }
@@ -390,19 +486,62 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
     with tempfile.TemporaryDirectory(prefix="edgeguard-convert-") as tmp:
         provisional = os.path.join(tmp, "provisional.egb")
         eg_bundle.write_bundle(provisional, manifest, members)
+        if auto:
+            if module is None:
+                notes.append("--squeezers auto needs the PyTorch source model to craft adversarial examples: the "
+                             f"{preset} preset was kept")
+            else:
+                sq, selection = stages.run("select squeezers (auto)", _select, provisional, ids[0], module, spec,
+                                           calib.x[thr_pos], eps, opt, input_kind(spec))
+                preset = "auto"
+                manifest["squeezers"] = to_manifest_list(sq)
+                manifest["provenance"]["detector_preset"] = preset
+                eg_bundle.write_bundle(provisional, manifest, members)
 
         def calibrate_all():
             for aid in ids:
                 model = edgeguard.load(provisional, artifact=aid, num_threads=1)
                 out = cal.guarded_outputs(model, calib.x, detect=True)
-                thr = cal.threshold_at_fpr(out["scores"], opt.target_fpr)
+                thr = cal.threshold_at_fpr(out["scores"][thr_pos], opt.target_fpr)
                 calib_out[aid] = out
-                detectors[aid] = {"threshold": thr, "target_fpr": float(opt.target_fpr), "rule": cal.RULE,
-                                  "n_legitimate": int(len(calib)), "data_sha256": calib.sha256,
-                                  "calibration_fpr": float(np.mean(out["scores"] > np.float32(thr)))}
+                detectors[aid] = {
+                    "threshold": thr, "target_fpr": float(opt.target_fpr), "rule": cal.RULE,
+                    "n_legitimate": int(len(thr_pos)), "data_sha256": calib.sha256,
+                    "calibration_fpr": float(np.mean(is_flagged(out["scores"][thr_pos], thr))),
+                    "heldout_fpr": float(np.mean(is_flagged(out["scores"][held_pos], thr))),
+                    "n_heldout": int(len(held_pos)), "heldout_every": HELDOUT_EVERY, "heldout_rule": HELDOUT_RULE}
                 val_out[aid] = cal.guarded_outputs(model, val.x, detect=False)
+                if crafted is not None:
+                    adv = cal.guarded_outputs(model, crafted["images"], detect=True)
+                    clean_pred = out["indices"][held_pos]
+                    success = (clean_pred == crafted["labels"]) & (adv["indices"] != crafted["labels"])
+                    crafted_scores[aid] = adv["scores"][success]
 
+        crafted = None
+        crafted_scores: dict = {}
+        if opt.check_detector and module is not None and len(held_pos):
+            crafted = stages.run("craft adversarial examples (detector check)", _craft, module, spec,
+                                 calib.x[held_pos], eps, opt.seed, opt.threads)
         stages.run("calibrate detectors (device runtime)", calibrate_all)
+    sq_text = squeezers_text(sq)
+    for aid in ids:
+        gates.add(check_saturation(aid, detectors[aid]["threshold"], sq_text))
+    if crafted is None:
+        gates.add(Check("detector_separation", None, "not checked: " + (
+            "check_detector is off" if not opt.check_detector else
+            "crafting adversarial examples needs the PyTorch source model's gradients (ONNX source)")))
+    for aid in ids:
+        if crafted is None:
+            continue
+        c = gates.add(check_separation(aid, calib_out[aid]["scores"][held_pos], crafted_scores[aid],
+                                       detectors[aid]["threshold"], opt.min_separation_auc, crafted["params"]))
+        detectors[aid]["crafted"] = {k: c.values.get(k) for k in ("roc_auc", "detection_rate", "n_successful")}
+        detectors[aid]["crafted"]["attack"] = crafted["params"]
+    for aid in ids:
+        acc = float(np.mean(val_out[aid]["indices"] == val.y)) if val.y is not None else None
+        source_acc = float(np.mean(src_probs.argmax(1) == val.y)) if val.y is not None else None
+        gates.add(check_accuracy(aid, acc, source_acc, floor, opt.max_accuracy_drop))
+    provenance["forced_gates"] = gates.forced
     manifest["artifacts"] = [art_entry(aid, detectors[aid]) for aid in ids]
     manifest["reference_stats"] = cal.reference_stats(calib.x, calib_out, calib.sha256, spec.num_classes)
 
@@ -497,6 +636,9 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         },
         "hardening": hardening_report,
         "squeezers": to_manifest_list(sq),
+        "detector_preset": preset,
+        "detector_selection": selection,
+        "eps": eps, "eps_text": eps_text(eps_unit),
         "target_fpr": opt.target_fpr,
         "fp32_reference_accuracy": fp32_acc,
         "artifacts": rows,
@@ -509,6 +651,8 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         "seed": opt.seed,
         "timings_s": {**stages.times, "total": time.perf_counter() - t_start},
         "notes": notes,
+        "gates": gates.to_list(),
+        "forced": bool(gates.forced),
     }
     validate_report(report)
     json_path = os.path.join(out_dir, f"{opt.name}.report.json")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ..errors import ConversionError
+from ..presets import parse_eps
 from ..squeezers import Squeezer, to_manifest_list
 
 __all__ = ["EvalConfig", "THREAT_MODELS", "ATTACK_LABELS", "ATTACK_THREAT", "ALL_ATTACKS", "DEFAULT_CONFIGS",
@@ -56,7 +57,12 @@ DEFAULT_CONFIGS = tuple([(f"bit depth {b}", (_bd(b),)) for b in range(1, 9)]
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Sizes and attack parameters (eps and steps in the model's input range, e.g. [0, 1]).
+    """Sizes and attack parameters.
+
+    Budgets in the input's own terms: ``eps`` in pixel units of the unit range (``8/255``
+    = 8 grey levels; None: the input kind's default, gray 0.3, colour 8/255), scaled to
+    the model's input range; every step size is in units of eps (``pgd_step=1/30``: eps/30)
+    and ``sweep_eps`` lists multiples of eps.
 
     Subsets: the evaluated test digits are the first ``n_test`` of a seeded permutation
     of the test data; CW-L2, the black-box and the adaptive attacks take the first
@@ -64,13 +70,13 @@ class EvalConfig:
 
     n_test: int | None = 1000
     attacks: tuple = ("fgsm", "bim", "pgd", "cw_l2", "square", "adaptive")
-    eps: float = 0.3
-    bim_step: float = 0.06
+    eps: float | None = None
+    bim_step: float = 0.2
     bim_steps: int = 10
-    pgd_step: float = 0.01
+    pgd_step: float = 1 / 30
     pgd_steps: int = 40
     pgd_restarts: int = 1
-    sweep_eps: tuple = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+    sweep_eps: tuple = (1 / 6, 1 / 3, 2 / 3, 1.0, 4 / 3, 5 / 3)
     sweep_steps: int = 20
     n_sweep: int = 200
     restart_check: int = 5  # PGD restarts of the restart sanity check (0 or 1: skipped)
@@ -87,7 +93,7 @@ class EvalConfig:
     blackbox_artifacts: tuple | None = None  # None: the int8 artifacts (all if there is none)
     n_adaptive: int | None = 500
     adaptive_steps: int = 50
-    adaptive_step: float = 0.02
+    adaptive_step: float = 1 / 15
     adaptive_restarts: int = 1
     adaptive_weight: float = 1.0
     adaptive_margin: float = 0.5
@@ -105,13 +111,15 @@ class EvalConfig:
             raise ConversionError(f"unknown attack(s) {sorted(unknown)}; choose from {list(ALL_ATTACKS)}")
         if not 0 < self.target_fpr < 1:
             raise ConversionError(f"target_fpr must be in (0, 1), got {self.target_fpr}")
+        if self.eps is not None:
+            object.__setattr__(self, "eps", parse_eps(self.eps))
 
     @classmethod
     def quick(cls, **overrides) -> "EvalConfig":
         """A small configuration for tests and smoke runs (seconds, not minutes)."""
-        q = dict(n_test=100, sweep_eps=(0.1, 0.3, 0.5), sweep_steps=10, n_sweep=50, restart_check=2,
+        q = dict(n_test=100, sweep_eps=(1 / 3, 1.0, 5 / 3), sweep_steps=10, n_sweep=50, restart_check=2,
                  n_restart_check=20, n_cw=20, cw_max_iter=10, cw_binary_search_steps=2, n_blackbox=20,
-                 blackbox_iter=50, adaptive_steps=20, adaptive_step=0.03, pgd_steps=10, pgd_step=0.04,
+                 blackbox_iter=50, adaptive_steps=20, adaptive_step=0.1, pgd_steps=10, pgd_step=2 / 15,
                  latency_runs=20)
         q.update(overrides)
         return cls(**q)

@@ -37,6 +37,7 @@ class BundleFacts:
     source_model_sha256: str | None
     calibration_data_sha256: str | None
     validation_data_sha256: str | None
+    heldout_every: int | None = None  # the converter held every n-th calibration image out of the threshold
 
     @classmethod
     def read(cls, bundle_path: str, public_key=None, artifact_ids=None) -> "BundleFacts":
@@ -52,9 +53,10 @@ class BundleFacts:
         prov = m.provenance
         artifacts = {a.id: ArtifactFacts(a.format, a.precision, a.detector.target_fpr if a.detector else None)
                      for a in m.artifacts}
+        heldout = next((a.detector.raw.get("heldout_every") for a in m.artifacts if a.detector), None)
         return cls(bundle_path, b.sha256, m.name, m.version, spec, m.squeezers, artifacts,
                    prov.get("source_model_sha256"), prov.get("calibration_data_sha256"),
-                   prov.get("validation_data_sha256"))
+                   prov.get("validation_data_sha256"), heldout)
 
 
 def load_source(source, factory, weights, kwargs, facts: BundleFacts, notes: list) -> tuple:
@@ -100,19 +102,25 @@ def load_data(data, labels, calibration, calibration_labels, facts: BundleFacts,
             sidecar = find_source_sidecar(facts.path, facts.source_model_sha256)
         d = (sidecar or {}).get("data") or {}
         mnist_like = spec.image_shape == (28, 28, 1) and spec.num_classes == 10
-        if d.get("kind") not in (None, "mnist") or not (d or mnist_like):
+        if d.get("kind") not in (None, "mnist", "photos") or not (d or mnist_like):
             raise CalibrationDataError(
                 "no test data: pass --data (and --labels) with held-out labelled images; the default is the "
-                "MNIST test split, for MNIST-shaped models or bundles made by the MNIST job")
+                "test split the bundle's job recorded (MNIST or the colour photographs), or the MNIST test split "
+                "for MNIST-shaped models")
         if not d:
             notes.append("no data split recorded next to the bundle: the default MNIST split (mnist_splits() "
                          "defaults) was used; check that none of its test digits trained or calibrated the model")
         kw = {k: d[k] for k in ("seed", "n_train", "n_calib", "n_test") if k in d}
-        splits = mnist_splits(**kw)
+        if d.get("kind") == "photos":
+            from ..photos import photo_splits
+
+            splits, what = photo_splits(**kw), "photo_splits"
+        else:
+            splits, what = mnist_splits(**kw), "mnist_splits"
         test, train = splits["test"], splits["train"]
         if calibration is None:
             calibration = splits["calibration"]
-        info["source"] = f"mnist_splits({', '.join(f'{k}={v}' for k, v in kw.items())}): the test split"
+        info["source"] = f"{what}({', '.join(f'{k}={v}' for k, v in kw.items())}): the test split"
     else:
         if isinstance(data, Images):
             test = as_images(data.x, spec, data.y, name="test data", source=data.source)

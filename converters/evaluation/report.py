@@ -229,21 +229,35 @@ def _auc(v) -> str:
 SHORT_THREAT = {"white_box_transfer": "WB->T", "black_box": "BB", "adaptive": "ADAPT", "clean": "-"}
 
 
+def eps_cell(r: dict, kind: str) -> str:
+    """The attack's L-inf budget as the report states it (``8/255``), or its norm when not L-inf."""
+    params = r["attacks"][kind]["params"]
+    per = params.get("per_artifact")
+    eps = params.get("eps") if per is None else next(iter(per.values()), {}).get("eps")
+    if eps is None:
+        return "L2" if kind in ("cw_l2", "hopskipjump") else "-"
+    cfg = r["config"]
+    if cfg.get("eps_in_range") and abs(eps - cfg["eps_in_range"]) <= 1e-9 * max(1.0, eps):
+        return cfg["eps_text"]
+    return f"{eps:.4g}"
+
+
 def headline_rows(r: dict) -> list:
     rows = []
     for aid, a in r["artifacts"].items():
         c = a["clean"]
-        rows.append([aid, "clean", "-", str(c["n"]), _pct(c["accuracy"]), _pct(c["accuracy"]), "-", "-",
+        rows.append([aid, "clean", "-", "-", str(c["n"]), _pct(c["accuracy"]), _pct(c["accuracy"]), "-", "-",
                      _pct(c["false_positive_rate"]), "-", "-"])
         for kind, mt in a["attacks"].items():
-            rows.append([aid, ATTACK_LABELS[kind], SHORT_THREAT[mt["threat_model"]], str(mt["n"]),
+            rows.append([aid, ATTACK_LABELS[kind], SHORT_THREAT[mt["threat_model"]], eps_cell(r, kind), str(mt["n"]),
                          _pct(mt["clean_accuracy"]), _pct(mt["accuracy"]), _pct(mt["success_rate"]),
                          f"{_pct(mt['detection_rate'])} ({mt['n_successful']})", _pct(mt["false_positive_rate"]),
                          _auc(mt["roc_auc"]), _pct(mt["undetected_success_rate"])])
     return rows
 
 
-HEADLINE_HEADER = ["artifact", "attack", "threat", "n", "clean acc", "acc attacked", "success", "detected (n succ)",
+HEADLINE_HEADER = ["artifact", "attack", "threat", "eps", "n", "clean acc", "acc attacked", "success",
+                   "detected (n succ)",
                    "FPR", "ROC-AUC", "undetected succ"]
 
 
@@ -295,7 +309,8 @@ def render_text(r: dict, costbenefit_artifacts=None) -> str:
         ids = costbenefit_artifacts or [aid for aid, a in r["artifacts"].items() if a["precision"] == "int8"] \
             or list(r["artifacts"])
         for aid in ids:
-            out += ["", f"detector cost/benefit on {aid}: thresholds at {cb['target_fpr']:.0%} FPR on the "
+            out += ["", f"detector cost/benefit on {aid} (attacks at eps {r['config'].get('eps_text', '-')}): "
+                        f"thresholds at {cb['target_fpr']:.0%} FPR on the "
                         f"calibration split (n={cb['calibration_n']}), evaluated on the test inputs "
                         f"(n={cb['test_n']}); detection on successful adversarial examples; *all = pooled "
                         "non-adaptive attacks; +ms = added single-image latency (guarded - plain)"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConversionError, SourceModelError
+from ..presets import default_eps, eps_in_range, eps_text
 from ..runs import StageTimer, measure_latency, tool_versions, utc_now
 from ..squeezers import is_flagged, to_manifest_list
 from .config import ATTACK_LABELS, ATTACK_THREAT, INSTALL_HINT, THREAT_MODELS, EvalConfig
@@ -88,6 +89,8 @@ class EvaluationRun:
         self.facts, self.spec, self.module, self.cfg = facts, facts.spec, module, cfg
         self.source_info, self.data_info, self.calib = source_info, data_info, calib
         self.stages, self.notes, self.progress = stages, notes, progress
+        self.eps_unit = cfg.eps if cfg.eps is not None else default_eps(self.spec)
+        self.eps = eps_in_range(self.eps_unit, self.spec)  # in the model's input range
         order = np.random.default_rng(cfg.seed).permutation(len(test))
         self.n = len(test) if cfg.n_test is None else min(cfg.n_test, len(test))
         self.sel = order[:self.n]
@@ -123,10 +126,11 @@ class EvaluationRun:
                 a = self.stages.run("FGSM (source model)", self._white_box, "fgsm", None, precomputed)
             elif kind == "bim":
                 a = self.stages.run("BIM (source model)", self._white_box, "bim", None, precomputed,
-                                    step=cfg.bim_step, steps=cfg.bim_steps)
+                                    step=cfg.bim_step * self.eps, steps=cfg.bim_steps)
             elif kind == "pgd":
                 a = self.stages.run(f"PGD-{cfg.pgd_steps} (source model)", self._white_box, "pgd", None, precomputed,
-                                    step=cfg.pgd_step, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts)
+                                    step=cfg.pgd_step * self.eps, steps=cfg.pgd_steps,
+                                    restarts=cfg.pgd_restarts)
             elif kind == "cw_l2":
                 a = self.stages.run("CW-L2 (source model)", self._white_box, "cw_l2", cfg.n_cw, precomputed,
                                     cw={"max_iter": cfg.cw_max_iter, "binary_search_steps": cfg.cw_binary_search_steps,
@@ -149,7 +153,7 @@ class EvaluationRun:
             return Adversarial(idx, np.asarray(images)[self.sel][idx], {**params, "precomputed": True})
         with deterministic(self.cfg.seed + 17, self.cfg.threads):
             images, params = attacks.white_box(self.module, self.spec, self.x[idx], self.y[idx], kind,
-                                               eps=self.cfg.eps, **kw)
+                                               eps=self.eps, **kw)
         return Adversarial(idx, images, params)
 
     def _black_box(self, kind: str) -> Adversarial:
@@ -168,7 +172,7 @@ class EvaluationRun:
             def one(aid=aid):
                 with deterministic(cfg.seed + 29, cfg.threads):
                     return attacks.black_box(self.models[aid], self.spec, self.x[idx], self.y[idx], kind=kind,
-                                             eps=cfg.eps, max_iter=cfg.blackbox_iter, p_init=cfg.blackbox_p_init,
+                                             eps=self.eps, max_iter=cfg.blackbox_iter, p_init=cfg.blackbox_p_init,
                                              progress=self.progress)
             per[aid], params[aid] = self.stages.run(f"{ATTACK_LABELS[kind]} on {aid} (runtime queries)", one)
         return Adversarial(idx, per, {"per_artifact": params})
@@ -182,8 +186,8 @@ class EvaluationRun:
         known = min(self.thresholds.values())
         with deterministic(cfg.seed + 31, cfg.threads):
             images, params = attacks.adaptive_bpda(
-                self.module, self.spec, self.x[idx], self.y[idx], self.facts.squeezers, known, eps=cfg.eps,
-                step=cfg.adaptive_step, steps=cfg.adaptive_steps, restarts=cfg.adaptive_restarts,
+                self.module, self.spec, self.x[idx], self.y[idx], self.facts.squeezers, known, eps=self.eps,
+                step=cfg.adaptive_step * self.eps, steps=cfg.adaptive_steps, restarts=cfg.adaptive_restarts,
                 weight=cfg.adaptive_weight, margin=cfg.adaptive_margin, seed=cfg.seed, progress=self.progress)
         params["threshold_rule"] = "the smallest of the evaluated artifacts' thresholds"
         return Adversarial(idx, images, params)
@@ -253,9 +257,10 @@ class EvaluationRun:
         cfg, x, y = self.cfg, self.x, self.y
         idx = self.first(cfg.n_sweep)
         src_clean = self.torch_predict(x[idx]) == y[idx]
-        s = {"eps": list(cfg.sweep_eps), "steps": cfg.sweep_steps, "n": int(len(idx)), "source_success_rate": [],
+        sweep = [m * self.eps for m in cfg.sweep_eps]
+        s = {"eps": sweep, "steps": cfg.sweep_steps, "n": int(len(idx)), "source_success_rate": [],
              "artifacts": {aid: {"success_rate": [], "accuracy": [], "detection_rate": []} for aid in self.models}}
-        for e in cfg.sweep_eps:
+        for e in sweep:
             with deterministic(cfg.seed + 41, cfg.threads):
                 images, _ = attacks.white_box(self.module, self.spec, x[idx], y[idx], "pgd", eps=float(e),
                                               step=2.5 * float(e) / cfg.sweep_steps, steps=cfg.sweep_steps)
@@ -278,8 +283,9 @@ class EvaluationRun:
         cfg, x, y = self.cfg, self.x, self.y
         idx = self.first(cfg.n_restart_check)
         with deterministic(cfg.seed + 43, cfg.threads):
-            images, _ = attacks.white_box(self.module, self.spec, x[idx], y[idx], "pgd", eps=cfg.eps,
-                                          step=cfg.pgd_step, steps=cfg.pgd_steps, restarts=cfg.restart_check)
+            images, _ = attacks.white_box(self.module, self.spec, x[idx], y[idx], "pgd", eps=self.eps,
+                                          step=cfg.pgd_step * self.eps, steps=cfg.pgd_steps,
+                                          restarts=cfg.restart_check)
         one = self.adv["pgd"].images[idx]
         r = {"n": int(len(idx)), "restarts": cfg.restart_check, "baseline_restarts": cfg.pgd_restarts,
              "source_accuracy_baseline": float(np.mean(self.torch_predict(one) == y[idx])),
@@ -301,6 +307,12 @@ class EvaluationRun:
         from ..calibrate import threshold_at_fpr
 
         cfg, calib, x = self.cfg, self.calib, self.x
+        cal_x = calib.x
+        if self.facts.heldout_every and calib.sha256 == self.facts.calibration_data_sha256:
+            from ..gates import split_calibration
+
+            # the bundle's own rule: the threshold part of its calibration data (its held-out part stays out)
+            cal_x = calib.x[split_calibration(len(calib), self.facts.heldout_every)[0]]
         unique = []
         for _, sq in cfg.squeezer_configs:
             for s in sq:
@@ -312,7 +324,7 @@ class EvaluationRun:
         checks = {}
         for aid, mdl in self.models.items():
             allsq = mdl.with_squeezers(unique)
-            cal = runtime_outputs(allsq, calib.x)["squeezer_scores"]
+            cal = runtime_outputs(allsq, cal_x)["squeezer_scores"]
             tst = runtime_outputs(allsq, x)["squeezer_scores"]
             atk_scores = {kind: (runtime_outputs(allsq, o["images"])["squeezer_scores"], o["success"])
                           for kind, o in self.outs[aid].items() if kind != "clean"}
@@ -345,7 +357,7 @@ class EvaluationRun:
                                    "max_abs_score_diff_vs_device_joint": float(np.max(np.abs(direct - tst_s[:50])))}
         for c in configs:
             c["squeezers"] = to_manifest_list(c["squeezers"])
-        return {"target_fpr": cfg.target_fpr, "calibration_n": int(len(calib)), "test_n": int(len(x)),
+        return {"target_fpr": cfg.target_fpr, "calibration_n": int(len(cal_x)), "test_n": int(len(x)),
                 "threshold_rule": "ascending calibration scores[ceil(N*(1-target_fpr))-1], flag when score > threshold",
                 "latency": "median single-image predict, guarded (this configuration) minus plain (detect=False), "
                            "interleaved, 1 backend thread",
@@ -365,7 +377,9 @@ class EvaluationRun:
             "bundle": {"path": f.path, "sha256": f.sha256, "name": f.name, "version": f.version,
                        "signature_verified": signature_verified, "squeezers": to_manifest_list(f.squeezers),
                        "artifacts": list(self.models)},
-            "source": self.source_info, "data": self.data_info, "config": self.cfg.to_dict(),
+            "source": self.source_info, "data": self.data_info,
+            "config": {**self.cfg.to_dict(), "eps_in_range": self.eps, "eps_pixel_units": self.eps_unit,
+                       "eps_text": eps_text(self.eps_unit)},
             "threat_models": dict(THREAT_MODELS), "attacks": self.attack_summary(), "artifacts": per_artifact,
             "eps_sweep": sweep, "restart_check": restart, "costbenefit": costbenefit,
             "sanity_checks": [], "targets": [], "tools": tool_versions(extra=("matplotlib", "scikit-learn", "tqdm")),
@@ -469,7 +483,8 @@ def cmd_evaluate(args) -> int:
     import sys
 
     overrides = {}
-    for k in ("n_test", "n_cw", "n_blackbox", "blackbox_iter", "adaptive_steps", "pgd_steps", "seed", "threads"):
+    for k in ("n_test", "n_cw", "n_blackbox", "blackbox_iter", "adaptive_steps", "pgd_steps", "seed", "threads",
+              "eps"):
         v = getattr(args, k, None)
         if v is not None:
             overrides[k] = v
@@ -492,7 +507,7 @@ def cmd_evaluate(args) -> int:
     ev = evaluate(args.bundle, args.public_key, source_factory=args.source_factory, source_weights=args.source_weights,
                   source_kwargs=kwargs, data=args.data, labels=args.labels, calibration=args.calib,
                   calibration_labels=args.calib_labels, artifacts=artifacts, config=cfg, out_dir=out_dir,
-                  name=args.name, html=not args.no_html, progress=not args.quiet, log=log)
+                  name=args.name, html=not args.no_html, progress=not args.quiet and sys.stderr.isatty(), log=log)
     if args.json:
         print(json.dumps(ev.report, indent=2))
     else:

@@ -134,7 +134,8 @@ def _folder_classes(data) -> list | None:
     return None
 
 
-def _craft(module, spec: InputSpec, images, eps: float, seed: int, threads) -> dict:
+def _craft(module, spec: InputSpec, images, eps: float, seed: int, threads,
+           data: str = "held-out calibration images (never evaluation data)") -> dict:
     """PGD-10 examples on the source model from legitimate calibration images, labelled by the
     source model's own predictions (the detector check needs no labels)."""
     from .hardening import attack_images
@@ -147,7 +148,7 @@ def _craft(module, spec: InputSpec, images, eps: float, seed: int, threads) -> d
     lo, hi = spec.range
     return {"images": adv, "labels": labels,
             "params": {**config.to_dict(), "eps_text": eps_text(eps / (hi - lo)), "n": int(len(images)),
-                       "data": "held-out calibration images (never evaluation data)"}}
+                       "data": data}}
 
 
 def _select(provisional: str, aid: str, module, spec: InputSpec, legit, eps: float, opt, kind: str):
@@ -157,7 +158,8 @@ def _select(provisional: str, aid: str, module, spec: InputSpec, legit, eps: flo
     from .selection import CANDIDATES, RULE, select_squeezers
 
     legit = legit[:400]
-    crafted = _craft(module, spec, legit, eps, opt.seed + 11, opt.threads)
+    crafted = _craft(module, spec, legit, eps, opt.seed + 11, opt.threads,
+                     data="the threshold part of the calibration images (never the held-out part nor evaluation data)")
     model = edgeguard.load(provisional, artifact=aid, num_threads=1)
     chosen, rows = select_squeezers(model, legit, crafted["images"], crafted["labels"], CANDIDATES[kind],
                                     opt.target_fpr)

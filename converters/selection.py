@@ -8,7 +8,7 @@ The rule (recorded in the report's ``detector_selection`` and the manifest's
    never seen) and PGD examples crafted on the source model from those same images (the
    conversion's eps, labelled by the source model's own predictions);
 2. per candidate configuration (:data:`CANDIDATES` for the input kind), scored through the
-   device runtime on the fp32 ONNX artifact: the threshold at the target FPR on the
+   device runtime on the bundle's first (preferred) artifact: the threshold at the target FPR on the
    legitimate scores, then the detection rate of the crafted examples that change the
    artifact's answer;
 3. the highest detection rate wins; candidates within one point of it are tied and the
@@ -30,8 +30,8 @@ CANDIDATES = {
                (_bd(5), _md(2), _md(3))),
 }
 RULE = ("highest detection rate of PGD examples crafted on the source model from the threshold part of the "
-        "calibration images (those that change the fp32-onnx artifact's answer), at the threshold for the target "
-        "FPR on the same legitimate images; ties within 1 point: fewest squeezers, then the preset")
+        "calibration images (those that change the answer of the bundle's first artifact), at the threshold for "
+        "the target FPR on the same legitimate images; ties within 1 point: fewest squeezers, then the preset")
 TIE = 0.01
 
 

@@ -177,6 +177,25 @@ def test_colour_defaults_sign_and_record_held_out_fpr(photos, model, tmp_path):
     assert "held-out FPR" in text and "8/255" in text and "colour preset" in text
 
 
+def test_auto_squeezers_follow_the_documented_rule(photos, model, tmp_path):
+    from edgeguard.converters.selection import CANDIDATES, TIE
+
+    r = convert(model, SPEC, photos["calibration"], photos["test"], out_dir=str(tmp_path), squeezers="auto", **FAST)
+    sel = r.report["detector_selection"]
+    assert r.report["detector_preset"] == "auto" == r.manifest["provenance"]["detector_preset"]
+    assert sel["n_legitimate"] == 100 and sel["attack"]["data"].startswith("the threshold part")
+    rows = sel["candidates"]
+    assert [row["squeezers"] for row in rows] == [",".join(map(str, c)) for c in CANDIDATES["colour"]]
+    best = max(row["detection_rate"] or 0 for row in rows)
+    chosen = [row for row in rows if row["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["squeezers"] == sel["chosen"]
+    assert (chosen[0]["detection_rate"] or 0) >= best - TIE
+    # ties go to the fewest squeezers
+    assert all(len(row["squeezers"].split(",")) >= len(sel["chosen"].split(","))
+               for row in rows if (row["detection_rate"] or 0) >= best - TIE)
+    assert ",".join(f"{q['kind']}:{q.get('bits', q.get('size'))}" for q in r.manifest["squeezers"]) == sel["chosen"]
+
+
 def test_gray_squeezers_on_colour_are_refused_then_forced(photos, model, tmp_path):
     kw = dict(FAST, squeezers="bit_depth:1", check_detector=False)
     with pytest.raises(DetectorUnusableError, match="threshold is .* of a maximum 2"):

@@ -312,6 +312,38 @@ def test_image_folder_resize_crop_hidden_folders_and_folder_labels(tmp_path):
         load_images(str(tmp_path), InputSpec((3, 32, 32), "NCHW", ("a", "b")), resize=32, center_crop=32)
 
 
+def test_cli_convert_from_image_folders_with_folder_labels(photos, model, tmp_path, capfd):
+    import torch
+    from PIL import Image
+
+    from edgeguard.converters import cli
+
+    def folder(images, name):
+        root = tmp_path / name
+        (root / ".ipynb_checkpoints").mkdir(parents=True)  # a notebook's hidden folder: not a class
+        for i, (x, y) in enumerate(zip(images.x, images.y)):
+            (root / LABELS[y]).mkdir(exist_ok=True)
+            Image.fromarray(x).resize((40, 40), Image.BILINEAR).save(root / LABELS[y] / f"{i:04d}.png")
+        return str(root)
+
+    weights = tmp_path / "net.pt"
+    torch.save(model.state_dict(), weights)
+    out = tmp_path / "out"
+    rc = cli.main(["convert", "--torch", "edgeguard.converters.models:colour_cnn", "--weights", str(weights),
+                   "--factory-kwargs", '{"width": 8, "num_classes": 3}', "--input-shape", "3,32,32",
+                   "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225",
+                   "--calib", folder(photos["calibration"], "calib"), "--val", folder(photos["test"], "val"),
+                   "--resize", "32", "--center-crop", "32", "--artifacts", "fp32-onnx", "--latency-runs", "0",
+                   "--no-detector-check", "--min-accuracy", "0.5", "--out", str(out), "--quiet", "--json"])
+    captured = capfd.readouterr()
+    assert rc == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["input"]["labels"] == list(LABELS)  # the sorted folder names, hidden folder ignored
+    assert report["detector_preset"] == "colour" and report["eps_text"] == "8/255"
+    assert captured.err == ""  # --quiet: no progress, no library logs
+    assert edgeguard.load(str(out / "model.egb")).bundle.manifest.labels == LABELS
+
+
 def test_progress_only_on_a_terminal(monkeypatch):
     from edgeguard.converters import cli
 

@@ -6,9 +6,10 @@
    by the photograph (:func:`~edgeguard.converters.photos.photo_splits`: train /
    calibration / test from disjoint 64x64 blocks of each photograph).
 2. Source model: :func:`~edgeguard.converters.models.colour_cnn`, ImageNet mean/std,
-   trained on the train split (clean images plus copies squeezed by the colour preset's
-   squeezers, so the model answers the same on a legitimately squeezed patch -- it lowers
-   the legitimate detection scores; no adversarial training).
+   trained on the train split, no adversarial training. (``squeeze_augment=True`` adds
+   copies squeezed by the colour preset's squeezers: +4 points of clean accuracy in our
+   runs, but fewer successful PGD examples detected -- 52% vs 60% on the fp32 model -- so
+   it is off by default.)
 3. Conversion with the defaults for colour input: the colour detector preset (bit depth 5
    + median 2x2), eps 8/255, thresholds on two thirds of the calibration split and the
    held-out FPR on the last third, the checks before signing (accuracy, detector
@@ -37,7 +38,7 @@ __all__ = ["run", "main", "DEFAULTS", "ARTIFACTS", "PGD_TARGET", "FPR_TARGET"]
 
 ARTIFACTS = ("fp32-onnx", "int8-onnx", "int8-tflite")
 DEFAULTS = dict(seed=0, n_train=3000, n_calib=1500, n_test=1000, width=16, epochs=8, lr=3e-3, batch_size=64,
-                squeeze_augment=True, pgd_steps=20, min_accuracy=None)
+                squeeze_augment=False, pgd_steps=20, min_accuracy=None)
 PGD_TARGET = 0.90
 FPR_TARGET = 0.05
 

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .squeezers import Squeezer, is_flagged
+from .squeezers import is_flagged, parse_squeezers
 
 __all__ = ["CANDIDATES", "RULE", "select_squeezers"]
 
-_bd, _md = (lambda b: Squeezer("bit_depth", b)), (lambda w: Squeezer("median", w))
-CANDIDATES = {
-    "gray": ((_bd(1), _md(2)), (_bd(1),), (_md(2),), (_bd(2), _md(2)), (_bd(1), _md(2), _md(3))),
-    "colour": ((_bd(5), _md(2)), (_md(2),), (_md(3),), (_bd(4), _md(2)), (_bd(6), _md(2)),
-               (_bd(5), _md(2), _md(3))),
-}
+#: Candidate configurations per input kind, the preset first.
+CANDIDATES = {kind: tuple(parse_squeezers(text) for text in texts) for kind, texts in {
+    "gray": ("bit_depth:1,median:2", "bit_depth:1", "median:2", "bit_depth:2,median:2",
+             "bit_depth:1,median:2,median:3"),
+    "colour": ("bit_depth:5,median:2", "median:2", "median:3", "bit_depth:4,median:2", "bit_depth:6,median:2",
+               "bit_depth:5,median:2,median:3"),
+}.items()}
 RULE = ("highest detection rate of PGD examples crafted on the source model from the threshold part of the "
         "calibration images (those that change the answer of the bundle's first artifact), at the threshold for "
         "the target FPR on the same legitimate images; ties within 1 point: fewest squeezers, then the preset")

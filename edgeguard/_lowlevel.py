@@ -24,6 +24,8 @@ ISAS = {
 LAYOUT_CODES = {"NHWC": lib.EG_LAYOUT_NHWC, "NCHW": lib.EG_LAYOUT_NCHW}
 MAX_WINDOW = lib.EG_MEDIAN_MAX_WINDOW
 MAX_PREPROCESS_CHANNELS = lib.EG_PREPROCESS_MAX_CHANNELS
+MAX_NLM_WINDOW = lib.EG_NLM_MAX_WINDOW
+MAX_NLM_CHANNELS = lib.EG_NLM_MAX_CHANNELS
 
 _ARGUMENT_ERRORS = {
     lib.EG_ERR_NULL_POINTER,
@@ -34,6 +36,8 @@ _ARGUMENT_ERRORS = {
     lib.EG_ERR_INVALID_LAYOUT,
     lib.EG_ERR_ALIASING,
     lib.EG_ERR_INVALID_VALUE,
+    lib.EG_ERR_INVALID_NLM_WINDOW,
+    lib.EG_ERR_SCRATCH_TOO_SMALL,
 }
 
 
@@ -41,7 +45,7 @@ def status_string(status: int) -> str:
     return ffi.string(lib.eg_status_string(status)).decode()
 
 
-def _check(status: int, what: str) -> None:
+def check_status(status: int, what: str) -> None:
     if status == lib.EG_OK:
         return
     message = f"{what}: {status_string(status)}"
@@ -131,7 +135,7 @@ def bit_depth(x: np.ndarray, bits: int, out: np.ndarray | None = None, isa: str 
     ctype, suffix = _CTYPE[x.dtype]
     out = as_output(out, x.shape, x.dtype, "out")
     fn = lib.eg_bit_depth_u8 if suffix == "u8" else lib.eg_bit_depth_f32
-    _check(fn(_ptr(ctype, x), _ptr(ctype, out, True), x.size, bits, isa_code(isa)), "bit_depth")
+    check_status(fn(_ptr(ctype, x), _ptr(ctype, out, True), x.size, bits, isa_code(isa)), "bit_depth")
     return out
 
 
@@ -147,7 +151,7 @@ def median(x: np.ndarray, n: int, h: int, w: int, c: int, layout: str, window: i
     fn = lib.eg_median_u8 if suffix == "u8" else lib.eg_median_f32
     status = fn(_ptr(ctype, x), _ptr(ctype, out, True), n, h, w, c, _layout_code(layout), window,
                 isa_code(isa))
-    _check(status, "median")
+    check_status(status, "median")
     return out
 
 
@@ -156,7 +160,7 @@ def softmax(logits: np.ndarray, out: np.ndarray | None = None, isa: str = "auto"
     logits = _matrix(logits, 2, "logits")
     out = as_output(out, logits.shape, np.float32, "out")
     rows, classes = logits.shape
-    _check(lib.eg_softmax_f32(_ptr("float[]", logits), _ptr("float[]", out, True), rows, classes, isa_code(isa)),
+    check_status(lib.eg_softmax_f32(_ptr("float[]", logits), _ptr("float[]", out, True), rows, classes, isa_code(isa)),
            "softmax")
     return out
 
@@ -167,7 +171,7 @@ def l1_distance(a: np.ndarray, b: np.ndarray, isa: str = "auto") -> np.ndarray:
         raise InvalidArgumentError(f"l1_distance needs equal shapes, got {a.shape} and {b.shape}")
     rows, classes = a.shape
     out = np.empty(rows, np.float32)
-    _check(lib.eg_l1_distance_f32(_ptr("float[]", a), _ptr("float[]", b), _ptr("float[]", out, True), rows,
+    check_status(lib.eg_l1_distance_f32(_ptr("float[]", a), _ptr("float[]", b), _ptr("float[]", out, True), rows,
                                   classes, isa_code(isa)), "l1_distance")
     return out
 
@@ -182,7 +186,7 @@ def squeeze_scores(original: np.ndarray, squeezed: np.ndarray, isa: str = "auto"
     squeezers = squeezed.shape[0]
     score = np.empty(rows, np.float32)
     per = np.empty((squeezers, rows), np.float32)
-    _check(lib.eg_squeeze_scores_f32(_ptr("float[]", original), _ptr("float[]", squeezed), squeezers, rows, classes,
+    check_status(lib.eg_squeeze_scores_f32(_ptr("float[]", original), _ptr("float[]", squeezed), squeezers, rows, classes,
                                      _ptr("float[]", per, True), _ptr("float[]", score, True), isa_code(isa)),
            "squeeze_scores")
     return score, per
@@ -205,5 +209,58 @@ def preprocess(images: np.ndarray, layout: str, scale: float, mean: np.ndarray, 
     status = lib.eg_preprocess_u8_f32(_ptr("uint8_t[]", images), _ptr("float[]", out, True), n, h, w, c,
                                       code, float(scale), _ptr("float[]", mean), _ptr("float[]", std),
                                       isa_code(isa))
-    _check(status, "preprocess")
+    check_status(status, "preprocess")
+    return out
+
+
+def lut_u8(images: np.ndarray, layout: str, tables: np.ndarray, out: np.ndarray | None = None,
+           isa: str = "auto") -> np.ndarray:
+    """uint8 NHWC images -> bytes in `layout` through one 256-entry table per channel
+    (`tables`: (c, 256) uint8): ``out[.., ch, ..] = tables[ch, images[.., ch]]``."""
+    images = as_input(images, np.uint8, "images")
+    if images.ndim != 4:
+        raise InvalidArgumentError(f"images must be 4-d NHWC, got shape {images.shape}")
+    code = _layout_code(layout)
+    n, h, w, c = images.shape
+    tables = as_input(tables, np.uint8, "tables")
+    if tables.shape != (c, 256):
+        raise InvalidArgumentError(f"tables must be ({c}, 256) uint8 (one table per channel), got {tables.shape}")
+    shape = (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
+    out = as_output(out, shape, np.uint8, "out")
+    check_status(lib.eg_lut_u8(_ptr("uint8_t[]", images), _ptr("uint8_t[]", out, True), n, h, w, c, code,
+                               _ptr("uint8_t[]", tables), isa_code(isa)), "lut")
+    return out
+
+
+def nlm_scratch_size(h: int, w: int, c: int, search_window: int, block_size: int, strength: float) -> int:
+    """Bytes of scratch eg_nlm_u8 needs for one h x w x c image with these parameters."""
+    bytes_ = ffi.new("size_t *")
+    check_status(lib.eg_nlm_scratch_size(h, w, c, search_window, block_size, strength, bytes_), "nlm_scratch_size")
+    return int(bytes_[0])
+
+
+def nlm(x: np.ndarray, n: int, h: int, w: int, c: int, search_window: int, block_size: int, strength: float,
+        out: np.ndarray | None = None, scratch: np.ndarray | None = None, isa: str = "auto") -> np.ndarray:
+    """Non-local means of n uint8 NHWC images (edgeguard.h: eg_nlm_u8).
+
+    `scratch` (optional) is a writable 1-d uint8 array of at least nlm_scratch_size()
+    bytes, reusable across calls; without it one is allocated for the call.
+    """
+    x = as_input(x, np.uint8, "non_local_means input")
+    if min(n, h, w, c) < 0 or n * h * w * c != x.size:
+        raise InvalidArgumentError(f"nlm: dimensions {(n, h, w, c)} do not match an array of {x.size} elements")
+    out = as_output(out, x.shape, np.uint8, "out")
+    if np.shares_memory(x, out):
+        raise InvalidArgumentError("nlm: out must not overlap the input")
+    need = nlm_scratch_size(h, w, c, search_window, block_size, strength)
+    if scratch is None:
+        scratch = np.empty(max(need, 1), np.uint8)
+    elif (not isinstance(scratch, np.ndarray) or scratch.dtype != np.uint8 or scratch.ndim != 1
+          or not scratch.flags.c_contiguous or not scratch.flags.writeable):
+        raise InvalidArgumentError("scratch must be a writeable C-contiguous 1-d uint8 array")
+    elif np.shares_memory(scratch, x) or np.shares_memory(scratch, out):
+        raise InvalidArgumentError("nlm: scratch must not overlap the input or the output")
+    status = lib.eg_nlm_u8(_ptr("uint8_t[]", x), _ptr("uint8_t[]", out, True), n, h, w, c, search_window,
+                           block_size, strength, _ptr("uint8_t[]", scratch, True), scratch.size, isa_code(isa))
+    check_status(status, "nlm")
     return out

@@ -6,11 +6,13 @@
 #define EG_VERSION_PATCH ...
 #define EG_MEDIAN_MAX_WINDOW ...
 #define EG_PREPROCESS_MAX_CHANNELS ...
+#define EG_NLM_MAX_WINDOW ...
+#define EG_NLM_MAX_CHANNELS ...
 
 typedef enum {
     EG_OK, EG_ERR_NULL_POINTER, EG_ERR_INVALID_SIZE, EG_ERR_OVERFLOW, EG_ERR_INVALID_BITS,
     EG_ERR_INVALID_WINDOW, EG_ERR_INVALID_LAYOUT, EG_ERR_ALIASING, EG_ERR_UNSUPPORTED_ISA,
-    EG_ERR_INVALID_VALUE, ...
+    EG_ERR_INVALID_VALUE, EG_ERR_INVALID_NLM_WINDOW, EG_ERR_SCRATCH_TOO_SMALL, ...
 } eg_status;
 
 typedef enum { EG_ISA_AUTO, EG_ISA_SCALAR, EG_ISA_SSE2, EG_ISA_AVX2, EG_ISA_NEON, EG_ISA_AVX512, ... } eg_isa;
@@ -35,3 +37,9 @@ eg_status eg_squeeze_scores_f32(const float *original, const float *squeezed, si
 eg_status eg_preprocess_u8_f32(const uint8_t *src, float *dst, size_t n, size_t h, size_t w, size_t c,
                                eg_layout dst_layout, float scale, const float *mean, const float *std,
                                eg_isa isa);
+eg_status eg_lut_u8(const uint8_t *src, uint8_t *dst, size_t n, size_t h, size_t w, size_t c,
+                    eg_layout dst_layout, const uint8_t *tables, eg_isa isa);
+eg_status eg_nlm_scratch_size(size_t h, size_t w, size_t c, int search_window, int block_size, float strength,
+                              size_t *bytes);
+eg_status eg_nlm_u8(const uint8_t *src, uint8_t *dst, size_t n, size_t h, size_t w, size_t c, int search_window,
+                    int block_size, float strength, void *scratch, size_t scratch_bytes, eg_isa isa);

@@ -71,9 +71,13 @@ _bit_depth_f32 = lib.eg_bit_depth_f32
 _median_u8 = lib.eg_median_u8
 _median_f32 = lib.eg_median_f32
 _preprocess_u8 = lib.eg_preprocess_u8_f32
+_lut_u8 = lib.eg_lut_u8
+_nlm_u8 = lib.eg_nlm_u8
+_BIT, _MED, _NLM = 0, 1, 2
+_KIND_CODES = {"bit_depth": _BIT, "median": _MED, "nlm": _NLM}
 _softmax = lib.eg_softmax_f32
 _squeeze_scores = lib.eg_squeeze_scores_f32
-_check = _lowlevel._check
+_check = _lowlevel.check_status
 _REPORT, _RAISE, _SQUEEZE = POLICIES
 
 
@@ -164,7 +168,10 @@ class GuardedModel:
         self._u8_single = {(h, w, c)} | ({(h, w)} if c == 1 else set())
         self._p_mean = _from_buffer(_F32_ARRAY, self.mean)  # the arrays are kept alive by self
         self._p_std = _from_buffer(_F32_ARRAY, self.std)
-        self._plan = tuple((s.kind == "median", s.param, s.name) for s in self.squeezers)
+        self._plan = tuple((_KIND_CODES[s.kind], s.param, s.name) for s in self.squeezers)
+        # non-local means needs scratch memory: its size per image size is fixed, so compute it once
+        self._nlm_scratch = {sq.param: _lowlevel.nlm_scratch_size(h, w, c, *sq.param)
+                             for sq in self.squeezers if sq.kind == "nlm"}
         self._names = tuple(s.name for s in self.squeezers)
         self._logits = self.output_kind == "logits"
         self._classes = len(self.labels)
@@ -175,6 +182,31 @@ class GuardedModel:
         bshape = (1, -1, 1, 1) if self.layout == "NCHW" else (1, 1, 1, -1)
         self._f_mean, self._f_std = self.mean.reshape(bshape), self.std.reshape(bshape)
         self._f_identity = bool(np.all(self.mean == 0) and np.all(self.std == 1))
+        self._tables = self._quantised_input_tables()
+        if self._tables is not None:
+            self._p_tables = tuple(_from_buffer(_U8_ARRAY, t) for t in self._tables)
+            self._q_dtype = backend.input_dtype
+
+    def _quantised_input_tables(self):
+        """For a model with a quantised 8-bit input (int8 TFLite): per squeezer (the original first) a
+        (channels, 256) byte table from pixel value to the model's input byte, made by the unfused path
+        itself (native preprocessing, then the backend's quantisation, then a bit-depth squeezer), so the
+        fused pass gives the same bytes. None when the model takes floats."""
+        be = self.backend
+        if be.input_quantization is None or np.dtype(be.input_dtype).itemsize != 1:
+            return None
+        c = self.channels
+        values = np.ascontiguousarray(np.broadcast_to(np.arange(256, dtype=_U8)[None, None, :, None], (1, 1, 256, c)))
+        floats = _lowlevel.preprocess(values, "NHWC", self.scale, self.mean, self.std).reshape(256, c)
+        try:
+            base = np.ascontiguousarray(be.quantize_input(floats).view(_U8).T)  # (c, 256)
+        except InvalidInputError:  # a normalisation that overflows: the unfused path reports it per call
+            return None
+        tables = [base]
+        for sq in self.squeezers:  # median squeezers use the base table after the median
+            tables.append(np.ascontiguousarray(base[:, _lowlevel.bit_depth(np.arange(256, dtype=_U8), sq.param)])
+                          if sq.kind == "bit_depth" else base)
+        return tuple(tables)
 
     def with_squeezers(self, squeezers, threshold: float | None = None) -> "GuardedModel":
         """The same verified artifact and backend (shared, not reloaded) with other squeezers
@@ -305,6 +337,22 @@ class GuardedModel:
         out *= np.float32(hi - lo)
         out += np.float32(lo)
 
+    def _nlm(self, src, dst, n: int, param) -> int:
+        """Non-local means of n uint8 NHWC images (cffi pointers); returns the native status."""
+        nbytes = self._nlm_scratch[param]
+        scratch = np.empty(max(1, nbytes), _U8)  # per call: predict is reentrant
+        return _nlm_u8(src, dst, n, self.height, self.width, self.channels, param[0], param[1], param[2],
+                       _from_buffer(_U8_ARRAY, scratch, True), nbytes, _AUTO)
+
+    def _nlm_float(self, x: np.ndarray, out: np.ndarray, param) -> None:
+        """Non-local means on float input: to 8-bit pixels of its range, squeezed, and back (the kernel,
+        like the paper's OpenCV call, is defined on 8-bit pixels)."""
+        lo, hi = self.value_range
+        unit = (x - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+        out[...] = Squeezer("nlm", param).apply(unit, self.layout)
+        out *= np.float32(hi - lo)
+        out += np.float32(lo)
+
     # ------------------------------------------------------------------ predict
 
     def predict(self, x, *, resize: bool = False, detect: bool = True):
@@ -342,31 +390,59 @@ class GuardedModel:
                 n = x.shape[0]
             h, w, c = self.height, self.width, self.channels
             size = n * self._hwc
-            model_in = np.empty(((1 + s) * n,) + self._item, _F32)
-            pm = _from_buffer(_F32_ARRAY, model_in, True)
-            px = _from_buffer(_U8_ARRAY, x)
-            status = _preprocess_u8(px, pm, n, h, w, c, self._layout_code, self.scale, self._p_mean, self._p_std,
-                                    _AUTO)
-            if status:
-                _check(status, "preprocess")
-            t1 = _perf()
-            if s:
-                squeezed = np.empty(s * size, _U8)
-                ps = _from_buffer(_U8_ARRAY, squeezed, True)
-                for i, (median, param, name) in enumerate(self._plan):
-                    dst = ps + i * size
-                    status = (_median_u8(px, dst, n, h, w, c, _NHWC, param, _AUTO) if median
-                              else _bit_depth_u8(px, dst, size, param, _AUTO))
-                    if status:
-                        _check(status, name)
+            if self._tables is not None:  # quantised input: squeeze, normalise and quantise in one pass
+                quantised = True
+                model_in = np.empty(((1 + s) * n,) + self._item, self._q_dtype)
+                pm = _from_buffer(_U8_ARRAY, model_in.view(_U8), True)
+                px = _from_buffer(_U8_ARRAY, x)
+                tables, layout = self._p_tables, self._layout_code
+                status = _lut_u8(px, pm, n, h, w, c, layout, tables[0], _AUTO)
+                if status:
+                    _check(status, "lut")
+                t1 = _perf()
+                if s:
+                    tmp = _from_buffer(_U8_ARRAY, np.empty(size, _U8), True) if any(k for k, _, _ in self._plan) else None
+                    for i, (kind, param, name) in enumerate(self._plan, start=1):
+                        if kind == _MED:
+                            status = _median_u8(px, tmp, n, h, w, c, _NHWC, param, _AUTO) or \
+                                _lut_u8(tmp, pm + i * size, n, h, w, c, layout, tables[i], _AUTO)
+                        elif kind == _NLM:
+                            status = self._nlm(px, tmp, n, param) or \
+                                _lut_u8(tmp, pm + i * size, n, h, w, c, layout, tables[i], _AUTO)
+                        else:
+                            status = _lut_u8(px, pm + i * size, n, h, w, c, layout, tables[i], _AUTO)
+                        if status:
+                            _check(status, name)
                 t2 = _perf()
-                status = _preprocess_u8(ps, pm + size, s * n, h, w, c, self._layout_code, self.scale,
-                                        self._p_mean, self._p_std, _AUTO)
+            else:
+                quantised = False
+                model_in = np.empty(((1 + s) * n,) + self._item, _F32)
+                pm = _from_buffer(_F32_ARRAY, model_in, True)
+                px = _from_buffer(_U8_ARRAY, x)
+                status = _preprocess_u8(px, pm, n, h, w, c, self._layout_code, self.scale, self._p_mean, self._p_std,
+                                        _AUTO)
                 if status:
                     _check(status, "preprocess")
-            else:
-                t2 = t1
+                t1 = _perf()
+                if s:
+                    squeezed = np.empty(s * size, _U8)
+                    ps = _from_buffer(_U8_ARRAY, squeezed, True)
+                    for i, (kind, param, name) in enumerate(self._plan):
+                        dst = ps + i * size
+                        status = (_median_u8(px, dst, n, h, w, c, _NHWC, param, _AUTO) if kind == _MED else
+                                  _bit_depth_u8(px, dst, size, param, _AUTO) if kind == _BIT else
+                                  self._nlm(px, dst, n, param))
+                        if status:
+                            _check(status, name)
+                    t2 = _perf()
+                    status = _preprocess_u8(ps, pm + size, s * n, h, w, c, self._layout_code, self.scale,
+                                            self._p_mean, self._p_std, _AUTO)
+                    if status:
+                        _check(status, "preprocess")
+                else:
+                    t2 = t1
         elif dtype.kind == "f":
+            quantised = False
             # float input: squeeze in the model's layout and range, then normalise with numpy.
             x, single = self._float_batch(x, resize)
             n = x.shape[0]
@@ -378,9 +454,12 @@ class GuardedModel:
                 h, w, c = self.height, self.width, self.channels
                 px = _from_buffer(_F32_ARRAY, x)
                 pm = _from_buffer(_F32_ARRAY, model_in, True)
-                for i, (median, param, name) in enumerate(self._plan, start=1):
-                    if median:
+                for i, (kind, param, name) in enumerate(self._plan, start=1):
+                    if kind == _MED:
                         status = _median_f32(px, pm + i * size, n, h, w, c, self._layout_code, param, _AUTO)
+                    elif kind == _NLM:
+                        self._nlm_float(x, model_in[i * n:(i + 1) * n], param)
+                        status = 0
                     elif self._unit_range:
                         status = _bit_depth_f32(px, pm + i * size, size, param, _AUTO)
                     else:
@@ -397,7 +476,8 @@ class GuardedModel:
             raise InvalidInputError(f"input must be uint8 images or float arrays, got dtype {dtype}{hint}")
         t3 = _perf()
 
-        out = self.backend.run(model_in)  # one call for original + squeezed copies
+        # one call for original + squeezed copies
+        out = self.backend.run_quantized(model_in) if quantised else self.backend.run(model_in)
         t4 = _perf()
 
         rows, classes = (1 + s) * n, self._classes

@@ -229,6 +229,34 @@ def test_int8_io_artifacts_quantise_through_the_manifest(bundles):
         assert agree >= 0.75, (art_id, agree)  # int8 stays close to its float model
 
 
+def test_quantised_input_fused_pass_gives_the_unfused_bytes(bundles):
+    """Models with an 8-bit quantised input get squeeze + normalise + quantise in one table lookup
+    (eg_lut_u8); the bytes the model sees, and so every output, equal the unfused path's."""
+    from edgeguard import _lowlevel
+
+    for art_id in ("int8io-onnx", "int8-tflite"):
+        model = edgeguard.load(bundles.unsigned, artifact=art_id)
+        be = model.backend
+        assert be.input_quantization is not None
+        # the principle on every pixel value: a table from the unfused functions reproduces them
+        x = images(5, seed=11)
+        values = np.arange(256, dtype=np.uint8).reshape(1, 1, 256, 1)
+        table = be.quantize_input(_lowlevel.preprocess(values, "NHWC", model.scale, model.mean, model.std))
+        table = np.ascontiguousarray(table.view(np.uint8).reshape(1, 256))
+        unfused = be.quantize_input(_lowlevel.preprocess(x, model.layout, model.scale, model.mean, model.std))
+        assert np.array_equal(_lowlevel.lut_u8(x, model.layout, table), unfused.view(np.uint8))
+        # end to end: the guard's outputs equal the model run on the unfused inputs
+        r = model.predict(x)
+        copies = [x] + [sq.apply(x, "NHWC") for sq in model.squeezers]
+        floats = np.concatenate([_lowlevel.preprocess(c, model.layout, model.scale, model.mean, model.std)
+                                 for c in copies])
+        want = _lowlevel.softmax(be.run(floats))
+        assert np.array_equal(r.model_probabilities, want[:5]), art_id
+        assert np.array_equal(r.squeezed_probabilities, want[5:].reshape(len(model.squeezers), 5, -1)), art_id
+        with pytest.raises(InvalidInputError, match="quantised"):
+            be.run_quantized(floats)
+
+
 def test_default_artifact_and_backend_choice(bundles):
     model = edgeguard.load(bundles.unsigned)
     assert model.artifact.id == "fp32-onnx"  # the first one an installed backend runs
@@ -364,7 +392,7 @@ def test_input_forms_agree(bundles):
 
 
 class Recorder:
-    """Instrumentation of a real backend: counts run() calls and keeps their inputs."""
+    """Instrumentation of a real backend: counts run() / run_quantized() calls and keeps their inputs."""
 
     def __init__(self, backend):
         self._backend = backend
@@ -373,6 +401,10 @@ class Recorder:
     def run(self, x):
         self.calls.append(np.array(x, copy=True))
         return self._backend.run(x)
+
+    def run_quantized(self, x):
+        self.calls.append(np.array(x, copy=True))
+        return self._backend.run_quantized(x)
 
     def __getattr__(self, name):
         return getattr(self._backend, name)
@@ -666,3 +698,31 @@ def test_flagged_means_score_above_threshold_and_nan_fails_closed(bundles, tmp_p
     assert np.isnan(r.scores[0]) and r.is_adversarial[0]
     with pytest.raises(AdversarialInputError):
         edgeguard.load(path, policy="raise").predict(x)
+
+
+def test_nlm_squeezer_runs_in_the_guard_on_every_input_path(bundles, tmp_path):
+    """A bundle with the paper's colour detector (bit depth 5, median 2x2, non-local means 13-3-2):
+    the guard's per-squeezer scores equal the model run on squeeze.non_local_means' output, for uint8
+    input on float and on quantised-input artifacts, and float input goes through the same pixels."""
+    from edgeguard import _lowlevel, squeeze
+
+    specs = [{"kind": "bit_depth", "bits": 5}, {"kind": "median", "size": 2},
+             {"kind": "nlm", "search_window": 13, "block_size": 3, "strength": 2}]
+    members, arts = members_and_artifacts(which=("fp32-onnx", "int8io-onnx"))
+    path = tmp_path / "nlm.egb"
+    bundle.write_bundle(path, make_manifest(arts, squeezers=specs), members)
+    assert [s.name for s in bundle.read_bundle(path).manifest.squeezers] == ["bit_depth_5", "median_2x2", "nlm_13_3_2"]
+    x = smooth_images(3, seed=4)
+    for art_id in ("fp32-onnx", "int8io-onnx"):
+        model = edgeguard.load(path, artifact=art_id)
+        r = model.predict(x)
+        squeezed = squeeze.non_local_means(x, 13, 3, 2)
+        floats = _lowlevel.preprocess(np.concatenate([x, squeezed]), model.layout, model.scale, model.mean, model.std)
+        p = _lowlevel.softmax(model.backend.run(floats))
+        want = np.abs(p[3:] - p[:3]).sum(axis=1)
+        assert np.allclose(r.squeezer_scores["nlm_13_3_2"], want, atol=1e-6), art_id
+    # float input in the model's layout and range: the same squeezed pixels
+    model = edgeguard.load(path, artifact="fp32-onnx")
+    xf = _lowlevel.preprocess(x, model.layout, 1 / 255, np.zeros(1, np.float32), np.ones(1, np.float32))
+    assert np.allclose(model.predict(xf).squeezer_scores["nlm_13_3_2"], model.predict(x).squeezer_scores["nlm_13_3_2"],
+                       atol=1e-6)

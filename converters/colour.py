@@ -144,6 +144,7 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=None
     from .pipeline import ConvertOptions, convert
     from .presets import DETECTOR_PRESETS, eps_text
     from .source import torch_forward
+    from .squeezers import from_manifest_list, squeezers_text
 
     os.makedirs(out_dir, exist_ok=True)
     splits = stage("data", photo_splits, cfg["seed"], cfg["n_train"], cfg["n_calib"], cfg["n_test"])
@@ -178,8 +179,7 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=None
     with deterministic(cfg["seed"]):
         source_acc = float(np.mean(torch_forward(module, spec.model_input(test.x)).argmax(1) == test.y))
     summary = {"out_dir": out_dir, "config": cfg, "labels": list(PHOTO_LABELS),
-               "squeezers": ",".join(f"{s['kind']}:{s.get('bits', s.get('size'))}"
-                                     for s in result.report["squeezers"]),
+               "squeezers": squeezers_text(from_manifest_list(result.report["squeezers"])),
                "preset": result.report["detector_preset"], "eps": eps, "eps_text": eps_text(eps_unit),
                "source_test_accuracy": source_acc, "device": device, "targets": target_rows(device),
                "gates": result.report["gates"], "bundle": result.bundle_path,

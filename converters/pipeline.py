@@ -29,7 +29,7 @@ from .gates import (HELDOUT_EVERY, HELDOUT_RULE, IMAGENET_MEAN, IMAGENET_STD, Ch
 from .export import (TFLITE_UNAVAILABLE_FOR_ONNX, check_onnx, compare, export_onnx, export_tflite, parity_check,
                      quantize_onnx_int8, run_artifact, softmax, tflite_io_quantization)
 from .hardening import AttackConfig, HardeningConfig, deterministic, evaluate_robustness, harden
-from .presets import default_eps, detector_preset, eps_in_range, eps_text, input_kind, parse_eps
+from .presets import default_eps, detector_preset, eps_in_range, eps_text, parse_eps
 from .report import SCHEMA as REPORT_SCHEMA
 from .report import SCHEMA_VERSION as REPORT_SCHEMA_VERSION
 from .report import render_text, validate_report
@@ -151,17 +151,17 @@ def _craft(module, spec: InputSpec, images, eps: float, seed: int, threads,
                        "data": data}}
 
 
-def _select(provisional: str, aid: str, module, spec: InputSpec, legit, eps: float, opt, kind: str):
+def _select(provisional: str, aid: str, module, spec: InputSpec, legit, eps: float, opt):
     """(chosen squeezers, the selection record) by the rule of :mod:`.selection`."""
     import edgeguard
 
-    from .selection import CANDIDATES, RULE, select_squeezers
+    from .selection import RULE, candidates_for, select_squeezers
 
     legit = legit[:400]
     crafted = _craft(module, spec, legit, eps, opt.seed + 11, opt.threads,
                      data="the threshold part of the calibration images (never the held-out part nor evaluation data)")
     model = edgeguard.load(provisional, artifact=aid, num_threads=1)
-    chosen, rows = select_squeezers(model, legit, crafted["images"], crafted["labels"], CANDIDATES[kind],
+    chosen, rows = select_squeezers(model, legit, crafted["images"], crafted["labels"], candidates_for(spec),
                                     opt.target_fpr)
     return chosen, {"rule": RULE, "artifact": aid, "n_legitimate": int(len(legit)), "attack": crafted["params"],
                     "candidates": rows, "chosen": squeezers_text(chosen)}
@@ -494,7 +494,7 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
                              f"{preset} preset was kept")
             else:
                 sq, selection = stages.run("select squeezers (auto)", _select, provisional, ids[0], module, spec,
-                                           calib.x[thr_pos], eps, opt, input_kind(spec))
+                                           calib.x[thr_pos], eps, opt)
                 preset = "auto"
                 manifest["squeezers"] = to_manifest_list(sq)
                 manifest["provenance"]["detector_preset"] = preset

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .errors import ConversionError
 from .schema import NUM, OPT_DICT, OPT_NUM, check_fields
+from .squeezers import from_manifest_list, squeezers_text
 
 __all__ = ["validate_report", "render_text", "table", "REQUIRED", "ARTIFACT_REQUIRED", "SCHEMA", "SCHEMA_VERSION"]
 
@@ -115,7 +116,7 @@ def render_text(r: dict) -> str:
                        f"clean {_pct(h['before']['clean_accuracy'])}"
                        f" -> {_pct(h['after']['clean_accuracy'])}, PGD {_pct(h['before']['pgd_accuracy'])} -> "
                        f"{_pct(h['after']['pgd_accuracy'])}")
-    sq = ",".join(f"{s['kind']}:{s.get('bits', s.get('size'))}" for s in r["squeezers"])
+    sq = squeezers_text(from_manifest_list(r["squeezers"]))
     out.append(f"squeezers: {sq} ({r['detector_preset']} preset)" if r["detector_preset"] != "given"
                else f"squeezers: {sq} (given)")
     out.append(f"target FPR {r['target_fpr']:g}; attack budget eps {r['eps_text']} ({r['eps']:.4g} in the input range)")

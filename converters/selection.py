@@ -21,7 +21,7 @@ import numpy as np
 
 from .squeezers import is_flagged, parse_squeezers
 
-__all__ = ["CANDIDATES", "RULE", "select_squeezers"]
+__all__ = ["CANDIDATES", "RULE", "select_squeezers", "candidates_for"]
 
 #: Candidate configurations per input kind, the preset first.
 CANDIDATES = {kind: tuple(parse_squeezers(text) for text in texts) for kind, texts in {
@@ -34,6 +34,15 @@ RULE = ("highest detection rate of PGD examples crafted on the source model from
         "calibration images (those that change the answer of the bundle's first artifact), at the threshold for "
         "the target FPR on the same legitimate images; ties within 1 point: fewest squeezers, then the preset")
 TIE = 0.01
+
+
+def candidates_for(spec) -> tuple:
+    """The input kind's preset (with non-local means when the runtime has it) first, then :data:`CANDIDATES`."""
+    from .presets import detector_preset, input_kind
+
+    out = [detector_preset(spec)[1]]
+    out += [c for c in CANDIDATES[input_kind(spec)] if c not in out]
+    return tuple(out)
 
 
 def select_squeezers(model, legit: np.ndarray, adversarial: np.ndarray, labels: np.ndarray, candidates,

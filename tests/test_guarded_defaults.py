@@ -178,14 +178,15 @@ def test_colour_defaults_sign_and_record_held_out_fpr(photos, model, tmp_path):
 
 
 def test_auto_squeezers_follow_the_documented_rule(photos, model, tmp_path):
-    from edgeguard.converters.selection import CANDIDATES, TIE
+    from edgeguard.converters.selection import TIE, candidates_for
 
     r = convert(model, SPEC, photos["calibration"], photos["test"], out_dir=str(tmp_path), squeezers="auto", **FAST)
     sel = r.report["detector_selection"]
     assert r.report["detector_preset"] == "auto" == r.manifest["provenance"]["detector_preset"]
     assert sel["n_legitimate"] == 100 and sel["attack"]["data"].startswith("the threshold part")
     rows = sel["candidates"]
-    assert [row["squeezers"] for row in rows] == [",".join(map(str, c)) for c in CANDIDATES["colour"]]
+    assert [row["squeezers"] for row in rows] == [",".join(map(str, c)) for c in candidates_for(SPEC)]
+    assert rows[0]["squeezers"] == ",".join(map(str, presets.detector_preset(SPEC)[1]))  # the preset first
     best = max(row["detection_rate"] or 0 for row in rows)
     chosen = [row for row in rows if row["chosen"]]
     assert len(chosen) == 1 and chosen[0]["squeezers"] == sel["chosen"]
@@ -193,7 +194,7 @@ def test_auto_squeezers_follow_the_documented_rule(photos, model, tmp_path):
     # ties go to the fewest squeezers
     assert all(len(row["squeezers"].split(",")) >= len(sel["chosen"].split(","))
                for row in rows if (row["detection_rate"] or 0) >= best - TIE)
-    assert ",".join(f"{q['kind']}:{q.get('bits', q.get('size'))}" for q in r.manifest["squeezers"]) == sel["chosen"]
+    assert ",".join(str(Squeezer.from_manifest(q)) for q in r.manifest["squeezers"]) == sel["chosen"]
 
 
 def test_gray_squeezers_on_colour_are_refused_then_forced(photos, model, tmp_path):

@@ -156,9 +156,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     o.add_argument("--target-fpr", type=_fraction, default=0.05, help="detector false-positive rate (default 0.05)")
     o.add_argument("--squeezers", type=_squeezers, default=None,
                    help="e.g. bit_depth:5,median:2; default: the feature-squeezing paper's preset for the input "
-                        "kind (gray: bit_depth:1,median:2; colour: bit_depth:5,median:2); 'auto': chosen among "
-                        "candidates on the calibration images and adversarial examples crafted from them "
-                        "(docs/conversion-report.md)")
+                        "kind (gray: bit_depth:1,median:2; colour: bit_depth:5,median:2 plus nlm:13-3-2 when the "
+                        "runtime has it); 'auto': chosen among candidates on the calibration images and adversarial "
+                        "examples crafted from them (docs/conversion-report.md)")
     g = p.add_argument_group("checks before signing (each failure stops with a typed error; see "
                              "docs/conversion-report.md)")
     g.add_argument("--force", action="store_true",

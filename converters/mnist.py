@@ -137,16 +137,17 @@ def undefended_baseline(module, spec, splits, out_dir: str, ecfg, *, key, create
     with the same configuration on the same held-out test split. Returns
     ``{"bundle", "public_key", "evaluation": Evaluation}``."""
     from .evaluation import evaluate
-    from .pipeline import convert
+    from .pipeline import ConvertOptions, convert
 
     bdir = os.path.join(out_dir, "undefended")
     os.makedirs(bdir, exist_ok=True)
-    r = convert(module, spec, splits["calibration"], splits["test"], out_dir=bdir, hardening=None,
-                key=key or "generate", name="mnist-undefended", version="1", created=created,
-                artifacts=BASELINE_ARTIFACTS, seed=seed, latency_runs=latency_runs, progress=progress, log=log,
-                save_source={"factory": "edgeguard.converters.models:mnist_cnn", "kwargs": {"width": width},
-                             "data": {"kind": "mnist", "seed": seed, "n_train": len(splits["train"]),
-                                      "n_calib": len(splits["calibration"]), "n_test": len(splits["test"])}})
+    options = ConvertOptions(
+        hardening=None, key=key or "generate", name="mnist-undefended", version="1", created=created,
+        artifacts=BASELINE_ARTIFACTS, seed=seed, latency_runs=latency_runs, progress=progress,
+        save_source={"factory": "edgeguard.converters.models:mnist_cnn", "kwargs": {"width": width},
+                     "data": {"kind": "mnist", "seed": seed, "n_train": len(splits["train"]),
+                              "n_calib": len(splits["calibration"]), "n_test": len(splits["test"])}})
+    r = convert(module, spec, splits["calibration"], splits["test"], out_dir=bdir, options=options, log=log)
     # the paper's attacks; the black-box attack (minutes per artifact) is left to the hardened model
     bcfg = dataclasses.replace(ecfg, attacks=tuple(a for a in ecfg.attacks if a not in ("square", "hopskipjump")))
     ev = evaluate(r.bundle_path, r.public_key_path, source=r.module, config=bcfg, out_dir=bdir,

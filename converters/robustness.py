@@ -43,7 +43,8 @@ from .errors import CalibrationDataError, ConversionError
 
 __all__ = ["RobustnessConfig", "evaluate_robustness", "render_robustness_text", "normalised_ce", "auroc",
            "fpr_at_tpr", "parse_stream", "monitor_stream", "figures", "DEFAULT_STREAMS",
-           "validate_robustness"]
+           "validate_robustness", "corruption_table", "ood_table", "stream_table", "artifact_summary",
+           "clean_stream_summary", "LEGEND"]
 
 #: Streams of the default run: ``corruption:severity`` or ``ood:set``.
 DEFAULT_STREAMS = ("gaussian_noise:3", "impulse_noise:3", "defocus_blur:3", "motion_blur:3", "rotate:3",
@@ -455,47 +456,74 @@ def _f3(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def corruption_table(sec: dict, aid: str) -> tuple:
+    """(header, rows) of the corruption table of one artifact."""
+    a = sec["artifacts"][aid]
+    rows = [[name] + [_pct(x) for x in v["accuracy"]]
+            + [_pct(v["ce"]), _pct(np.mean(v["flag_rate"])), _pct(_mean(v["flag_rate_on_errors"])),
+               _f3(np.mean(v["auroc_score"])), _f3(np.mean(v["auroc_confidence"]))]
+            for name, v in a["corruptions"].items()]
+    header = (["corruption"] + [f"acc s{s}" for s in sec["config"]["severities"]]
+              + ["CE", "flagged", "flagged|err", "AUROC score", "AUROC conf"])
+    return header, rows
+
+
+def ood_table(sec: dict, aid: str) -> tuple:
+    """(header, rows) of the out-of-distribution table of one artifact."""
+    rows = [[nm, str(v["n"]), _pct(v["flag_rate"]), _f3(v["mean_confidence"]), _f3(v["auroc_score"]),
+             _f3(v["auroc_confidence"]), _pct(v["fpr_at_95_tpr_confidence"]),
+             _pct(v.get("accuracy")) if v["labelled"] else "-"] for nm, v in sec["artifacts"][aid]["ood"].items()]
+    return ["set", "n", "flagged", "mean conf", "AUROC score", "AUROC conf", "FPR@95 conf", "accuracy"], rows
+
+
+def stream_table(sec: dict, aid: str) -> tuple:
+    """(header, rows) of the drift-stream table of one artifact."""
+    rows = [[nm, str(v["onset"]), "yes" if v["alarm"] else "NO",
+             "-" if v["time_to_alarm"] is None else str(v["time_to_alarm"]), v["alarm_kind"] or "-",
+             ",".join(v["drifted_features"]) or "-", str(v["false_alarms_before_onset"])]
+            for nm, v in sec["artifacts"][aid]["streams"].items()]
+    return ["stream", "onset", "alarm", "inputs to alarm", "kind", "drifted", "false alarms before"], rows
+
+
+def artifact_summary(sec: dict, aid: str) -> str:
+    a = sec["artifacts"][aid]
+    c = a["clean"]
+    return (f"clean accuracy {_pct(c['accuracy'])} (n={c['n']}), flag rate {_pct(c['flag_rate'])}; mCE "
+            f"{_pct(a['mce'])}, relative mCE {_pct(a['relative_mce'])}; n={c['n_corrupt']} per corruption and severity")
+
+
+def clean_stream_summary(sec: dict, aid: str) -> str | None:
+    cs = sec["artifacts"][aid]["clean_streams"]
+    if not cs:
+        return None
+    return (f"clean streams: {cs['false_alarms']} false alarm(s) in {cs['n_streams']} x {cs['length']} clean inputs "
+            f"({cs['false_alarms_per_1000_inputs']:.2f} per 1000; {cs['checks']} checks)")
+
+
+LEGEND = ("AUROC score / conf: the detection score / 1 - top-1 probability as detectors of the shifted inputs "
+          "against the same inputs clean (0.5: blind); flagged|err: flag rate on the inputs the corruption made "
+          "wrong; CE: mean error over severities; inputs to alarm: after the onset of the shift.")
+
+
 def render_robustness_text(sec: dict) -> str:
     """Per artifact: the corruption table (accuracy per severity, CE, flag rate, AUROCs), the
     out-of-distribution table and the drift-stream table."""
     from .report import table
 
     out = []
-    sev = sec["config"]["severities"]
     for aid, a in sec["artifacts"].items():
-        c = a["clean"]
-        out += [f"corruptions on {aid}: clean accuracy {_pct(c['accuracy'])} (n={c['n']}), flag rate "
-                f"{_pct(c['flag_rate'])}; mCE {_pct(a['mce'])}, relative mCE {_pct(a['relative_mce'])}; "
-                f"n={c['n_corrupt']} per corruption and severity"]
-        rows = []
-        for name, v in a["corruptions"].items():
-            rows.append([name] + [_pct(x) for x in v["accuracy"]] + [_pct(v["ce"]), _pct(np.mean(v["flag_rate"])),
-                                                                    _pct(_mean(v["flag_rate_on_errors"])),
-                                                                    _f3(np.mean(v["auroc_score"])),
-                                                                    _f3(np.mean(v["auroc_confidence"]))])
-        out += table(["corruption"] + [f"acc s{s}" for s in sev] + ["CE", "flagged", "flagged|err", "AUROC score",
-                                                                     "AUROC conf"], rows)
+        out += [f"corruptions on {aid}: {artifact_summary(sec, aid)}"]
+        out += table(*corruption_table(sec, aid))
         out += ["", f"out-of-distribution inputs on {aid} (AUROC and FPR@95%TPR against the clean test inputs):"]
-        rows = [[nm, str(v["n"]), _pct(v["flag_rate"]), _f3(v["mean_confidence"]), _f3(v["auroc_score"]),
-                 _f3(v["auroc_confidence"]), _pct(v["fpr_at_95_tpr_confidence"]),
-                 _pct(v.get("accuracy")) if v["labelled"] else "-"] for nm, v in a["ood"].items()]
-        out += table(["set", "n", "flagged", "mean conf", "AUROC score", "AUROC conf", "FPR@95 conf", "accuracy"], rows)
+        out += table(*ood_table(sec, aid))
         if a["streams"]:
             out += ["", f"drift streams on {aid} (monitor, {sec['monitor']['kwargs']}): clean inputs then shifted ones"]
-            rows = [[nm, str(v["onset"]), "yes" if v["alarm"] else "NO",
-                     "-" if v["time_to_alarm"] is None else str(v["time_to_alarm"]), v["alarm_kind"] or "-",
-                     ",".join(v["drifted_features"]) or "-", str(v["false_alarms_before_onset"])]
-                    for nm, v in a["streams"].items()]
-            out += table(["stream", "onset", "alarm", "inputs to alarm", "kind", "drifted", "false alarms before"],
-                         rows)
-        cs = a["clean_streams"]
-        if cs:
-            out.append(f"clean streams: {cs['false_alarms']} false alarm(s) in {cs['n_streams']} x {cs['length']} "
-                       f"clean inputs ({cs['false_alarms_per_1000_inputs']:.2f} per 1000; {cs['checks']} checks)")
+            out += table(*stream_table(sec, aid))
+        line = clean_stream_summary(sec, aid)
+        if line:
+            out.append(line)
         out.append("")
-    out.append("AUROC score / conf: the detection score / 1 - top-1 probability as detectors of the shifted inputs "
-               "against the same inputs clean (0.5: blind); flagged|err: flag rate on the inputs the corruption made "
-               "wrong; CE: mean error over severities.")
+    out.append(LEGEND)
     return "\n".join(out) + "\n"
 
 

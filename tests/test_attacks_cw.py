@@ -40,7 +40,8 @@ def test_cw_finds_small_misclassified_uint8_images(model_and_digits):
     m, x, y = model_and_digits
     ok = _predict(m, x) == y
     with deterministic(1):
-        adv, params = atk.white_box(m, SPEC, x, y, "cw_l2", cw={"max_iter": 60, "binary_search_steps": 4, "initial_const": 0.5})
+        adv, params = atk.white_box(m, SPEC, x, y, "cw_l2",
+                                    cw={"max_iter": 60, "binary_search_steps": 4, "initial_const": 0.5})
     assert adv.dtype == np.uint8 and adv.shape == x.shape
     wrong = _predict(m, adv) != y
     succ = ok & wrong

@@ -44,8 +44,7 @@ from .errors import ConversionError
 from .squeezers import Squeezer, to_manifest_list
 
 __all__ = ["white_box", "carlini_wagner_l2", "black_box", "adaptive_bpda", "RuntimeOracle", "WHITE_BOX", "BLACK_BOX",
-           "squeeze_np",
-           "detector_scores_torch"]
+           "squeeze_np", "detector_scores_torch"]
 
 WHITE_BOX = ("fgsm", "bim", "pgd", "cw_l2")
 BLACK_BOX = ("square", "hopskipjump")

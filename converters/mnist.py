@@ -356,6 +356,18 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
                  "same held-out test digits (thresholds at 5% FPR on the calibration split); undetected succ = "
                  "successful and not flagged, per clean-correct input:\n")
         text += "\n".join(table(COMPARISON_HEADER, comparison_rows(ev.report, bev.report))) + "\n"
+        hr, ur = ev.report.get("robustness"), bev.report.get("robustness")
+        if hr and ur:
+            from .robustness import normalised_ce
+
+            lines = []
+            for aid in hr["artifacts"]:
+                if aid in ur["artifacts"]:
+                    n = normalised_ce(hr, aid, ur, aid)["mce"]
+                    lines.append(f"{aid} mCE {_pct(hr['artifacts'][aid]['mce'])} (H) vs "
+                                 f"{_pct(ur['artifacts'][aid]['mce'])} (U), normalised "
+                                 f"{'-' if n is None else f'{n:.2f}'}")
+            text += "corruption error, hardened vs undefended (H errors / U errors): " + "; ".join(lines) + "\n"
         text += f"\nundefended baseline evaluation:\n{bev.text}evaluation report: {bev.json_path}, {bev.html_path}\n"
     with open(os.path.join(out_dir, "mnist.summary.json"), "w", encoding="utf-8") as f:
         json.dump({k: v for k, v in summary.items() if k != "report"}, f, indent=2)

@@ -236,6 +236,12 @@ def test_special_and_nul_paths_are_refused(env, tmp_path, capsys):
     assert "it is a character device, not a regular file" in capsys.readouterr().err
     assert main(["verify", env["unsigned"], "--public-key", str(fifo)]) == 1
     assert "InvalidArgumentError: cannot read public key file" in capsys.readouterr().err
+    for name in ("image.npy", "image.pgm"):  # run's inputs: never read from a FIFO or a device
+        os.mkfifo(tmp_path / name)
+        assert main(["run", env["unsigned"], str(tmp_path / name)]) == 1
+        assert "cannot read input file" in capsys.readouterr().err
+    assert main(["run", env["unsigned"], "/dev/zero"]) == 1
+    assert "it is a character device" in capsys.readouterr().err
     assert main(["verify", "model\0.egb"]) == 1
     assert capsys.readouterr().err.startswith("edgeguard: error: InvalidArgumentError: path 'model\\x00.egb' contains")
 

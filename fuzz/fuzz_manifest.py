@@ -17,6 +17,7 @@ Run: python fuzz/fuzz_manifest.py [libFuzzer flags] [corpus dirs] (see docs/fuzz
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import sys
@@ -42,7 +43,14 @@ SPECIAL_VALUES = [
 
 
 def _float32(x: float) -> float:
-    return struct.unpack("<f", struct.pack("<f", x))[0]
+    try:
+        return struct.unpack("<f", struct.pack("<f", x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def _positive_float32(x: float) -> bool:
+    return math.isfinite(_float32(x)) and _float32(x) > 0
 
 
 def _paths(value, prefix=()):
@@ -93,11 +101,14 @@ def check_accepted(m: dict) -> None:
     assert _manifest.parse_manifest(text) == m
     manifest = _manifest.Manifest.from_dict(m)
     inp = manifest.input
-    assert all(_float32(s) > 0 for s in inp.std), inp.std
-    assert _float32(inp.scale) > 0 and _float32(inp.value_range[1]) > _float32(inp.value_range[0])
+    assert all(_positive_float32(s) for s in inp.std), inp.std
+    assert all(math.isfinite(_float32(v)) for v in inp.mean), inp.mean
+    assert _positive_float32(inp.scale), inp.scale
+    lo, hi = map(_float32, inp.value_range)
+    assert math.isfinite(lo) and math.isfinite(hi) and hi > lo, inp.value_range
     for art in manifest.artifacts:
         for q in (art.input_quantization, art.output_quantization):
-            assert q is None or _float32(q.scale) > 0
+            assert q is None or _positive_float32(q.scale), q
 
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name atheris calls

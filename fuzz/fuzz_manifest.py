@@ -40,6 +40,10 @@ SPECIAL_VALUES = [
     True, False, None, "", "\x00", "\ud800", "a\udfffb", "\U0001F600", "x" * 300, "../../etc/passwd",
     [], {}, [None], [[[[[]]]]], {"kind": "bit_depth", "bits": 2.0},
 ]
+_deep: list = []
+for _ in range(500):  # parses, but deeper than any recursive step after the parser may go
+    _deep = [_deep]
+SPECIAL_VALUES.append(_deep)
 
 
 def _float32(x: float) -> float:

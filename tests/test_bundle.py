@@ -1135,3 +1135,26 @@ def test_external_data_location_above_32_bits_refused_in_a_bundle(tmp_path):
         bundle.write_bundle(tmp_path / "x.egb", make_manifest(), {**MEMBERS, "models/fp32.onnx": model})
     m = with_members(make_manifest(), {**MEMBERS, "models/fp32.onnx": model})
     refuse(craft(m, {**MEMBERS, "models/fp32.onnx": model}), ExternalDataError, "refers to external data")
+
+
+@pytest.mark.parametrize("depth, exc, fragment", [
+    (63, None, None),  # deep, but within the cap: accepted
+    (64, BundleError, "nested deeper than 64 levels"),
+    (900, BundleError, "nested deeper than 64 levels"),  # json parses it; later recursion would not survive
+    (100_000, NotABundleError, "not valid JSON: maximum recursion depth"),
+])
+def test_deeply_nested_manifest_values(tmp_path, depth, exc, fragment):
+    # depth of the innermost array, the manifest object being depth 0 and reference_stats depth 1
+    value = "[" * (depth - 1) + "]" * (depth - 1)
+    text = _manifest_text(**{'"reference_stats": {}': '"reference_stats": {"x": ' + value + "}"})
+    if exc is None:
+        assert bundle.read_bundle(craft(manifest_bytes=text.encode())).manifest.reference_stats["x"]
+        return
+    refuse(craft(manifest_bytes=text.encode()), exc, fragment)
+    nested: list = []
+    for _ in range(depth - 2):
+        nested = [nested]
+    m = make_manifest()
+    m["reference_stats"] = {"x": nested}
+    with pytest.raises(InvalidArgumentError, match="nest"):
+        bundle.write_bundle(tmp_path / "x.egb", m, MEMBERS)

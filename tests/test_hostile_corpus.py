@@ -240,6 +240,8 @@ HOSTILE_MANIFESTS = {
                                     True),
     "reversed surrogate pair": (lambda t: t.replace('"dog"', '"\\ude00\\ud83d"'), True),
     "raw surrogate bytes (CESU-8)": (lambda t: t.replace('"dog"', '"\udcff"'), True),
+    "arrays nested 500 deep": (lambda t: t.replace('"reference_stats": {}', '"reference_stats": ' + "[" * 500 + "]" * 500),
+                               True),
     "duplicate key": (lambda t: t.replace('"name": "tiny-cnn"', '"name": "tiny-cnn", "name": "other"'), False),
     "UTF-8 BOM": (lambda t: "\ufeff" + t, False),
     "NUL in a member name": (lambda t: t.replace('"models/int8.tflite": {', '"models/int8\\u0000.tflite": {'), False),

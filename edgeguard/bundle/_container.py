@@ -21,7 +21,7 @@ from ..errors import (
 )
 
 from ._keys import load_private_key, verify_signature
-from ._manifest import FORMAT, SCHEMA_VERSION, Artifact, Manifest, canonical_json, json_value_problem, \
+from ._manifest import FORMAT, SCHEMA_VERSION, Artifact, Manifest, MAX_JSON_DEPTH, canonical_json, json_value_problem, \
     parse_manifest, validate_manifest
 from ._onnx import check_artifacts
 from ._zip import DEFAULT_LIMITS, MANIFEST_NAME, RESERVED_NAMES, SIGNATURE_NAME, TAIL_BYTES, Limits, build_zip, \
@@ -252,8 +252,9 @@ def write_bundle(path: Any, manifest: Mapping[str, Any], members: Mapping[str, b
 
     try:  # a deep copy in plain JSON types
         m = json.loads(json.dumps(dict(manifest), default=_json_default, allow_nan=False))
-    except (TypeError, ValueError) as e:
-        raise InvalidArgumentError(f"manifest is not JSON-serialisable (NaN and Infinity are not allowed): {e}") from None
+    except (TypeError, ValueError, RecursionError) as e:  # RecursionError: nested too deeply for json
+        raise InvalidArgumentError(f"manifest is not JSON-serialisable: {e} (NaN and Infinity are not allowed, "
+                                   f"nor nesting deeper than {MAX_JSON_DEPTH} levels)") from None
     problem = json_value_problem(m)
     if problem is not None:  # what the reader would refuse: lone surrogates, huge integers
         raise InvalidArgumentError(f"manifest cannot be written: {problem[0]}: {problem[1]}")

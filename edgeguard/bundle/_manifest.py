@@ -65,33 +65,42 @@ def parse_manifest(raw: bytes) -> dict:
 MAX_JSON_INT = 2**53 - 1
 
 
+# Real manifests nest about 6 levels; the cap keeps every later recursive step
+# (validation, the frozen Manifest, json.dumps) far from Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
 def json_value_problem(value: Any) -> tuple[str, str] | None:
     """(path, reason) of the first value in parsed JSON that the bundle format does not
     carry, or None: a string with a lone surrogate (not Unicode, so not writable as
-    UTF-8), an integer beyond +-(2**53 - 1), a non-finite float (e.g. 1e999)."""
-    stack = [("", value)]
+    UTF-8), an integer beyond +-(2**53 - 1), a non-finite float (e.g. 1e999), arrays
+    and objects nested deeper than MAX_JSON_DEPTH."""
+    stack = [("", value, 0)]
     while stack:  # iterative: the depth is whatever the JSON parser accepted
-        path, v = stack.pop()
+        path, v, depth = stack.pop()
+        where = path or "manifest"
         if isinstance(v, str):
             reason = _string_problem(v)
             if reason:
-                return path or "manifest", reason
+                return where, reason
         elif isinstance(v, bool) or v is None:
             continue
         elif isinstance(v, int):
             if abs(v) > MAX_JSON_INT:
-                return path or "manifest", f"integer {_short(v)} is out of range (JSON integers must be within +-(2**53 - 1))"
+                return where, f"integer {_short(v)} is out of range (JSON integers must be within +-(2**53 - 1))"
         elif isinstance(v, float):
             if not math.isfinite(v):
-                return path or "manifest", f"number {v!r} is not finite"
+                return where, f"number {v!r} is not finite"
+        elif isinstance(v, (dict, list)) and depth >= MAX_JSON_DEPTH:
+            return where, f"arrays and objects are nested deeper than {MAX_JSON_DEPTH} levels"
         elif isinstance(v, dict):
             for k, item in v.items():
                 reason = _string_problem(k) if isinstance(k, str) else None
                 if reason:
-                    return path or "manifest", f"key {k!r}: {reason}"
-                stack.append((f"{path}.{k}" if path else k, item))
+                    return where, f"key {k!r}: {reason}"
+                stack.append((f"{path}.{k}" if path else k, item, depth + 1))
         elif isinstance(v, list):
-            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(v))
+            stack.extend((f"{path}[{i}]", item, depth + 1) for i, item in enumerate(v))
     return None
 
 

@@ -442,5 +442,6 @@ def test_lowlevel_accepts_numpy_integers_and_leaves_domain_checks_to_c():
     assert np.array_equal(_lowlevel.bit_depth(x, np.int64(3)), expected)
     assert np.array_equal(_lowlevel.median(x, np.int32(1), 4, 4, 1, "NHWC", np.uint8(3)),
                           _lowlevel.median(x, 1, 4, 4, 1, "NHWC", 3))
-    with pytest.raises(InvalidArgumentError, match="bit depth must be 1..8"):  # an int in C's range, outside the kernel's domain
+    # an int in C's range but outside the kernel's domain: the C check answers
+    with pytest.raises(InvalidArgumentError, match="bit depth must be 1..8"):
         _lowlevel.bit_depth(x, 9)

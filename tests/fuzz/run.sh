@@ -41,7 +41,7 @@ run() {  # name kind seeds command...
     printf "fuzz %-11s %10d executions in %ss: %s\n" "$name" "$runs" "$seconds" "$result"
 }
 
-for kernel in bit_depth median softmax scores preprocess; do
+for kernel in bit_depth median softmax scores preprocess lut nlm; do
     run "$kernel" native "$root/native/fuzz/corpus/$kernel" "$build/fuzz_$kernel" -max_len=4096
 done
 for target in bundle manifest; do

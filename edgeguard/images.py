@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from ._files import open_regular_file
 from .errors import BackendUnavailableError, InvalidArgumentError, InvalidInputError
 
 __all__ = ["read_image", "read_pnm"]
@@ -88,18 +89,17 @@ def _to_channels(img: np.ndarray, channels: int) -> np.ndarray:
 def read_image(path: str, channels: int) -> np.ndarray:
     """Read one input file: .npy (as stored), PGM/PPM, or any image Pillow reads (converted to `channels`)."""
     ext = os.path.splitext(path)[1].lower()
-    if ext == ".npy":
+    # Regular files only: a FIFO or /dev/zero given as an input must not block or fill memory.
+    with open_regular_file(path, "input file", InvalidArgumentError) as (f, _):
         try:
-            return np.load(path, allow_pickle=False)
+            if ext == ".npy":
+                try:
+                    return np.load(f, allow_pickle=False)
+                except ValueError as e:
+                    raise InvalidInputError(f"{path}: not a valid .npy array ({e})") from None
+            data = f.read()
         except OSError as e:
             raise InvalidArgumentError(f"cannot read input file {path!r}: {e.strerror or e}") from None
-        except ValueError as e:
-            raise InvalidInputError(f"{path}: not a valid .npy array ({e})") from None
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise InvalidArgumentError(f"cannot read input file {path!r}: {e.strerror or e}") from None
     if data[:2] in _PNM_MAGIC:
         return _to_channels(read_pnm(data, path), channels)
     try:
@@ -117,3 +117,27 @@ def read_image(path: str, channels: int) -> np.ndarray:
             return np.asarray(im.convert(mode))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise InvalidInputError(f"{path}: cannot decode the image ({e})") from None
+
+
+#: File name endings `edgeguard run` takes from a folder.
+IMAGE_SUFFIXES = (".npy", ".pgm", ".ppm", ".pnm", ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def expand_inputs(paths) -> list:
+    """Input paths with every folder replaced by the image files under it (sorted, recursively; hidden
+    files and folders such as ``.ipynb_checkpoints`` skipped). InvalidArgumentError for a folder
+    without images; other paths are kept as given (reading them reports what is wrong)."""
+    out = []
+    for path in paths:
+        if not os.path.isdir(path):
+            out.append(path)
+            continue
+        found = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [os.path.join(root, f) for f in sorted(files)
+                      if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+        if not found:
+            raise InvalidArgumentError(f"folder {path!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        out += found
+    return out

@@ -40,6 +40,9 @@ import numpy as np
 
 from .corruptions import CORRUPTIONS, FAMILIES, PARAMETERS, SEVERITIES, UNITS, corrupt
 from .errors import CalibrationDataError, ConversionError
+from .schema import NUM as _NUM
+from .schema import OPT_NUM as _OPT
+from .schema import check_fields
 
 __all__ = ["RobustnessConfig", "evaluate_robustness", "render_robustness_text", "normalised_ce", "auroc",
            "fpr_at_tpr", "parse_stream", "monitor_stream", "figures", "DEFAULT_STREAMS",
@@ -396,19 +399,8 @@ def normalised_ce(section: dict, artifact: str, reference: dict, reference_artif
 
 # ----------------------------------------------------------------------------- schema
 
-_NUM = (int, float)
-_OPT = (int, float, type(None))
-
-
 def _need(obj, keys: dict, where: str) -> None:
-    if not isinstance(obj, dict):
-        raise ConversionError(f"robustness report: {where} must be an object")
-    for k, t in keys.items():
-        if k not in obj:
-            raise ConversionError(f"robustness report: {where}.{k} is missing")
-        if not isinstance(obj[k], t) or (isinstance(obj[k], bool) and bool not in (t if isinstance(t, tuple)
-                                                                                   else (t,))):
-            raise ConversionError(f"robustness report: {where}.{k} has type {type(obj[k]).__name__}")
+    check_fields(obj, keys, where, report="robustness report")
 
 
 def _unit(v, where):

@@ -63,6 +63,9 @@ import numpy as np  # noqa: E402
 import edgeguard  # noqa: E402
 from edgeguard import _lowlevel, bench, bundle  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from art_peer import peer_ratio  # noqa: E402
+
 CACHE = os.path.join(ROOT, "build", "bench_runtime")
 BUILD_VERSION = "3"  # bump when the models below change
 IMPORT_TARGET_MS = 150.0
@@ -380,58 +383,6 @@ def build_bundle(spec: Spec, path: str) -> dict:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     bundle.write_bundle(path, manifest, members)
     return {"seconds": time.perf_counter() - t0}
-
-
-# ----------------------------------------------------------------------------- the peer: ART around the same session
-
-def art_guard(model):
-    """The same detector assembled from IBM ART's FeatureSqueezing + SpatialSmoothing around the same
-    loaded model (the same ONNX Runtime session or LiteRT interpreter, same threads): float copies in
-    numpy, one batched model call, softmax, max L1, threshold. What a user assembles without edgeguard."""
-    from art.defences.preprocessor import FeatureSqueezing, SpatialSmoothing
-
-    steps = [FeatureSqueezing(clip_values=(0.0, 1.0), bit_depth=sq.param) if sq.kind == "bit_depth" else
-             SpatialSmoothing(window_size=sq.param, channels_first=False, clip_values=(0.0, 1.0))
-             for sq in model.squeezers]
-    mean, std, nchw, run, threshold = model.mean, model.std, model.layout == "NCHW", model.backend.run, model.threshold
-
-    def predict(image: np.ndarray):
-        x = image[None].astype(np.float32) / np.float32(255)
-        batch = np.concatenate([x] + [step(x)[0].astype(np.float32) for step in steps])
-        batch = (batch - mean) / std
-        if nchw:
-            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-        logits = run(batch.astype(np.float32, copy=False))
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        score = np.abs(p[1:] - p[0]).sum(axis=1).max()
-        return int(p[0].argmax()), bool(score > threshold)
-
-    return predict
-
-
-def peer_ratio(model, repeat: int, rounds: int) -> dict | None:
-    """Median latency of edgeguard's guarded predict and of the ART-assembled guard on the same images,
-    interleaved in rounds; None when ART is not installed."""
-    try:
-        peer = art_guard(model)
-    except ImportError:
-        return None
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (8, model.height, model.width, model.channels), dtype=np.uint8)
-    times = {"edgeguard": [], "art": []}
-    per_round = max(1, repeat // rounds)
-    for r in range(rounds):
-        for who, fn in (("edgeguard", model.predict), ("art", peer)) if r % 2 == 0 else \
-                (("art", peer), ("edgeguard", model.predict)):
-            fn(images[0])  # untimed: whatever the other contender left in the caches
-            for i in range(per_round):
-                t0 = time.perf_counter()
-                fn(images[i % len(images)])
-                times[who].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    return {"edgeguard_ms": med["edgeguard"], "art_ms": med["art"], "art_over_edgeguard": med["art"] / med["edgeguard"],
-            "calls": per_round * rounds}
 
 
 # ----------------------------------------------------------------------------- measurements

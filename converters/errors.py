@@ -16,6 +16,7 @@ __all__ = [
     "CalibrationDataError",
     "NotAvailableError",
     "ParityError",
+    "PoisonDetectedError",
 ]
 
 
@@ -46,3 +47,12 @@ class NotAvailableError(ConversionError):
 
 class ParityError(ConversionError):
     """A converted artifact disagrees with its reference beyond the tolerance."""
+
+
+class PoisonDetectedError(ConversionError):
+    """The poisoning scan of the training data found a likely backdoor (and was told to stop);
+    ``result`` is the :class:`~edgeguard.converters.poisoning.PoisonScanResult` with the suspects."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result

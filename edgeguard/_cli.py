@@ -68,7 +68,8 @@ def command(*arguments):
 #: Subcommands defined in other modules: (module, function); ``function(subparsers)`` adds the
 #: subcommand with its ``func``. Skipped when the module is not installed (workstation-only code is
 #: absent on devices); such modules import only the standard library until the command runs.
-EXTERNAL_COMMANDS = (("edgeguard.converters.cli", "add_parser"), ("edgeguard.converters.cli", "add_evaluate_parser"))
+EXTERNAL_COMMANDS = (("edgeguard.converters.cli", "add_parser"), ("edgeguard.converters.cli", "add_evaluate_parser"),
+                     ("edgeguard.converters.cli", "add_audit_parser"))
 
 BUNDLE = arg("bundle", metavar="BUNDLE", help="the bundle file (.egb)")
 PUBLIC_KEY = arg("--public-key", metavar="KEY",

@@ -71,6 +71,7 @@ class PoisonScanConfig:
     expected_poison_fraction: float = 0.05  # spectral signatures only
     eps_multiplier: float = 1.5  # spectral signatures only (Tran et al.)
     layer: str | None = None  # default: the input of the model's last nn.Linear
+    restarts: int = 10  # k-means runs per class; the lowest within-cluster sum of squares is kept
     on_detection: str = "warn"
     seed: int = 0
     batch_size: int = 256
@@ -85,7 +86,7 @@ class PoisonScanConfig:
         if self.reduce not in _REDUCTIONS:
             raise ConversionError(f"reduce must be one of {_REDUCTIONS}, got {self.reduce!r}")
         if not (0 < self.size_threshold < 0.5 and 0 < self.expected_poison_fraction < 1 and self.nb_dims >= 1
-                and self.eps_multiplier > 0 and self.batch_size >= 1):
+                and self.eps_multiplier > 0 and self.batch_size >= 1 and self.restarts >= 1):
             raise ConversionError("poisoning scan needs 0 < size_threshold < 0.5, 0 < expected_poison_fraction < 1, "
                                   "nb_dims >= 1, eps_multiplier > 0, batch_size >= 1")
 
@@ -251,8 +252,22 @@ def _activation_clustering(clf, x, y_onehot, y, counts, cfg: PoisonScanConfig, s
         raise CalibrationDataError(f"class(es) {small} have too few training images for activation clustering "
                                    f"(more than {max(cfg.nb_dims, 2)} each are needed)")
     defence = ActivationDefence(clf, x, y_onehot)
-    clusters_by_class, reduced_by_class = defence.cluster_activations(nb_clusters=2, nb_dims=cfg.nb_dims,
-                                                                      reduce=cfg.reduce)
+    # ART runs scikit-learn's KMeans with one initialisation (n_init="auto"), seeded from numpy's global
+    # generator; a single run often stops in the class's natural split and misses a small separate
+    # cluster. Restart it and keep, per class, the clustering of lowest inertia (k-means' own criterion).
+    best_clusters, best_inertia, reduced_by_class = None, None, None
+    for r in range(cfg.restarts):
+        np.random.seed((cfg.seed + r) % (2 ** 32))
+        clusters_by_class, reduced = defence.cluster_activations(nb_clusters=2, nb_dims=cfg.nb_dims,
+                                                                 reduce=cfg.reduce)
+        inertia = [_inertia(red, cl) for red, cl in zip(reduced, clusters_by_class)]
+        if best_clusters is None:
+            best_clusters, best_inertia, reduced_by_class = list(clusters_by_class), inertia, list(reduced)
+            continue
+        for k, value in enumerate(inertia):
+            if value < best_inertia[k] - 1e-9 * max(abs(best_inertia[k]), 1.0):
+                best_clusters[k], best_inertia[k], reduced_by_class[k] = clusters_by_class[k], value, reduced[k]
+    clusters_by_class = best_clusters
     dim = int(defence.activations_by_class[int(np.argmax(counts))].shape[1])
     rows, suspicious = [], []
     for k in range(spec.num_classes):
@@ -280,6 +295,12 @@ def _activation_clustering(clf, x, y_onehot, y, counts, cfg: PoisonScanConfig, s
         rows.append(row)
     flagged = np.concatenate(suspicious) if suspicious else np.zeros(0, np.int64)
     return rows, flagged, dim
+
+
+def _inertia(points: np.ndarray, clusters: np.ndarray) -> float:
+    points = np.asarray(points, np.float64)
+    return float(sum(((points[clusters == c] - points[clusters == c].mean(axis=0)) ** 2).sum()
+                     for c in np.unique(clusters)))
 
 
 def _spectral_signature(clf, x, y_onehot, y, counts, cfg: PoisonScanConfig, spec: InputSpec):

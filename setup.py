@@ -94,13 +94,19 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=["edgeguard", "edgeguard.converters"],
+    packages=["edgeguard", "edgeguard.bundle", "edgeguard.monitoring", "edgeguard.converters"],
     package_dir={"edgeguard": "edgeguard", "edgeguard.converters": "converters"},
     package_data={"edgeguard": ["_native_cdef.h"]},
     cffi_modules=["edgeguard/_native_build.py:ffibuilder"],
     install_requires=["numpy>=1.23", "cffi>=1.15"],
     extras_require=extras,
-    entry_points={"console_scripts": ["edgeguard=edgeguard._cli:main"]},
+    entry_points={
+        "console_scripts": ["edgeguard=edgeguard._cli:main"],
+        # workstation commands of the edgeguard CLI (see edgeguard._cli.COMMAND_GROUP)
+        "edgeguard.commands": ["convert = edgeguard.converters.cli:add_parser",
+                               "evaluate = edgeguard.converters.cli:add_evaluate_parser",
+                               "audit = edgeguard.converters.cli:add_audit_parser"],
+    },
     cmdclass={"build_ext": build_ext},
     zip_safe=False,
 )

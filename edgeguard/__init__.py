@@ -10,7 +10,8 @@ backend (ONNX Runtime or LiteRT) is imported when a bundle is loaded.
 """
 from ._version import __version__
 from .errors import AdversarialInputError, EdgeGuardError
-from .guard import GuardedModel, Prediction, Predictions, load
+from .guard import GuardedModel, load
+from .results import Prediction, Predictions
 
 __all__ = ["__version__", "load", "GuardedModel", "Prediction", "Predictions", "EdgeGuardError",
            "AdversarialInputError"]

@@ -21,7 +21,7 @@ ISAS = {
     "neon": lib.EG_ISA_NEON,
     "avx512": lib.EG_ISA_AVX512,
 }
-LAYOUTS = {"NHWC": lib.EG_LAYOUT_NHWC, "NCHW": lib.EG_LAYOUT_NCHW}
+LAYOUT_CODES = {"NHWC": lib.EG_LAYOUT_NHWC, "NCHW": lib.EG_LAYOUT_NCHW}
 MAX_WINDOW = lib.EG_MEDIAN_MAX_WINDOW
 MAX_PREPROCESS_CHANNELS = lib.EG_PREPROCESS_MAX_CHANNELS
 
@@ -41,7 +41,7 @@ def status_string(status: int) -> str:
     return ffi.string(lib.eg_status_string(status)).decode()
 
 
-def _check(status: int, what: str) -> None:
+def check_status(status: int, what: str) -> None:
     if status == lib.EG_OK:
         return
     message = f"{what}: {status_string(status)}"
@@ -114,9 +114,9 @@ def _as_image_input(x, what: str) -> np.ndarray:
 
 def _layout_code(layout: str) -> int:
     try:
-        return LAYOUTS[layout]
+        return LAYOUT_CODES[layout]
     except (KeyError, TypeError):
-        raise InvalidArgumentError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}") from None
+        raise InvalidArgumentError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUT_CODES)}") from None
 
 
 def _matrix(x, ndim: int, what: str) -> np.ndarray:
@@ -131,7 +131,7 @@ def bit_depth(x: np.ndarray, bits: int, out: np.ndarray | None = None, isa: str 
     ctype, suffix = _CTYPE[x.dtype]
     out = as_output(out, x.shape, x.dtype, "out")
     fn = lib.eg_bit_depth_u8 if suffix == "u8" else lib.eg_bit_depth_f32
-    _check(fn(_ptr(ctype, x), _ptr(ctype, out, True), x.size, bits, isa_code(isa)), "bit_depth")
+    check_status(fn(_ptr(ctype, x), _ptr(ctype, out, True), x.size, bits, isa_code(isa)), "bit_depth")
     return out
 
 
@@ -147,7 +147,7 @@ def median(x: np.ndarray, n: int, h: int, w: int, c: int, layout: str, window: i
     fn = lib.eg_median_u8 if suffix == "u8" else lib.eg_median_f32
     status = fn(_ptr(ctype, x), _ptr(ctype, out, True), n, h, w, c, _layout_code(layout), window,
                 isa_code(isa))
-    _check(status, "median")
+    check_status(status, "median")
     return out
 
 
@@ -156,7 +156,7 @@ def softmax(logits: np.ndarray, out: np.ndarray | None = None, isa: str = "auto"
     logits = _matrix(logits, 2, "logits")
     out = as_output(out, logits.shape, np.float32, "out")
     rows, classes = logits.shape
-    _check(lib.eg_softmax_f32(_ptr("float[]", logits), _ptr("float[]", out, True), rows, classes, isa_code(isa)),
+    check_status(lib.eg_softmax_f32(_ptr("float[]", logits), _ptr("float[]", out, True), rows, classes, isa_code(isa)),
            "softmax")
     return out
 
@@ -167,7 +167,7 @@ def l1_distance(a: np.ndarray, b: np.ndarray, isa: str = "auto") -> np.ndarray:
         raise InvalidArgumentError(f"l1_distance needs equal shapes, got {a.shape} and {b.shape}")
     rows, classes = a.shape
     out = np.empty(rows, np.float32)
-    _check(lib.eg_l1_distance_f32(_ptr("float[]", a), _ptr("float[]", b), _ptr("float[]", out, True), rows,
+    check_status(lib.eg_l1_distance_f32(_ptr("float[]", a), _ptr("float[]", b), _ptr("float[]", out, True), rows,
                                   classes, isa_code(isa)), "l1_distance")
     return out
 
@@ -182,7 +182,7 @@ def squeeze_scores(original: np.ndarray, squeezed: np.ndarray, isa: str = "auto"
     squeezers = squeezed.shape[0]
     score = np.empty(rows, np.float32)
     per = np.empty((squeezers, rows), np.float32)
-    _check(lib.eg_squeeze_scores_f32(_ptr("float[]", original), _ptr("float[]", squeezed), squeezers, rows, classes,
+    check_status(lib.eg_squeeze_scores_f32(_ptr("float[]", original), _ptr("float[]", squeezed), squeezers, rows, classes,
                                      _ptr("float[]", per, True), _ptr("float[]", score, True), isa_code(isa)),
            "squeeze_scores")
     return score, per
@@ -205,5 +205,24 @@ def preprocess(images: np.ndarray, layout: str, scale: float, mean: np.ndarray, 
     status = lib.eg_preprocess_u8_f32(_ptr("uint8_t[]", images), _ptr("float[]", out, True), n, h, w, c,
                                       code, float(scale), _ptr("float[]", mean), _ptr("float[]", std),
                                       isa_code(isa))
-    _check(status, "preprocess")
+    check_status(status, "preprocess")
+    return out
+
+
+def lut_u8(images: np.ndarray, layout: str, tables: np.ndarray, out: np.ndarray | None = None,
+           isa: str = "auto") -> np.ndarray:
+    """uint8 NHWC images -> bytes in `layout` through one 256-entry table per channel
+    (`tables`: (c, 256) uint8): ``out[.., ch, ..] = tables[ch, images[.., ch]]``."""
+    images = as_input(images, np.uint8, "images")
+    if images.ndim != 4:
+        raise InvalidArgumentError(f"images must be 4-d NHWC, got shape {images.shape}")
+    code = _layout_code(layout)
+    n, h, w, c = images.shape
+    tables = as_input(tables, np.uint8, "tables")
+    if tables.shape != (c, 256):
+        raise InvalidArgumentError(f"tables must be ({c}, 256) uint8 (one table per channel), got {tables.shape}")
+    shape = (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
+    out = as_output(out, shape, np.uint8, "out")
+    check_status(lib.eg_lut_u8(_ptr("uint8_t[]", images), _ptr("uint8_t[]", out, True), n, h, w, c, code,
+                               _ptr("uint8_t[]", tables), isa_code(isa)), "lut")
     return out

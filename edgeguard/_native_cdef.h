@@ -35,3 +35,5 @@ eg_status eg_squeeze_scores_f32(const float *original, const float *squeezed, si
 eg_status eg_preprocess_u8_f32(const uint8_t *src, float *dst, size_t n, size_t h, size_t w, size_t c,
                                eg_layout dst_layout, float scale, const float *mean, const float *std,
                                eg_isa isa);
+eg_status eg_lut_u8(const uint8_t *src, uint8_t *dst, size_t n, size_t h, size_t w, size_t c,
+                    eg_layout dst_layout, const uint8_t *tables, eg_isa isa);

@@ -317,10 +317,31 @@ class Backend:
         model's rank and non-batch dims.
         """
         x = self._check_input(x)
+        return self._batched(x, lambda chunk: self._invoke(self.quantize_input(chunk)), 0.0)
+
+    def run_quantized(self, xq: np.ndarray) -> np.ndarray:
+        """Run a batch already in the model's integer input dtype (what :meth:`quantize_input`
+        makes): the guard's fused path writes quantised inputs directly. float32 outputs."""
+        q = self.input_quantization
+        if q is None:
+            raise UnsupportedError(f"{self.name}: the model input is {self.input_dtype}, not quantised; use run()")
+        xq = self._check_input(xq, self.input_dtype)
+        return self._batched(xq, self._invoke, q.zero_point)  # the zero point is 0.0, quantised
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """float32 model input -> the artifact's input dtype (ONNX QuantizeLinear / TFLite QUANTIZE
+        arithmetic when the input is quantised)."""
+        if self.input_quantization is not None:
+            return _quantize(x, self.input_quantization, self.input_dtype)
+        if self.input_dtype != np.float32:
+            return x.astype(self.input_dtype)
+        return x
+
+    def _batched(self, x: np.ndarray, run, pad) -> np.ndarray:
         n = x.shape[0]
         if self.dynamic_batch or n == self.input_shape[0]:
-            return self._run(x)
-        # Fixed-batch model: run chunks of its batch size, zero-padding the last one
+            return run(x)
+        # Fixed-batch model: run chunks of its batch size, padding the last one
         # (padding rows are computed and dropped; samples never interact in a classifier).
         b = self.input_shape[0]
         outs = []
@@ -328,8 +349,8 @@ class Backend:
             chunk = x[i:i + b]
             m = chunk.shape[0]
             if m < b:
-                chunk = np.concatenate([chunk, np.zeros((b - m,) + chunk.shape[1:], np.float32)])
-            outs.append(self._run(chunk)[:m])
+                chunk = np.concatenate([chunk, np.full((b - m,) + chunk.shape[1:], pad, x.dtype)])
+            outs.append(run(chunk)[:m])
         return np.concatenate(outs)
 
     def warmup(self) -> None:
@@ -341,17 +362,18 @@ class Backend:
         return (f"<{type(self).__name__} {self.name} input={_fmt_shape(self.input_shape)} "
                 f"{self.input_dtype} output={self.output_dtype}>")
 
-    # subclasses implement _run(x) for a batch the model accepts in one call
-    def _run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+    # subclasses implement _invoke(x) for a batch in the model's input dtype that it accepts in one call
+    def _invoke(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _check_input(self, x) -> np.ndarray:
+    def _check_input(self, x, dtype=np.float32) -> np.ndarray:
         want = self.input_shape
         if not isinstance(x, np.ndarray):
             raise InvalidInputError(f"expected a numpy.ndarray, got {type(x).__name__}")
-        if x.dtype != np.float32:
+        if x.dtype != dtype:
             raise InvalidInputError(
-                f"expected float32 input (normalised, as the model takes it), got {x.dtype}"
+                f"expected float32 input (normalised, as the model takes it), got {x.dtype}" if dtype == np.float32
+                else f"expected {np.dtype(dtype).name} input (quantised, as the model takes it), got {x.dtype}"
             )
         if x.ndim != len(want):
             raise InvalidInputError(
@@ -445,11 +467,7 @@ class OnnxRuntimeBackend(Backend):
         self.output_quantization = _resolve_qparams("output_quantization", self.output_dtype,
                                                     output_quantization, None)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        if self.input_quantization is not None:
-            x = _quantize(x, self.input_quantization, self.input_dtype)
-        elif self.input_dtype != np.float32:
-            x = x.astype(self.input_dtype)
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
         y = self._sess.run(self._out_names, {self._in_name: x})[0]
         return self._finish(y, x.shape[0])
 
@@ -544,10 +562,10 @@ class TFLiteBackend(Backend):
         if batch != 1:
             return False  # keep it simple: only batch-1 models are probed
         rng = np.random.default_rng(0)
-        x = rng.random((2,) + self._initial_shape[1:], dtype=np.float32)
+        x = self.quantize_input(rng.random((2,) + self._initial_shape[1:], dtype=np.float32))
         try:
-            singles = np.concatenate([self._run(x[i:i + 1]) for i in range(2)])
-            pair = self._run(x)
+            singles = np.concatenate([self._invoke(x[i:i + 1]) for i in range(2)])
+            pair = self._invoke(x)
             ok = pair.shape == singles.shape and np.allclose(pair, singles, rtol=1e-4, atol=1e-5)
         except Exception:
             ok = False
@@ -556,12 +574,8 @@ class TFLiteBackend(Backend):
             self._shape = self._initial_shape
         return ok
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        if self.input_quantization is not None:
-            x = _quantize(x, self.input_quantization, self.input_dtype)
-        elif self.input_dtype != np.float32:
-            x = x.astype(self.input_dtype)
         with self._lock:
             it = self._interpreter
             if x.shape != self._shape:

@@ -29,13 +29,13 @@ whose labels, indices, flags and dicts are built only when read.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Sequence
 
 import numpy as np
 
 from . import _lowlevel, bundle as _bundle
+from .results import Prediction, Predictions
+from .squeeze import Squeezer
 from ._native import ffi, lib
 from .backends import FORMATS, Backend, available_backends, open_backend
 from .errors import (
@@ -47,7 +47,7 @@ from .errors import (
     UnsupportedError,
 )
 
-__all__ = ["GuardedModel", "Prediction", "Predictions", "POLICIES", "STAGES", "Squeezer", "load"]
+__all__ = ["GuardedModel", "POLICIES", "STAGES", "load"]
 
 #: What to do with inputs flagged as adversarial.
 #: report  -- return them with is_adversarial=True (default)
@@ -71,271 +71,11 @@ _bit_depth_f32 = lib.eg_bit_depth_f32
 _median_u8 = lib.eg_median_u8
 _median_f32 = lib.eg_median_f32
 _preprocess_u8 = lib.eg_preprocess_u8_f32
+_lut_u8 = lib.eg_lut_u8
 _softmax = lib.eg_softmax_f32
 _squeeze_scores = lib.eg_squeeze_scores_f32
-_check = _lowlevel._check
+_check = _lowlevel.check_status
 _REPORT, _RAISE, _SQUEEZE = POLICIES
-
-
-class Squeezer:
-    """One squeezer of the manifest: ``bit_depth`` (bits) or ``median`` (size). Immutable."""
-
-    __slots__ = ("kind", "param")
-
-    def __init__(self, kind: str, param: int):
-        object.__setattr__(self, "kind", kind)
-        object.__setattr__(self, "param", param)
-
-    def __setattr__(self, name, value):
-        raise AttributeError("Squeezer is immutable")
-
-    def __eq__(self, other):
-        return isinstance(other, Squeezer) and (self.kind, self.param) == (other.kind, other.param)
-
-    def __hash__(self):
-        return hash((self.kind, self.param))
-
-    def __repr__(self) -> str:
-        return f"Squeezer({self.kind!r}, {self.param})"
-
-    @property
-    def name(self) -> str:
-        return f"bit_depth_{self.param}" if self.kind == "bit_depth" else f"median_{self.param}x{self.param}"
-
-    @classmethod
-    def from_manifest(cls, spec: dict) -> "Squeezer":
-        kind = spec.get("kind")
-        if kind == "bit_depth":
-            return cls(kind, int(spec["bits"]))
-        if kind == "median":
-            size = int(spec["size"])
-            if not 1 <= size <= _lowlevel.MAX_WINDOW:
-                raise UnsupportedError(f"median squeezer size {size} is not supported (1..{_lowlevel.MAX_WINDOW})")
-            return cls(kind, size)
-        raise UnsupportedError(f"squeezer kind {kind!r} is not supported by this edgeguard (bit_depth, median)")
-
-    def apply(self, x: np.ndarray, layout: str = "NHWC") -> np.ndarray:
-        """Squeeze a uint8 or float32 batch in `layout` (NHWC or NCHW); returns a new array.
-
-        The checked public path (through :mod:`edgeguard._lowlevel`); the guard's
-        per-call path calls the same kernels directly."""
-        if self.kind == "bit_depth":
-            return _lowlevel.bit_depth(x, self.param)
-        x = np.asarray(x)
-        if x.ndim != 4:
-            raise InvalidArgumentError(f"expected a 4-d {layout} batch, got shape {x.shape}")
-        n, a, b, c = x.shape
-        h, w, ch = (a, b, c) if layout == "NHWC" else (b, c, a)
-        return _lowlevel.median(x, n, h, w, ch, layout, self.param)
-
-
-# ----------------------------------------------------------------------------- results
-
-class Predictions(Sequence):
-    """Results of one :meth:`GuardedModel.predict` call, as arrays over the batch.
-
-    Indexing gives a :class:`Prediction`. Arrays: ``probabilities`` (N, classes)
-    (the answer: softmax of the original input, or under the squeeze policy of
-    the squeezed copies for flagged inputs), ``scores`` (N,), ``indices`` (N,),
-    ``is_adversarial`` (N,) bool, ``squeezer_scores`` {name: (N,)} and
-    ``squeezed_probabilities`` (S, N, classes). ``labels`` and ``answered_by``
-    are lists; ``timings`` maps each stage (see :data:`STAGES`) and ``total``
-    to the seconds spent on the whole call; ``threshold`` is the detector's
-    (None without a calibrated detector). Scores are NaN when detection did
-    not run (``detect=False`` or no squeezers); such inputs are never flagged.
-    A NaN score from a detector that did run (non-finite model outputs) counts
-    as flagged: the guard fails closed.
-
-    Every field is a view of one buffer filled by the native kernels, made on
-    first access: a field nobody reads costs nothing.
-    """
-
-    __slots__ = ("threshold", "_buf", "_n", "_s", "_k", "_off", "_labels", "_names", "_detected", "_times",
-                 "_probs", "_scores", "_indices", "_flagged", "_answered_mask")
-
-    def __init__(self, buf, n, s, k, names, labels, threshold, detected, times=None):
-        # buf: float32 [(1 + s) * n * k probabilities: original rows, then each squeezer's | n scores | s * n
-        # per-squeezer scores]
-        self.threshold = threshold
-        self._buf, self._n, self._s, self._k = buf, n, s, k
-        self._off = (1 + s) * n * k
-        self._labels = labels
-        self._names = names
-        self._detected = detected
-        self._times = times
-        self._probs = self._scores = self._indices = self._flagged = self._answered_mask = None
-
-    @property
-    def probabilities(self) -> np.ndarray:
-        v = self._probs
-        if v is None:
-            v = self._probs = self._buf[:self._n * self._k].reshape(self._n, self._k)
-        return v
-
-    @property
-    def scores(self) -> np.ndarray:
-        v = self._scores
-        if v is None:
-            v = self._scores = self._buf[self._off:self._off + self._n]
-        return v
-
-    @property
-    def squeezed_probabilities(self) -> np.ndarray:
-        n, k = self._n, self._k
-        return self._buf[n * k:self._off].reshape(self._s, n, k)
-
-    @property
-    def squeezer_scores(self) -> dict:
-        n, start = self._n, self._off + self._n
-        return {name: self._buf[start + j * n:start + (j + 1) * n] for j, name in enumerate(self._names)}
-
-    @property
-    def indices(self) -> np.ndarray:
-        v = self._indices
-        if v is None:
-            v = self._indices = self.probabilities.argmax(axis=1)
-        return v
-
-    @property
-    def labels(self) -> list:
-        labels = self._labels
-        return [labels[i] for i in self.indices.tolist()]
-
-    @property
-    def is_adversarial(self) -> np.ndarray:
-        v = self._flagged
-        if v is None:
-            if self._detected and self.threshold is not None:
-                v = ~(self.scores <= self.threshold)  # NaN scores are flagged
-            else:
-                v = np.zeros(self._n, bool)
-            self._flagged = v
-        return v
-
-    @property
-    def answered_by(self) -> list:
-        mask = self._answered_mask
-        if mask is None:
-            return ["original"] * self._n
-        return ["squeezed" if m else "original" for m in mask.tolist()]
-
-    @property
-    def timings(self) -> dict:
-        t0, t1, t2, t3, t4, t5 = self._times
-        return {"preprocess": (t1 - t0) + (t3 - t2), "squeeze": t2 - t1, "model": t4 - t3, "detect": t5 - t4,
-                "total": t5 - t0}
-
-    def _answer_from_squeezed(self, flagged: np.ndarray) -> None:
-        final = self.probabilities.copy()
-        final[flagged] = self.squeezed_probabilities[:, flagged].mean(axis=0)
-        self._probs = final
-        self._indices = None
-        self._answered_mask = flagged
-
-    # sequence protocol
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [Prediction(self, j) for j in range(*i.indices(self._n))]
-        n = self._n
-        i = int(i)
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for {n} predictions")
-        return Prediction(self, i % n)
-
-    def to_dicts(self) -> list[dict]:
-        """One JSON-ready dict per input (see :meth:`Prediction.to_dict`)."""
-        return [p.to_dict() for p in self]
-
-    def __repr__(self) -> str:
-        return f"<Predictions n={self._n} flagged={int(np.count_nonzero(self.is_adversarial))}>"
-
-
-class Prediction:
-    """The result for one input: a view of one row of a :class:`Predictions`.
-
-    Fields: ``label``, ``index`` (class index), ``confidence`` (its
-    probability), ``probabilities`` (classes,), ``score`` (float; NaN if
-    detection did not run), ``is_adversarial``, ``squeezer_scores``
-    {name: float}, ``answered_by`` ("original" or "squeezed"), ``threshold``,
-    and ``timings`` of the whole call (seconds). ``results`` is the
-    :class:`Predictions` it belongs to.
-    """
-
-    __slots__ = ("results", "_i")
-
-    def __init__(self, results: Predictions, i: int):
-        self.results = results
-        self._i = i
-
-    @property
-    def index(self) -> int:
-        r = self.results
-        if r._probs is None and r._indices is None:  # one row of the buffer: no 2-d view needed
-            k = r._k
-            return int(r._buf[self._i * k:(self._i + 1) * k].argmax())
-        return int(r.indices[self._i])
-
-    @property
-    def label(self) -> str:
-        return self.results._labels[self.index]
-
-    @property
-    def probabilities(self) -> np.ndarray:
-        return self.results.probabilities[self._i]
-
-    @property
-    def confidence(self) -> float:
-        """The probability of the predicted class."""
-        return float(self.results.probabilities[self._i, self.index])
-
-    @property
-    def score(self) -> float:
-        r = self.results
-        return float(r._buf[r._off + self._i])
-
-    @property
-    def is_adversarial(self) -> bool:
-        r = self.results
-        if r._flagged is None:
-            if not (r._detected and r.threshold is not None):
-                return False
-            return not float(r._buf[r._off + self._i]) <= r.threshold  # NaN scores are flagged
-        return bool(r._flagged[self._i])
-
-    @property
-    def squeezer_scores(self) -> dict:
-        r, i = self.results, self._i
-        start, n = r._off + r._n, r._n
-        return {name: float(r._buf[start + j * n + i]) for j, name in enumerate(r._names)}
-
-    @property
-    def answered_by(self) -> str:
-        mask = self.results._answered_mask
-        return "squeezed" if mask is not None and mask[self._i] else "original"
-
-    @property
-    def threshold(self) -> float | None:
-        return self.results.threshold
-
-    @property
-    def timings(self) -> dict:
-        return self.results.timings
-
-    def to_dict(self) -> dict:
-        """JSON-ready: label, index, confidence, score (None if NaN), is_adversarial,
-        squeezer_scores, answered_by, threshold, probabilities (list)."""
-        score = self.score
-        return {"label": self.label, "index": self.index, "confidence": self.confidence,
-                "score": None if math.isnan(score) else score, "is_adversarial": self.is_adversarial,
-                "squeezer_scores": self.squeezer_scores, "answered_by": self.answered_by,
-                "threshold": self.threshold, "probabilities": self.probabilities.tolist()}
-
-    def __repr__(self) -> str:
-        return (f"Prediction(label={self.label!r}, index={self.index}, confidence={self.confidence:.4f}, "
-                f"score={self.score:.4f}, is_adversarial={self.is_adversarial}, answered_by={self.answered_by!r})")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -383,33 +123,31 @@ class GuardedModel:
     ``layout``, ``height``, ``width``, ``channels``, ``value_range``.
     """
 
-    def __init__(self, bundle: _bundle.Bundle, artifact: dict, backend: Backend, *, policy: str = "report",
-                 squeezers=None):
+    def __init__(self, bundle: _bundle.Bundle, artifact: _bundle.Artifact, backend: Backend, *,
+                 policy: str = "report", squeezers=None):
         m = bundle.manifest
         self.bundle = bundle
         self.artifact = artifact
         self.backend = backend
         self.policy = policy
-        self._monitor = None  # an attached edgeguard.monitor.Monitor (see attach)
-        self.labels = tuple(m["labels"])
-        specs = m["squeezers"] if squeezers is None else squeezers
+        self._monitor = None  # an attached edgeguard.monitoring.monitor.Monitor (see attach)
+        self.labels = m.labels
+        specs = m.squeezers if squeezers is None else squeezers
         self.squeezers = tuple(s if isinstance(s, Squeezer) else Squeezer.from_manifest(s) for s in specs)
-        detector = artifact.get("detector")
-        self.threshold = float(detector["threshold"]) if detector else None
-        inp = m["input"]
-        self.layout = inp["layout"]
-        _, d1, d2, d3 = inp["shape"]
-        h, w, c = (d2, d3, d1) if self.layout == "NCHW" else (d1, d2, d3)
+        self.threshold = artifact.detector.threshold if artifact.detector else None
+        inp = m.input
+        self.layout = inp.layout
+        h, w, c = inp.height, inp.width, inp.channels
         self.height, self.width, self.channels = h, w, c
-        self.value_range = (float(inp["range"][0]), float(inp["range"][1]))
-        self.scale = float(inp["scale"])
-        self.mean = np.array(inp["mean"], np.float32)
-        self.std = np.array(inp["std"], np.float32)
-        self.output_kind = m["output"]["kind"]
+        self.value_range = inp.value_range
+        self.scale = inp.scale
+        self.mean = np.array(inp.mean, np.float32)
+        self.std = np.array(inp.std, np.float32)
+        self.output_kind = m.output_kind
         if c > _lowlevel.MAX_PREPROCESS_CHANNELS:
             raise UnsupportedError(f"models with {c} input channels are not supported (at most "
                                    f"{_lowlevel.MAX_PREPROCESS_CHANNELS})")
-        where = f"artifact {artifact['id']!r}"
+        where = f"artifact {artifact.id!r}"
         if backend.num_classes is not None and backend.num_classes != len(self.labels):
             raise BundleError(f"{where}: the model has {backend.num_classes} outputs but the manifest lists "
                               f"{len(self.labels)} labels")
@@ -417,13 +155,13 @@ class GuardedModel:
         model_item = tuple(backend.input_shape[1:])
         if len(model_item) != 3 or any(d is not None and d != e for d, e in zip(model_item, item)):
             raise BundleError(
-                f"{where}: the model's input is {_fmt(backend.input_shape)} but the manifest declares "
-                f"{self.layout} {_fmt((None,) + item)}; the manifest does not describe this artifact")
+                f"{where}: the model's input is {_fmt_shape(backend.input_shape)} but the manifest declares "
+                f"{self.layout} {_fmt_shape((None,) + item)}; the manifest does not describe this artifact")
 
         # Everything the per-call path needs, computed once and read-only afterwards.
         self._item = item
         self._hwc = h * w * c
-        self._layout_code = _lowlevel.LAYOUTS[self.layout]
+        self._layout_code = _lowlevel.LAYOUT_CODES[self.layout]
         self._u8_single = {(h, w, c)} | ({(h, w)} if c == 1 else set())
         self._p_mean = _from_buffer(_F32_ARRAY, self.mean)  # the arrays are kept alive by self
         self._p_std = _from_buffer(_F32_ARRAY, self.std)
@@ -438,6 +176,31 @@ class GuardedModel:
         bshape = (1, -1, 1, 1) if self.layout == "NCHW" else (1, 1, 1, -1)
         self._f_mean, self._f_std = self.mean.reshape(bshape), self.std.reshape(bshape)
         self._f_identity = bool(np.all(self.mean == 0) and np.all(self.std == 1))
+        self._tables = self._quantised_input_tables()
+        if self._tables is not None:
+            self._p_tables = tuple(_from_buffer(_U8_ARRAY, t) for t in self._tables)
+            self._q_dtype = backend.input_dtype
+
+    def _quantised_input_tables(self):
+        """For a model with a quantised 8-bit input (int8 TFLite): per squeezer (the original first) a
+        (channels, 256) byte table from pixel value to the model's input byte, made by the unfused path
+        itself (native preprocessing, then the backend's quantisation, then a bit-depth squeezer), so the
+        fused pass gives the same bytes. None when the model takes floats."""
+        be = self.backend
+        if be.input_quantization is None or np.dtype(be.input_dtype).itemsize != 1:
+            return None
+        c = self.channels
+        values = np.ascontiguousarray(np.broadcast_to(np.arange(256, dtype=_U8)[None, None, :, None], (1, 1, 256, c)))
+        floats = _lowlevel.preprocess(values, "NHWC", self.scale, self.mean, self.std).reshape(256, c)
+        try:
+            base = np.ascontiguousarray(be.quantize_input(floats).view(_U8).T)  # (c, 256)
+        except InvalidInputError:  # a normalisation that overflows: the unfused path reports it per call
+            return None
+        tables = [base]
+        for sq in self.squeezers:  # median squeezers use the base table after the median
+            tables.append(np.ascontiguousarray(base[:, _lowlevel.bit_depth(np.arange(256, dtype=_U8), sq.param)])
+                          if sq.kind == "bit_depth" else base)
+        return tuple(tables)
 
     def with_squeezers(self, squeezers, threshold: float | None = None) -> "GuardedModel":
         """The same verified artifact and backend (shared, not reloaded) with other squeezers
@@ -463,13 +226,13 @@ class GuardedModel:
 
     @property
     def name(self) -> str:
-        return self.bundle.manifest["name"]
+        return self.bundle.manifest.name
 
     # ------------------------------------------------------------------ monitoring (opt-in)
 
     @property
     def monitor(self):
-        """The attached :class:`edgeguard.monitor.Monitor`, or None."""
+        """The attached :class:`edgeguard.monitoring.monitor.Monitor`, or None."""
         return self._monitor
 
     def attach(self, monitor) -> "GuardedModel":
@@ -605,31 +368,55 @@ class GuardedModel:
                 n = x.shape[0]
             h, w, c = self.height, self.width, self.channels
             size = n * self._hwc
-            model_in = np.empty(((1 + s) * n,) + self._item, _F32)
-            pm = _from_buffer(_F32_ARRAY, model_in, True)
-            px = _from_buffer(_U8_ARRAY, x)
-            status = _preprocess_u8(px, pm, n, h, w, c, self._layout_code, self.scale, self._p_mean, self._p_std,
-                                    _AUTO)
-            if status:
-                _check(status, "preprocess")
-            t1 = _perf()
-            if s:
-                squeezed = np.empty(s * size, _U8)
-                ps = _from_buffer(_U8_ARRAY, squeezed, True)
-                for i, (median, param, name) in enumerate(self._plan):
-                    dst = ps + i * size
-                    status = (_median_u8(px, dst, n, h, w, c, _NHWC, param, _AUTO) if median
-                              else _bit_depth_u8(px, dst, size, param, _AUTO))
-                    if status:
-                        _check(status, name)
+            if self._tables is not None:  # quantised input: squeeze, normalise and quantise in one pass
+                quantised = True
+                model_in = np.empty(((1 + s) * n,) + self._item, self._q_dtype)
+                pm = _from_buffer(_U8_ARRAY, model_in.view(_U8), True)
+                px = _from_buffer(_U8_ARRAY, x)
+                tables, layout = self._p_tables, self._layout_code
+                status = _lut_u8(px, pm, n, h, w, c, layout, tables[0], _AUTO)
+                if status:
+                    _check(status, "lut")
+                t1 = _perf()
+                if s:
+                    tmp = _from_buffer(_U8_ARRAY, np.empty(size, _U8), True) if any(m for m, _, _ in self._plan) else None
+                    for i, (median, param, name) in enumerate(self._plan, start=1):
+                        if median:
+                            status = _median_u8(px, tmp, n, h, w, c, _NHWC, param, _AUTO) or \
+                                _lut_u8(tmp, pm + i * size, n, h, w, c, layout, tables[i], _AUTO)
+                        else:
+                            status = _lut_u8(px, pm + i * size, n, h, w, c, layout, tables[i], _AUTO)
+                        if status:
+                            _check(status, name)
                 t2 = _perf()
-                status = _preprocess_u8(ps, pm + size, s * n, h, w, c, self._layout_code, self.scale,
-                                        self._p_mean, self._p_std, _AUTO)
+            else:
+                quantised = False
+                model_in = np.empty(((1 + s) * n,) + self._item, _F32)
+                pm = _from_buffer(_F32_ARRAY, model_in, True)
+                px = _from_buffer(_U8_ARRAY, x)
+                status = _preprocess_u8(px, pm, n, h, w, c, self._layout_code, self.scale, self._p_mean, self._p_std,
+                                        _AUTO)
                 if status:
                     _check(status, "preprocess")
-            else:
-                t2 = t1
+                t1 = _perf()
+                if s:
+                    squeezed = np.empty(s * size, _U8)
+                    ps = _from_buffer(_U8_ARRAY, squeezed, True)
+                    for i, (median, param, name) in enumerate(self._plan):
+                        dst = ps + i * size
+                        status = (_median_u8(px, dst, n, h, w, c, _NHWC, param, _AUTO) if median
+                                  else _bit_depth_u8(px, dst, size, param, _AUTO))
+                        if status:
+                            _check(status, name)
+                    t2 = _perf()
+                    status = _preprocess_u8(ps, pm + size, s * n, h, w, c, self._layout_code, self.scale,
+                                            self._p_mean, self._p_std, _AUTO)
+                    if status:
+                        _check(status, "preprocess")
+                else:
+                    t2 = t1
         elif dtype.kind == "f":
+            quantised = False
             # float input: squeeze in the model's layout and range, then normalise with numpy.
             x, single = self._float_batch(x, resize)
             n = x.shape[0]
@@ -660,7 +447,8 @@ class GuardedModel:
             raise InvalidInputError(f"input must be uint8 images or float arrays, got dtype {dtype}{hint}")
         t3 = _perf()
 
-        out = self.backend.run(model_in)  # one call for original + squeezed copies
+        # one call for original + squeezed copies
+        out = self.backend.run_quantized(model_in) if quantised else self.backend.run(model_in)
         t4 = _perf()
 
         rows, classes = (1 + s) * n, self._classes
@@ -690,26 +478,26 @@ class GuardedModel:
             flagged = result.is_adversarial
             if flagged.any():
                 if self._policy == _SQUEEZE:
-                    result._answer_from_squeezed(flagged)
+                    result.answer_from_squeezed(flagged)
                 else:
-                    result._times = (t0, t1, t2, t3, t4, _perf())
+                    result.stage_times = (t0, t1, t2, t3, t4, _perf())
                     if self._monitor is not None:
                         _observe(self._monitor, x, result)
                     raise AdversarialInputError(
                         f"{int(flagged.sum())} of {n} input(s) flagged as adversarial "
                         f"(score > threshold {self.threshold:.4g})", results=result)
-        result._times = (t0, t1, t2, t3, t4, _perf())
+        result.stage_times = (t0, t1, t2, t3, t4, _perf())
         if self._monitor is not None:  # after the timings: they measure the guard alone
             _observe(self._monitor, x, result)
         return Prediction(result, 0) if single else result
 
     def __repr__(self) -> str:
-        return (f"<GuardedModel {self.name!r} artifact={self.artifact['id']!r} "
+        return (f"<GuardedModel {self.name!r} artifact={self.artifact.id!r} "
                 f"backend={self.backend.name!r} squeezers={list(self._names)} "
                 f"threshold={self.threshold} policy={self.policy!r}>")
 
 
-def _fmt(shape) -> str:
+def _fmt_shape(shape) -> str:
     return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
 
 
@@ -722,19 +510,19 @@ def _observe(monitor, x, result) -> None:
         pass
 
 
-def _choose_artifact(b: _bundle.Bundle, artifact: str | None, backend: str | None) -> dict:
+def _choose_artifact(b: _bundle.Bundle, artifact: str | None, backend: str | None) -> _bundle.Artifact:
     if artifact is not None:
         art = b.artifact(artifact)
-        if backend is not None and backend not in FORMATS.get(art["format"], ()):
-            raise UnsupportedError(f"backend {backend!r} cannot run artifact {artifact!r} ({art['format']}); "
-                                   f"use one of {list(FORMATS.get(art['format'], ()))}")
+        if backend is not None and backend not in FORMATS.get(art.format, ()):
+            raise UnsupportedError(f"backend {backend!r} cannot run artifact {artifact!r} ({art.format}); "
+                                   f"use one of {list(FORMATS.get(art.format, ()))}")
         return art
     installed = available_backends()
     for art in b.artifacts:  # the converter lists its preferred artifact first
-        runners = FORMATS.get(art["format"], ())
+        runners = FORMATS.get(art.format, ())
         if backend in runners if backend else any(r in installed for r in runners):
             return art
-    have = ", ".join(f"{a['id']} ({a['format']})" for a in b.artifacts)
+    have = ", ".join(f"{a.id} ({a.format})" for a in b.artifacts)
     if backend:
         raise UnsupportedError(f"backend {backend!r} cannot run any artifact of this bundle: {have}")
     raise BackendUnavailableError(
@@ -758,7 +546,7 @@ def load(path, public_key=None, *, require_signature: bool | None = None, artifa
     num_threads: the backend's intra-op threads (default: the backend's choice).
     policy: "report", "raise" or "squeeze" (see POLICIES).
     limits: :class:`edgeguard.bundle.Limits` for the reader.
-    monitor: an :class:`edgeguard.monitor.Monitor` to attach (see docs/monitoring.md).
+    monitor: an :class:`edgeguard.monitoring.monitor.Monitor` to attach (see docs/monitoring.md).
 
     Every refusal is a typed :class:`~edgeguard.errors.EdgeGuardError`: the
     bundle's (see docs/bundle-format.md), BackendUnavailableError, or
@@ -771,9 +559,9 @@ def load(path, public_key=None, *, require_signature: bool | None = None, artifa
     b = _bundle.read_bundle(path, public_key=public_key, require_signature=require_signature,
                             limits=limits or _bundle.Limits())
     art = _choose_artifact(b, artifact, backend)
-    be = open_backend(b.member(art["member"]), art["format"], backend=backend, num_threads=num_threads,
-                      input_quantization=art.get("input_quantization"),
-                      output_quantization=art.get("output_quantization"))
+    be = open_backend(b.member(art.member), art.format, backend=backend, num_threads=num_threads,
+                      input_quantization=art.raw.get("input_quantization"),
+                      output_quantization=art.raw.get("output_quantization"))
     model = GuardedModel(b, art, be, policy=policy)
     if monitor is not None:
         model.attach(monitor)

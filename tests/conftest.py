@@ -1,4 +1,12 @@
-import os
-import sys
+"""Shared fixtures. The repository root is on sys.path through pytest's ``pythonpath`` setting
+(pyproject.toml), so test helpers are imported as ``from tests import models, manifests, ...``."""
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_classifier() -> bytes:
+    """A small real ONNX classifier (bytes) shared by the bundle, CLI and guard tests."""
+    from tests import models
+
+    return models.tiny_onnx_classifier()

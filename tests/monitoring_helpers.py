@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from tests import manifests
+
 SQUEEZERS = [{"kind": "bit_depth", "bits": 1}, {"kind": "median", "size": 2}]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -91,22 +93,12 @@ def linear_onnx() -> bytes:
 
 
 def manifest(threshold, reference_stats, data_sha=None):
-    return {
-        "name": "mnist-linear", "version": "1.0.0", "created": "2025-01-31T12:00:00Z",
-        "labels": [str(i) for i in range(10)],
-        "input": {"shape": [None, 1, 28, 28], "layout": "NCHW", "dtype": "float32", "range": [0, 1],
-                  "scale": 1 / 255, "mean": [0.0], "std": [1.0]},
-        "output": {"kind": "logits"},
-        "squeezers": SQUEEZERS,
-        "artifacts": [{"id": "fp32-onnx", "member": "models/fp32.onnx", "format": "onnx", "precision": "fp32",
-                       "input_quantization": None, "output_quantization": None,
-                       "detector": None if threshold is None else {
-                           "threshold": threshold, "target_fpr": 0.05, "rule": "xu2018-max-l1",
-                           "n_legitimate": 1000, "data_sha256": data_sha or "ab" * 32}}],
-        "reference_stats": reference_stats,
-        "provenance": {"source_model_sha256": "cd" * 32, "calibration_data_sha256": data_sha,
-                       "tools": {"tests": "1"}, "created_by": "tests/monitoring_helpers.py"},
-    }
+    art = manifests.artifact("fp32-onnx", "models/fp32.onnx", threshold=threshold, rule="xu2018-max-l1",
+                             data_sha256=data_sha or "ab" * 32)
+    return manifests.make_manifest([art], name="mnist-linear", labels=[str(i) for i in range(10)],
+                                   in_shape=(1, 28, 28), mean=[0.0], std=[1.0], squeezers=SQUEEZERS,
+                                   reference_stats=reference_stats, calibration_data_sha256=data_sha,
+                                   created_by="tests/monitoring_helpers.py")
 
 
 def build_bundle(path, *, with_reference=True) -> str:

@@ -23,6 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeguard import bundle
+from tests import manifests
+from edgeguard.bundle import _manifest as bundle_manifest, _onnx as onnx_scan, _zip as bundle_zip
 from edgeguard.errors import (
     BundleError,
     EdgeGuardError,
@@ -81,29 +83,12 @@ MEMBERS = {"models/fp32.onnx": TINY_ONNX, "models/int8.tflite": TINY_TFLITE}
 
 
 def make_manifest() -> dict:
-    return {
-        "name": "tiny-cnn",
-        "version": "1.0.0",
-        "created": "2025-01-31T12:00:00Z",
-        "labels": ["cat", "dog"],
-        "input": {"shape": [None, 3, 2, 2], "layout": "NCHW", "dtype": "float32", "range": [0, 1],
-                  "scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-        "output": {"kind": "logits"},
-        "squeezers": [{"kind": "bit_depth", "bits": 4}, {"kind": "median", "size": 2}],
-        "artifacts": [
-            {"id": "fp32-onnx", "member": "models/fp32.onnx", "format": "onnx", "precision": "fp32",
-             "input_quantization": None, "output_quantization": None,
-             "detector": {"threshold": 0.25, "target_fpr": 0.05, "rule": "max_l1", "n_legitimate": 1000,
-                          "data_sha256": "ab" * 32}},
-            {"id": "int8-tflite", "member": "models/int8.tflite", "format": "tflite", "precision": "int8",
-             "input_quantization": {"dtype": "int8", "scale": 0.0078125, "zero_point": -1},
-             "output_quantization": {"dtype": "uint8", "scale": 0.1, "zero_point": 3},
-             "detector": None},
-        ],
-        "reference_stats": {},
-        "provenance": {"source_model_sha256": "cd" * 32, "calibration_data_sha256": "ef" * 32,
-                       "tools": {"onnx": "1.23.2"}, "created_by": "tests"},
-    }
+    return manifests.make_manifest([
+        manifests.artifact("fp32-onnx", "models/fp32.onnx", threshold=0.25),
+        manifests.artifact("int8-tflite", "models/int8.tflite", "tflite", "int8", threshold=None,
+                           qin={"dtype": "int8", "scale": 0.0078125, "zero_point": -1},
+                           qout={"dtype": "uint8", "scale": 0.1, "zero_point": 3}),
+    ], tools={"onnx": "1.23.2"})
 
 
 def with_members(manifest: dict, members: dict) -> dict:
@@ -190,23 +175,23 @@ def test_round_trip(tmp_path):
     assert manifest == original  # the caller's dict is not modified
 
     b = bundle.read_bundle(path)
-    assert b.manifest == with_members(original, MEMBERS)
+    assert b.manifest.to_dict() == with_members(original, MEMBERS)
     assert b.member("models/fp32.onnx") == TINY_ONNX
     assert b.model_bytes("int8-tflite") == TINY_TFLITE
     assert b.model_bytes() == TINY_ONNX  # default: the first artifact
-    assert b.artifact()["id"] == "fp32-onnx"
-    assert b.artifact("int8-tflite")["precision"] == "int8"
-    assert [a["id"] for a in b.artifacts] == ["fp32-onnx", "int8-tflite"]
+    assert b.artifact().id == "fp32-onnx"
+    assert b.artifact("int8-tflite").precision == "int8"
+    assert [a.id for a in b.artifacts] == ["fp32-onnx", "int8-tflite"]
     assert b.member_names == ("models/fp32.onnx", "models/int8.tflite")
     assert b.signed is False
     assert b.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert b.path == str(path)
-    assert json.loads(b.manifest_bytes) == b.manifest
+    assert json.loads(b.manifest_bytes) == b.manifest.to_dict()
     assert b.manifest_bytes.endswith(b"}\n") and b", " not in b.manifest_bytes
     assert "tiny-cnn" in repr(b)
 
     from_bytes = bundle.read_bundle(path.read_bytes())
-    assert from_bytes.manifest == b.manifest and from_bytes.path is None
+    assert from_bytes.manifest.to_dict() == b.manifest.to_dict() and from_bytes.path is None
     assert bundle.read_bundle(bytearray(path.read_bytes())).sha256 == b.sha256
 
 
@@ -274,8 +259,8 @@ def test_write_fills_format_and_ignores_given_members(tmp_path):
     m = make_manifest()
     m["members"] = {"bogus": {"sha256": "0" * 64, "size": 1}}
     b = bundle.read_bundle(write(tmp_path, m))
-    assert set(b.manifest["members"]) == set(MEMBERS)
-    assert b.manifest["format"] == "edgeguard-bundle" and b.manifest["schema_version"] == 1
+    assert set(b.manifest.to_dict()["members"]) == set(MEMBERS)
+    assert b.manifest.to_dict()["format"] == "edgeguard-bundle" and b.manifest.to_dict()["schema_version"] == 1
 
 
 def test_write_accepts_numpy_values(tmp_path):
@@ -284,8 +269,8 @@ def test_write_accepts_numpy_values(tmp_path):
     m["artifacts"][0]["detector"]["threshold"] = np.float32(0.5)
     m["input"]["mean"] = np.array([0.5, 0.5, 0.5])
     b = bundle.read_bundle(write(tmp_path, m))
-    assert b.artifact()["detector"]["threshold"] == 0.5
-    assert b.manifest["input"]["mean"] == [0.5, 0.5, 0.5]
+    assert b.artifact().detector.threshold == 0.5
+    assert b.manifest.to_dict()["input"]["mean"] == [0.5, 0.5, 0.5]
 
 
 @pytest.mark.parametrize("members, exc, fragment", [
@@ -401,7 +386,7 @@ def test_optional_nulls_are_accepted(tmp_path):
     m["squeezers"] = [{"kind": "some_future_squeezer", "strength": 3}]  # kinds belong to edgeguard.squeeze
     m["input"].update(layout="NHWC", shape=[1, 2, 2, 1], mean=[0.5], std=[0.5])
     m["extra_key_for_later"] = {"ignored": True}
-    assert bundle.read_bundle(write(tmp_path, m)).manifest["input"]["layout"] == "NHWC"
+    assert bundle.read_bundle(write(tmp_path, m)).manifest.input.layout == "NHWC"
 
 
 @pytest.mark.parametrize("mutate, exc, fragment", [
@@ -620,7 +605,7 @@ def test_signature_good_in_every_key_form(tmp_path):
     for key in (public_pem, public_pem.decode(), str(tmp_path / "key.pub"), tmp_path / "key.pub", raw, public_obj):
         b = bundle.read_bundle(tmp_path / "b.egb", public_key=key)
         assert b.signed is True
-    assert bundle.verify_bundle(tmp_path / "b.egb", public_key=public_pem, require_signature=True).signed
+    assert bundle.read_bundle(tmp_path / "b.egb", public_key=public_pem, require_signature=True).signed
     # Without a key the signature is not checked, and the result says so.
     assert bundle.read_bundle(tmp_path / "b.egb").signed is False
     assert bundle.write_bundle(tmp_path / "u.egb", make_manifest(), MEMBERS) is None
@@ -655,7 +640,7 @@ def test_tampered_manifest_with_old_signature(tmp_path):
     tampered = craft(manifest_bytes=json.dumps(m).encode(), signature=signature)
     refuse(tampered, SignatureError, "the manifest was modified", public_key=public)
     # Without a key nothing can tell: this is what signing is for.
-    assert bundle.read_bundle(tampered).artifact()["detector"]["threshold"] == 99.0
+    assert bundle.read_bundle(tampered).artifact().detector.threshold == 99.0
 
 
 def test_sign_bundle(tmp_path):
@@ -708,21 +693,21 @@ def test_device_read_imports_neither_crypto_nor_workstation_packages(tmp_path):
         import sys
         for name in ("cryptography", "onnx", "torch", "tensorflow", "cv2", "matplotlib"):
             sys.modules[name] = None  # any import of these now fails
-        sys.path.insert(0, {ROOT!r})
         from edgeguard import bundle
         b = bundle.read_bundle({str(path)!r})
         assert b.signed is False and b.model_bytes()
         print("ok")
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 # --- ONNX external data -----------------------------------------------------------------------
 
 def test_walker_on_hand_encoded_model():
-    assert bundle._onnx_external_data(TINY_ONNX) == []
-    assert bundle._onnx_external_data(b"") == []
+    assert onnx_scan.onnx_external_data(TINY_ONNX) == []
+    assert onnx_scan.onnx_external_data(b"") == []
 
 
 def _onnx_models():
@@ -771,15 +756,15 @@ def test_walker_finds_external_data_in_real_models(tmp_path, kind):
     model, expected = models[kind]
     onnx.checker.check_model(model)
     inline = model.SerializeToString()
-    assert bundle._onnx_external_data(inline) == []
+    assert onnx_scan.onnx_external_data(inline) == []
     path = tmp_path / "model.onnx"
     # save_model marks the tensors in the proto it is given: give each save its own copy.
     onnx.save_model(copy.deepcopy(model), str(path), save_as_external_data=True, all_tensors_to_one_file=False,
                     size_threshold=0, convert_attribute=True)
-    assert set(bundle._onnx_external_data(path.read_bytes())) == expected  # one file per tensor, named after it
+    assert set(onnx_scan.onnx_external_data(path.read_bytes())) == expected  # one file per tensor, named after it
     onnx.save_model(copy.deepcopy(model), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="weights.bin", size_threshold=0, convert_attribute=True)
-    assert bundle._onnx_external_data(path.read_bytes()) == ["weights.bin"]
+    assert onnx_scan.onnx_external_data(path.read_bytes()) == ["weights.bin"]
 
 
 def test_walker_finds_sparse_and_training_info_and_bare_location():
@@ -794,17 +779,17 @@ def test_walker_finds_sparse_and_training_info_and_bare_location():
     g = helper.make_graph([], "g", [], [helper.make_tensor_value_info("sparse_values", TensorProto.FLOAT, [10])])
     g.sparse_initializer.append(sparse)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    assert bundle._onnx_external_data(model.SerializeToString()) == ["sparse.bin"]
+    assert onnx_scan.onnx_external_data(model.SerializeToString()) == ["sparse.bin"]
 
     train = numpy_helper.from_array(np.ones(2, np.float32), "train_w")
     external_data_helper.set_external_data(train, location="train.bin")
     model.training_info.add().initialization.initializer.append(train)
-    assert bundle._onnx_external_data(model.SerializeToString()) == ["sparse.bin", "train.bin"]
+    assert onnx_scan.onnx_external_data(model.SerializeToString()) == ["sparse.bin", "train.bin"]
 
     bare = numpy_helper.from_array(np.ones(2, np.float32), "bare")
     bare.data_location = TensorProto.EXTERNAL  # EXTERNAL without any external_data entry
     model.graph.initializer.append(bare)
-    assert "<no location>" in bundle._onnx_external_data(model.SerializeToString())
+    assert "<no location>" in onnx_scan.onnx_external_data(model.SerializeToString())
 
 
 def test_external_data_refused_on_write_and_read(tmp_path):
@@ -841,14 +826,14 @@ def _nested(depth: int) -> bytes:
 ])
 def test_walker_refuses_malformed_protobuf(blob, fragment):
     with pytest.raises(BundleError, match=fragment):
-        bundle._onnx_external_data(blob)
+        onnx_scan.onnx_external_data(blob)
     members = {**MEMBERS, "models/fp32.onnx": blob}
     err = refuse(craft(members=members), BundleError, "artifact 'fp32-onnx' (models/fp32.onnx) is not a valid ONNX model")
     assert type(err) is BundleError
 
 
 def test_walker_accepts_reasonable_nesting():
-    assert bundle._onnx_external_data(_nested(20)) == []
+    assert onnx_scan.onnx_external_data(_nested(20)) == []
 
 
 def test_tflite_identifier_checked():
@@ -860,7 +845,7 @@ def test_tflite_identifier_checked():
 @given(st.binary(max_size=200))
 def test_walker_never_crashes(blob):
     try:
-        assert isinstance(bundle._onnx_external_data(blob), list)
+        assert isinstance(onnx_scan.onnx_external_data(blob), list)
     except BundleError as e:
         assert "malformed ONNX protobuf" in str(e)
 
@@ -874,8 +859,8 @@ def _good_bundle(signed: bool) -> bytes:
     if signed not in _GOOD:
         m = with_members(make_manifest(), MEMBERS)
         private, _ = keys()
-        manifest_bytes = bundle._canonical_json(m)
-        _GOOD[signed] = bundle._build_zip(manifest_bytes, private.sign(manifest_bytes) if signed else None, MEMBERS)
+        manifest_bytes = bundle_manifest.canonical_json(m)
+        _GOOD[signed] = bundle_zip.build_zip(manifest_bytes, private.sign(manifest_bytes) if signed else None, MEMBERS)
     return _GOOD[signed]
 
 
@@ -898,7 +883,7 @@ def test_random_corruption_is_refused_or_harmless(signed, data):
     except EdgeGuardError as e:  # pragma: no cover - a failure
         pytest.fail(f"non-bundle error {type(e).__name__}: {e}")
     # It verified: the flips can only have hit metadata nobody reads (times, versions, attributes).
-    assert b.manifest == reference.manifest
+    assert b.manifest.to_dict() == reference.manifest.to_dict()
     assert b.manifest_bytes == reference.manifest_bytes
     assert all(b.member(n) == reference.member(n) for n in reference.member_names)
     assert b.signed == signed

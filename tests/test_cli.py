@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from edgeguard import _cli, bundle
-from edgeguard._cli import main, read_pnm
+from edgeguard._cli import main
+from edgeguard.images import read_pnm
 from edgeguard.errors import InvalidInputError
-from tests import models as M
+from tests import manifests, models as M
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -24,22 +25,11 @@ LABELS = [str(i) for i in range(10)]
 
 
 def manifest(threshold=0.5):
-    return {
-        "name": "cli-test", "version": "2.1.0", "created": "2025-01-31T12:00:00Z", "labels": LABELS,
-        "input": {"shape": [None, 1, 28, 28], "layout": "NCHW", "dtype": "float32", "range": [0, 1],
-                  "scale": 1 / 255, "mean": [0.1307], "std": [0.3081]},
-        "output": {"kind": "logits"},
-        "squeezers": [{"kind": "bit_depth", "bits": 1}, {"kind": "median", "size": 2}],
-        "artifacts": [
-            {"id": "fp32-onnx", "member": "models/fp32.onnx", "format": "onnx", "precision": "fp32",
-             "input_quantization": None, "output_quantization": None,
-             "detector": {"threshold": threshold, "target_fpr": 0.05, "rule": "max_l1", "n_legitimate": 500,
-                          "data_sha256": "ab" * 32}},
-        ],
-        "reference_stats": {},
-        "provenance": {"source_model_sha256": "cd" * 32, "calibration_data_sha256": "ef" * 32,
-                       "tools": {"onnx": "1.23.2", "torch": "2.13"}, "created_by": "tests/test_cli.py"},
-    }
+    return manifests.make_manifest(
+        [manifests.artifact("fp32-onnx", "models/fp32.onnx", threshold=threshold, n_legitimate=500)],
+        name="cli-test", version="2.1.0", labels=LABELS, in_shape=(1, 28, 28), mean=[0.1307], std=[0.3081],
+        squeezers=[{"kind": "bit_depth", "bits": 1}, {"kind": "median", "size": 2}],
+        tools={"onnx": "1.23.2", "torch": "2.13"}, created_by="tests/test_cli.py")
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +93,15 @@ def test_a_new_command_is_one_function(capsys):
 
 
 def test_external_commands_are_optional_and_light(monkeypatch, tmp_path):
-    monkeypatch.setattr(_cli, "EXTERNAL_COMMANDS", (("edgeguard_no_such_module.cli", "add_parser"),))
+    from importlib.metadata import EntryPoint
+
+    missing = EntryPoint("convert", "edgeguard_no_such_module.cli:add_parser", _cli.COMMAND_GROUP)
+    monkeypatch.setattr(_cli, "_external_commands", lambda: [missing])
     parser = _cli.build_parser()  # a device without the workstation package: the command is just absent
     with pytest.raises(SystemExit):
         parser.parse_args(["convert"])
-    code = ("import sys; from edgeguard._cli import build_parser; build_parser(); "
+    code = ("import sys; from edgeguard._cli import main; main(['verify', '--help']) if False else None; "
+            "from edgeguard._cli import build_parser; build_parser(external=False); "
             "heavy = {'torch', 'onnx', 'onnxruntime', 'ai_edge_litert', 'tensorflow', 'cv2', 'scipy', 'PIL', "
             "'cryptography', 'matplotlib', 'art'}; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))")
@@ -119,7 +113,7 @@ def test_external_commands_are_optional_and_light(monkeypatch, tmp_path):
 def test_errors_are_one_line_and_exit_1(env, tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "missing.egb")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("edgeguard: error: InvalidArgumentError: cannot read bundle") and err.count("\n") == 1
+    assert err.startswith("edgeguard: error: BundleError: cannot read bundle") and err.count("\n") == 1
     (tmp_path / "junk.egb").write_bytes(b"junk")
     assert main(["verify", str(tmp_path / "junk.egb")]) == 1
     assert capsys.readouterr().err.startswith("edgeguard: error: NotABundleError: ")
@@ -136,7 +130,7 @@ def test_inspect(env, capsys):
         assert text in out, text
     assert main(["inspect", env["unsigned"], "--json"]) == 0
     m = json.loads(capsys.readouterr().out)
-    assert m == bundle.read_bundle(env["unsigned"]).manifest
+    assert m == bundle.read_bundle(env["unsigned"]).manifest.to_dict()
 
 
 def test_keygen_sign_verify_cycle(env, tmp_path, capsys):

@@ -258,7 +258,7 @@ def test_bundle_loads_with_the_public_key_and_detects(conversion, splits, keys):
         assert single.label in SPEC.labels
         # the per-artifact bundle carries just that artifact, with the same threshold
         one = edgeguard.load(conversion.artifact_bundles[aid], public_key=pub)
-        assert [a["id"] for a in one.bundle.artifacts] == [aid] and one.threshold == model.threshold
+        assert [a.id for a in one.bundle.artifacts] == [aid] and one.threshold == model.threshold
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from cryptography.hazmat.primitives import serialization
 
@@ -477,8 +477,8 @@ def test_cli_convert_end_to_end(cli_inputs, tmp_path, capsys):
     validate_report(report)
     assert report["hardening"]["config"]["method"] == "fgsm" and report["hardening"]["train_n"] == 300
     model = edgeguard.load(out / "cli.egb", public_key=str(out / "cli.pub"))
-    assert model.artifact["id"] == "int8-onnx"  # the first listed is the default
-    assert model.bundle.manifest["created"] == "2025-01-31T12:00:00Z"
+    assert model.artifact.id == "int8-onnx"  # the first listed is the default
+    assert model.bundle.manifest.created == "2025-01-31T12:00:00Z"
     assert oct(os.stat(out / "cli.key").st_mode & 0o777) == "0o600"
 
 
@@ -516,7 +516,7 @@ def test_errors_are_edgeguard_errors():
 
 def test_bundle_writer_is_the_one_format(conversion):
     b = eg_bundle.read_bundle(conversion.bundle_path)
-    assert b.manifest["format"] == "edgeguard-bundle"
+    assert b.manifest.to_dict()["format"] == "edgeguard-bundle"
     assert sorted(b.member_names) == ["models/fp32.onnx", "models/fp32.tflite", "models/int8.onnx",
                                       "models/int8.tflite"]
 

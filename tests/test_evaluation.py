@@ -236,7 +236,7 @@ def test_with_squeezers_hook(job):
     assert list(out.squeezer_scores) == ["bit_depth_1"] and one.threshold is None and not out.is_adversarial.any()
     np.testing.assert_array_equal(out.scores, model.predict(x).squeezer_scores["bit_depth_1"])
     assert one.backend is model.backend and model.squeezers == tuple(
-        edgeguard.guard.Squeezer.from_manifest(s) for s in r.manifest["squeezers"])  # the original is unchanged
+        edgeguard.squeeze.Squeezer.from_manifest(s) for s in r.manifest["squeezers"])  # the original is unchanged
 
 
 # --- command line ---------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from edgeguard.errors import (
     UnsupportedError,
 )
 from edgeguard.guard import Prediction, Predictions
-from tests import models as M
+from tests import manifests, models as M
 
 try:
     from tests import reference as R
@@ -104,28 +104,13 @@ def expected(model, images):
 
 def make_manifest(artifacts, *, layout="NCHW", in_shape=(1, 28, 28), mean=MNIST_MEAN, std=MNIST_STD,
                   squeezers=SQUEEZERS, labels=LABELS, value_range=(0, 1), scale=1 / 255):
-    c, h, w = in_shape
-    return {
-        "name": "guard-test", "version": "1.0.0", "created": "2025-01-31T12:00:00Z",
-        "labels": list(labels),
-        "input": {"shape": [None, c, h, w] if layout == "NCHW" else [None, h, w, c], "layout": layout,
-                  "dtype": "float32", "range": list(value_range), "scale": scale, "mean": list(mean),
-                  "std": list(std)},
-        "output": {"kind": "logits"},
-        "squeezers": squeezers,
-        "artifacts": artifacts,
-        "reference_stats": {},
-        "provenance": {"source_model_sha256": "cd" * 32, "calibration_data_sha256": None,
-                       "tools": {"tests": "1"}, "created_by": "tests/test_guard.py"},
-    }
+    return manifests.make_manifest(artifacts, name="guard-test", labels=labels, layout=layout, in_shape=in_shape,
+                                   mean=mean, std=std, value_range=value_range, scale=scale, squeezers=squeezers,
+                                   calibration_data_sha256=None, created_by="tests/test_guard.py")
 
 
 def art(id_, member, fmt, precision, threshold=0.5, qin=None, qout=None):
-    return {"id": id_, "member": member, "format": fmt, "precision": precision,
-            "input_quantization": qin, "output_quantization": qout,
-            "detector": None if threshold is None else {
-                "threshold": threshold, "target_fpr": 0.05, "rule": "max_l1", "n_legitimate": 100,
-                "data_sha256": "ab" * 32}}
+    return manifests.artifact(id_, member, fmt, precision, threshold=threshold, qin=qin, qout=qout, n_legitimate=100)
 
 
 def _q(params, dtype):
@@ -212,7 +197,7 @@ def test_every_artifact_loads_verifies_predicts_and_detects(bundles):
     x = images(5, seed=3)
     for art_id in bundles.all_ids:
         model = edgeguard.load(bundles.signed, bundles.public, artifact=art_id)
-        assert model.bundle.signed and model.artifact["id"] == art_id
+        assert model.bundle.signed and model.artifact.id == art_id
         assert model.backend.name == ("onnxruntime" if art_id.endswith("onnx") else "litert")
         r = model.predict(x)
         assert isinstance(r, Predictions) and len(r) == 5
@@ -236,7 +221,7 @@ def test_int8_io_artifacts_quantise_through_the_manifest(bundles):
     for art_id in ("int8io-onnx", "int8-tflite"):
         model = edgeguard.load(bundles.unsigned, artifact=art_id)
         assert model.backend.input_dtype == np.int8 and model.backend.output_dtype == np.int8
-        assert model.backend.input_quantization.scale == model.artifact["input_quantization"]["scale"]
+        assert model.backend.input_quantization.scale == model.artifact.input_quantization.scale
         float_model = edgeguard.load(bundles.unsigned, artifact="fp32-onnx" if art_id == "int8io-onnx"
                                      else "fp32-tflite")
         x = smooth_images(8, seed=1)
@@ -244,11 +229,39 @@ def test_int8_io_artifacts_quantise_through_the_manifest(bundles):
         assert agree >= 0.75, (art_id, agree)  # int8 stays close to its float model
 
 
+def test_quantised_input_fused_pass_gives_the_unfused_bytes(bundles):
+    """Models with an 8-bit quantised input get squeeze + normalise + quantise in one table lookup
+    (eg_lut_u8); the bytes the model sees, and so every output, equal the unfused path's."""
+    from edgeguard import _lowlevel
+
+    for art_id in ("int8io-onnx", "int8-tflite"):
+        model = edgeguard.load(bundles.unsigned, artifact=art_id)
+        be = model.backend
+        assert be.input_quantization is not None
+        # the principle on every pixel value: a table from the unfused functions reproduces them
+        x = images(5, seed=11)
+        values = np.arange(256, dtype=np.uint8).reshape(1, 1, 256, 1)
+        table = be.quantize_input(_lowlevel.preprocess(values, "NHWC", model.scale, model.mean, model.std))
+        table = np.ascontiguousarray(table.view(np.uint8).reshape(1, 256))
+        unfused = be.quantize_input(_lowlevel.preprocess(x, model.layout, model.scale, model.mean, model.std))
+        assert np.array_equal(_lowlevel.lut_u8(x, model.layout, table), unfused.view(np.uint8))
+        # end to end: the guard's outputs equal the model run on the unfused inputs
+        r = model.predict(x)
+        copies = [x] + [sq.apply(x, "NHWC") for sq in model.squeezers]
+        floats = np.concatenate([_lowlevel.preprocess(c, model.layout, model.scale, model.mean, model.std)
+                                 for c in copies])
+        want = _lowlevel.softmax(be.run(floats))
+        assert np.array_equal(r.model_probabilities, want[:5]), art_id
+        assert np.array_equal(r.squeezed_probabilities, want[5:].reshape(len(model.squeezers), 5, -1)), art_id
+        with pytest.raises(InvalidInputError, match="quantised"):
+            be.run_quantized(floats)
+
+
 def test_default_artifact_and_backend_choice(bundles):
     model = edgeguard.load(bundles.unsigned)
-    assert model.artifact["id"] == "fp32-onnx"  # the first one an installed backend runs
+    assert model.artifact.id == "fp32-onnx"  # the first one an installed backend runs
     model = edgeguard.load(bundles.unsigned, backend="litert")
-    assert model.artifact["id"] == "fp32-tflite"
+    assert model.artifact.id == "fp32-tflite"
     with pytest.raises(UnsupportedError, match="cannot run artifact"):
         edgeguard.load(bundles.unsigned, artifact="fp32-onnx", backend="litert")
     with pytest.raises(InvalidArgumentError, match="no artifact"):
@@ -379,7 +392,7 @@ def test_input_forms_agree(bundles):
 
 
 class Recorder:
-    """Instrumentation of a real backend: counts run() calls and keeps their inputs."""
+    """Instrumentation of a real backend: counts run() / run_quantized() calls and keeps their inputs."""
 
     def __init__(self, backend):
         self._backend = backend
@@ -388,6 +401,10 @@ class Recorder:
     def run(self, x):
         self.calls.append(np.array(x, copy=True))
         return self._backend.run(x)
+
+    def run_quantized(self, x):
+        self.calls.append(np.array(x, copy=True))
+        return self._backend.run_quantized(x)
 
     def __getattr__(self, name):
         return getattr(self._backend, name)

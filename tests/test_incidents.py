@@ -1,4 +1,4 @@
-"""Tests of edgeguard.incidents: records and identity, WAL durability against SIGKILL (for
+"""Tests of edgeguard.monitoring.incidents: records and identity, WAL durability against SIGKILL (for
 real, in a subprocess), retention by rows and bytes, damaged and foreign files, a full
 disk (PRAGMA max_page_count) under a guarded model, the report (text, HTML, CLI).
 """
@@ -18,9 +18,12 @@ import numpy as np
 import pytest
 
 import edgeguard
+from tests import monitoring_helpers as H
 from edgeguard._cli import main
-from edgeguard.incidents import IncidentLog, render_text, report, write_html
-from edgeguard.monitor import IncidentLogError, Monitor
+from edgeguard.monitoring.incidents import IncidentLog
+from edgeguard.monitoring.report import incident_report, report_text, write_report_html
+from edgeguard.errors import IncidentLogError
+from edgeguard.monitoring.monitor import Monitor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IDENT = {"bundle_sha256": "ab" * 32, "bundle_name": "mnist", "bundle_version": "1.0.0", "artifact": "int8-tflite"}
@@ -98,7 +101,7 @@ def test_concurrent_writers(tmp_path):
 
 WRITER = r"""
 import os, sys, time
-from edgeguard.incidents import IncidentLog
+from edgeguard.monitoring.incidents import IncidentLog
 log = IncidentLog(sys.argv[1], max_rows=int(sys.argv[3]), max_bytes=1 << 30)
 ident = {"bundle_sha256": "ab" * 32, "bundle_name": "m", "bundle_version": "1", "artifact": "a"}
 blob = os.urandom(3000)
@@ -189,7 +192,7 @@ def test_garbage_file_is_moved_aside_and_a_fresh_log_started(tmp_path):
         assert open(log.moved_aside, "rb").read() == junk  # the evidence is kept as it was
         assert log.record_incident(incident(1)) == 1
     assert integrity(p) == "ok"
-    assert report(p)["meta"]["moved_aside"].startswith(p + ".corrupt-")
+    assert incident_report(p)["meta"]["moved_aside"].startswith(p + ".corrupt-")
     open(p + "2", "wb").write(junk)
     with pytest.raises(IncidentLogError, match="damaged"):
         IncidentLog(p + "2", on_corrupt="raise")
@@ -222,7 +225,7 @@ def test_foreign_database_is_refused_and_left_untouched(tmp_path):
         IncidentLog(p)
     assert sha(p) == before and not [f for f in os.listdir(tmp_path) if "corrupt" in f]
     with pytest.raises(IncidentLogError, match="not an edgeguard incident log"):
-        report(p)
+        incident_report(p)
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -260,7 +263,6 @@ def test_full_disk_drops_and_counts_never_raises(tmp_path):
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("mlxtend")
-import monitoring_helpers as H  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +311,7 @@ def _populated(path):
 
 def test_report_counts_timeline_and_alarms(tmp_path):
     p = _populated(str(tmp_path / "inc.db"))
-    rep = report(p)
+    rep = incident_report(p)
     assert rep["incidents"]["total"] == 120 and rep["drift"]["summaries"] == 12 and len(rep["alarms"]) == 1
     assert sum(b["incidents"] for b in rep["timeline"]) == 120
     assert sum(b["predictions"] for b in rep["timeline"]) == 1200
@@ -318,25 +320,25 @@ def test_report_counts_timeline_and_alarms(tmp_path):
     assert sum(rep["incidents"]["score_histogram"]["counts"]) == 120
     assert list(rep["bundles"].values()) == [120]
     json.dumps(rep)  # JSON-ready
-    text = render_text(rep)
+    text = report_text(rep)
     assert "incidents  120" in text and "drift     raised" in text and "score" in text
 
 
 def test_html_report_has_charts(tmp_path):
     pytest.importorskip("matplotlib")
     p = _populated(str(tmp_path / "inc.db"))
-    out = write_html(report(p), tmp_path / "r.html")
+    out = write_report_html(incident_report(p), tmp_path / "r.html")
     page = open(out, encoding="utf-8").read()
     assert page.count("<img") == 3 and "data:image/png;base64," in page and "drift" in page
 
 
 def test_html_report_without_matplotlib_names_it(tmp_path, monkeypatch):
-    from edgeguard.monitor import ExtraNotInstalledError
+    from edgeguard.errors import ExtraNotInstalledError
 
     p = _populated(str(tmp_path / "inc.db"))
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ExtraNotInstalledError, match="matplotlib"):
-        write_html(report(p), tmp_path / "r.html")
+        write_report_html(incident_report(p), tmp_path / "r.html")
 
 
 def test_cli_monitor_report(tmp_path, capsys):

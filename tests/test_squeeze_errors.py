@@ -1,5 +1,5 @@
 """Typed exceptions with clear messages for every misuse of the squeezers and of
-the raw layer, and the mapping of the C status codes in _lowlevel._check.
+the raw layer, and the mapping of the C status codes in _lowlevel.check_status.
 
 None of these calls may crash the process: bad arguments are caught in Python
 or refused by the C argument checks before any memory is touched.
@@ -212,7 +212,7 @@ def test_median_out_overlapping_input():
     assert not buf.any()
     # the C library refuses it too
     with pytest.raises(InvalidArgumentError, match="median: input and output overlap"):
-        _lowlevel._check(lib.eg_median_f32(ffi.from_buffer("float[]", buf), ffi.from_buffer("float[]", buf) + 1,
+        _lowlevel.check_status(lib.eg_median_f32(ffi.from_buffer("float[]", buf), ffi.from_buffer("float[]", buf) + 1,
                                            1, 8, 8, 1, lib.EG_LAYOUT_NHWC, 3, lib.EG_ISA_AUTO), "median")
 
 
@@ -306,16 +306,16 @@ ARGUMENT_STATUSES = ["EG_ERR_NULL_POINTER", "EG_ERR_INVALID_SIZE", "EG_ERR_OVERF
 
 
 def test_check_mapping():
-    assert _lowlevel._check(lib.EG_OK, "x") is None
+    assert _lowlevel.check_status(lib.EG_OK, "x") is None
     for name in ARGUMENT_STATUSES:
         status = getattr(lib, name)
         text = _lowlevel.status_string(status)
         with pytest.raises(InvalidArgumentError, match=re.escape(f"what: {text}")):
-            _lowlevel._check(status, "what")
+            _lowlevel.check_status(status, "what")
     with pytest.raises(UnsupportedError, match="what: instruction set not available"):
-        _lowlevel._check(lib.EG_ERR_UNSUPPORTED_ISA, "what")
+        _lowlevel.check_status(lib.EG_ERR_UNSUPPORTED_ISA, "what")
     with pytest.raises(NativeError, match="what: unknown status") as info:
-        _lowlevel._check(99, "what")
+        _lowlevel.check_status(99, "what")
     assert isinstance(info.value, EdgeGuardError) and not isinstance(info.value, ValueError)
     assert _lowlevel.status_string(lib.EG_ERR_INVALID_BITS) == "bit depth must be 1..8"
     assert _lowlevel.status_string(lib.EG_OK) == "ok"
@@ -330,7 +330,7 @@ def _buffers():
 
 def _expect(status, exc, message):
     with pytest.raises(exc, match=re.escape(message)):
-        _lowlevel._check(status, "call")
+        _lowlevel.check_status(status, "call")
 
 
 def test_native_bad_arguments_map_to_typed_errors():

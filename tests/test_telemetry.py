@@ -1,4 +1,4 @@
-"""Tests of edgeguard.telemetry and edgeguard.fleet against a REAL Mosquitto broker (our own
+"""Tests of edgeguard.monitoring.telemetry and edgeguard.monitoring.fleet against a REAL Mosquitto broker (our own
 process on a free loopback port, temp config): delivery from a monitored guard to the
 collector, store-and-forward across a broker restart and a publisher restart, an
 unreachable broker at start, malformed messages, de-duplication, username/password and
@@ -16,17 +16,19 @@ import time
 import numpy as np
 import pytest
 
+from tests import monitoring_helpers as H
+
 pytest.importorskip("paho.mqtt.client")
-import monitoring_helpers as H  # noqa: E402
 
 if not os.path.exists(H.MOSQUITTO):
     pytest.skip("mosquitto is not installed (.ci/system-packages.sh installs it)", allow_module_level=True)
 
 import edgeguard  # noqa: E402
 from edgeguard._cli import main  # noqa: E402
-from edgeguard.fleet import Collector, validate  # noqa: E402
-from edgeguard.monitor import Monitor, TelemetryError  # noqa: E402
-from edgeguard.telemetry import SCHEMA, TLS, Publisher, message, mqtt_client, parse_broker, topic  # noqa: E402
+from edgeguard.monitoring.fleet import Collector, validate  # noqa: E402
+from edgeguard.errors import TelemetryError
+from edgeguard.monitoring.monitor import Monitor  # noqa: E402
+from edgeguard.monitoring.telemetry import SCHEMA, TLS, Publisher, message, mqtt_client, parse_broker, topic  # noqa: E402
 
 IDENT = {"bundle_sha256": "0123456789ab" + "cd" * 26, "bundle_name": "mnist", "bundle_version": "1.0.0",
          "artifact": "int8-tflite"}
@@ -185,8 +187,10 @@ def test_queue_survives_a_publisher_restart(tmp_path):
     b = H.Broker(tmp_path / "broker", port=port).start()
     try:
         c = collector(b, tmp_path)
+        with sqlite3.connect(tmp_path / "q.db") as db:  # what the restarted publisher finds on disk
+            assert db.execute("SELECT count(*) FROM queue").fetchone()[0] == 10
         pub2 = publisher(port, tmp_path)
-        assert pub2.pending() == 10 and pub2.wait_until_sent(15)
+        assert pub2.wait_until_sent(15)
         assert until(lambda: stored_ids(c) == set(sent))
         pub2.close()
         c.stop()

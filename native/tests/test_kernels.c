@@ -294,6 +294,32 @@ static void test_preprocess(int rounds) {
     }
 }
 
+/* ------------------------------------------------------------------ table lookup */
+
+static void test_lut(int rounds) {
+    for (int r = 0; r < rounds; r++) {
+        const size_t n = rnd_range(1, 2), h = rnd_range(1, 20), w = rnd_range(1, 40), c = rnd_range(1, 4);
+        const eg_layout layout = (rnd() & 1) ? EG_LAYOUT_NCHW : EG_LAYOUT_NHWC;
+        const size_t total = n * h * w * c;
+        uint8_t *src = xmalloc(total), *out = xmalloc(total), tables[4 * 256];
+        for (size_t i = 0; i < sizeof tables; i++) tables[i] = (uint8_t)rnd();
+        for (size_t i = 0; i < total; i++) src[i] = (uint8_t)rnd();
+        for (size_t k = 0; k < N_ISAS; k++) {
+            if (!isa_on(all_isas[k])) continue;
+            memset(out, 0, total);
+            CHECK(eg_lut_u8(src, out, n, h, w, c, layout, tables, all_isas[k]) == EG_OK, "lut");
+            for (size_t in = 0; in < n; in++)
+                for (size_t p = 0; p < h * w; p++)
+                    for (size_t ch = 0; ch < c; ch++) {
+                        const size_t idx = layout == EG_LAYOUT_NHWC ? (in * h * w + p) * c + ch : (in * c + ch) * h * w + p;
+                        CHECK(out[idx] == tables[ch * 256 + src[(in * h * w + p) * c + ch]],
+                              "lut isa=%s c=%zu layout=%d", eg_isa_name(all_isas[k]), c, layout);
+                    }
+        }
+        free(src), free(out);
+    }
+}
+
 /* ------------------------------------------------------------------ errors */
 
 static void test_errors(void) {
@@ -329,6 +355,13 @@ static void test_errors(void) {
     CHECK(eg_preprocess_u8_f32(b, g, 1, 2, 2, 1, EG_LAYOUT_NCHW, 1.0f, one, zero, EG_ISA_AUTO) == EG_ERR_INVALID_VALUE, "std 0");
     CHECK(eg_preprocess_u8_f32(b, g, 1, 2, 2, 1, EG_LAYOUT_NCHW, NAN, one, one, EG_ISA_AUTO) == EG_ERR_INVALID_VALUE, "scale nan");
     CHECK(eg_preprocess_u8_f32(b, g, 1, 2, 2, 1, EG_LAYOUT_NCHW, 1.0f, NULL, one, EG_ISA_AUTO) == EG_ERR_NULL_POINTER, "mean null");
+    uint8_t t[5 * 256] = {0};
+    CHECK(eg_lut_u8(b, o, 1, 2, 2, 5, EG_LAYOUT_NCHW, t, EG_ISA_AUTO) == EG_ERR_INVALID_SIZE, "lut 5 channels");
+    CHECK(eg_lut_u8(b, o, 1, 2, 2, 1, EG_LAYOUT_NCHW, NULL, EG_ISA_AUTO) == EG_ERR_NULL_POINTER, "lut no tables");
+    CHECK(eg_lut_u8(b, b + 1, 1, 2, 2, 1, EG_LAYOUT_NCHW, t, EG_ISA_AUTO) == EG_ERR_ALIASING, "lut overlap");
+    CHECK(eg_lut_u8(b, o, 1, 2, 2, 1, (eg_layout)7, t, EG_ISA_AUTO) == EG_ERR_INVALID_LAYOUT, "lut layout");
+    CHECK(eg_lut_u8(b, o, SIZE_MAX, SIZE_MAX, 2, 1, EG_LAYOUT_NHWC, t, EG_ISA_AUTO) == EG_ERR_OVERFLOW, "lut overflow");
+    CHECK(eg_lut_u8(b, o, 1, 2, 2, 1, EG_LAYOUT_NHWC, t, (eg_isa)3) == EG_ERR_UNSUPPORTED_ISA, "lut bad isa");
     CHECK(strcmp(eg_status_string(EG_ERR_INVALID_BITS), "bit depth must be 1..8") == 0, "status string");
     CHECK(strcmp(eg_status_string((eg_status)99), "unknown status") == 0, "unknown status");
     CHECK((eg_isa_available() & EG_ISA_SCALAR) != 0, "scalar always available");
@@ -347,6 +380,7 @@ int main(void) {
     test_median(rounds);
     test_detector(rounds);
     test_preprocess(rounds);
+    test_lut(rounds);
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }

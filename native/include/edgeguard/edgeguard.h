@@ -156,6 +156,17 @@ EG_API eg_status eg_preprocess_u8_f32(const uint8_t *src, float *dst, size_t n, 
                                       eg_layout dst_layout, float scale, const float *mean, const float *std,
                                       eg_isa isa);
 
+/* ---------------------------------------------------------------- table lookup
+ * uint8 NHWC images (n x h x w x c, c <= EG_PREPROCESS_MAX_CHANNELS) to bytes in
+ * `dst_layout` (NHWC or NCHW) through one 256-entry table per channel:
+ *   dst[.., ch, ..] = tables[ch * 256 + src[.., ch]]
+ * `tables` holds c * 256 bytes (e.g. int8 model inputs as their bytes). With tables
+ * made from eg_preprocess_u8_f32 and the model's input quantisation (and a bit-depth
+ * squeezer), this is the fused squeeze + normalise + quantise pass of the guard.
+ * One portable kernel: the result is the same on every ISA. */
+EG_API eg_status eg_lut_u8(const uint8_t *src, uint8_t *dst, size_t n, size_t h, size_t w, size_t c,
+                           eg_layout dst_layout, const uint8_t *tables, eg_isa isa);
+
 #ifdef __cplusplus
 }
 #endif

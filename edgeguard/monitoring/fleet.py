@@ -1,13 +1,13 @@
 """The fleet collector: subscribes to the devices' telemetry and keeps it in one SQLite database.
 
-    from edgeguard.fleet import Collector
+    from edgeguard.monitoring.fleet import Collector
     with Collector("broker.local:1883", "fleet.db") as c:     # topic "edgeguard/#"
         c.wait(60)
     c.stats            # received, stored, duplicates, malformed, store_errors
 
     edgeguard fleet collect --broker broker.local:1883 --db fleet.db [--topic edgeguard/plant-a/#]
 
-Every message is validated (UTF-8 JSON object of :data:`edgeguard.telemetry.SCHEMA`,
+Every message is validated (UTF-8 JSON object of :data:`edgeguard.monitoring.telemetry.SCHEMA`,
 a 32-hex ``id``, a known ``kind``, a finite ``time``, a ``bundle`` with a 64-hex
 ``sha256``, a ``data`` object, at most ``max_payload`` bytes, and a topic that agrees
 with the payload's kind and bundle hash). A malformed message is counted, a
@@ -35,12 +35,12 @@ import sqlite3
 import threading
 import time
 
-from .monitor import TelemetryError
+from ..errors import TelemetryError
 from .telemetry import KINDS, SCHEMA, TOPIC_ROOT, mqtt_client, parse_broker
 
 __all__ = ["Collector", "collect", "validate", "FLEET_SCHEMA_VERSION"]
 
-log = logging.getLogger("edgeguard.fleet")
+log = logging.getLogger("edgeguard.monitoring.fleet")
 
 FLEET_SCHEMA_VERSION = 1
 _HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -110,7 +110,7 @@ class Collector:
         topic: subscription filter (default ``edgeguard/#``).
         client_id, clean_session: a fixed id with a persistent session (default) lets the broker queue
             messages while the collector is away.
-        username, password, tls: as for :class:`edgeguard.telemetry.Publisher`.
+        username, password, tls: as for :class:`edgeguard.monitoring.telemetry.Publisher`.
         max_payload: larger messages are rejected.
         max_rejected_rows: samples of rejected messages kept.
     """

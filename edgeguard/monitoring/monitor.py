@@ -1,6 +1,6 @@
 """On-device monitoring of a guarded model: drift, detector firing rate, incidents, alarms.
 
-    from edgeguard.monitor import Monitor
+    from edgeguard.monitoring.monitor import Monitor
     mon = Monitor(incidents="incidents.db", on_alarm=print)     # telemetry=Publisher(...) optional
     model = edgeguard.load("mnist.egb", public_key="mnist.pub", monitor=mon)   # or model.attach(mon)
     model.predict(image)        # unchanged; the monitor observes every call
@@ -33,7 +33,7 @@ telemetry publisher and the application's callbacks -- all in the worker thread.
 
 Monitoring never fails or blocks a prediction: every exception inside the
 monitor is caught, counted (``status()["errors"]``) and logged (logger
-``edgeguard.monitor``); when the worker falls behind by ``max_pending`` calls,
+``edgeguard.monitoring.monitor``); when the worker falls behind by ``max_pending`` calls,
 further calls are not monitored and are counted (``dropped_calls``). stdlib and
 numpy only; the incident log (sqlite3) and telemetry (paho-mqtt) are imported
 when configured.
@@ -41,25 +41,24 @@ when configured.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import math
 import collections
 import threading
 import time
-import uuid
 
 import numpy as np
 
-from . import _stats
-from .errors import (ExtraNotInstalledError, IncidentLogError, InvalidArgumentError,
+from . import stats as _stats
+from .records import identity, new_id
+from ..errors import (ExtraNotInstalledError, IncidentLogError, InvalidArgumentError,
                      MonitoringError, TelemetryError)
 
 __all__ = ["Monitor", "DriftReference", "drift_tests", "identity", "MonitoringError", "IncidentLogError",
            "TelemetryError", "ExtraNotInstalledError", "FEATURES"]
 
-log = logging.getLogger("edgeguard.monitor")
+log = logging.getLogger("edgeguard.monitoring.monitor")
 
 #: Features compared with the reference; a subset can be chosen with ``Monitor(features=...)``.
 FEATURES = ("score", "confidence", "class", "input")
@@ -72,39 +71,6 @@ _YIELD_EVERY = 8
 
 # ----------------------------------------------------------------------------- errors
 
-# MonitoringError, IncidentLogError, TelemetryError and ExtraNotInstalledError live
-# in edgeguard.errors with every other error; re-exported here for convenience.
-
-
-# ----------------------------------------------------------------------------- helpers
-
-def jsonable(obj):
-    """JSON-ready copy: numpy scalars and arrays to Python, NaN/Inf to None, bytes to base64 text."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(obj)).decode("ascii")
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def identity(model) -> dict:
-    """The bundle identity every record carries: sha256 of the bundle file, name, version, artifact id."""
-    m = model.bundle.manifest
-    return {"bundle_sha256": model.bundle.sha256, "bundle_name": str(m.get("name")),
-            "bundle_version": str(m.get("version")), "artifact": str(model.artifact["id"])}
-
-
-def new_id() -> str:
-    """A stable message / record id: 32 hex digits (random UUID)."""
-    return uuid.uuid4().hex
 
 
 # ----------------------------------------------------------------------------- drift tests
@@ -245,8 +211,8 @@ class Monitor:
         flag_alpha: level of the binomial test of the detector's firing rate against its
             ``target_fpr`` (default 1e-3); ``max_flag_rate``: also alarm above this rate.
         raise_after, clear_after, cooldown: alarm hysteresis (checks, checks, seconds).
-        incidents: an :class:`~edgeguard.incidents.IncidentLog` or a path (opened with defaults).
-        telemetry: a :class:`~edgeguard.telemetry.Publisher` (or None).
+        incidents: an :class:`~edgeguard.monitoring.incidents.IncidentLog` or a path (opened with defaults).
+        telemetry: a :class:`~edgeguard.monitoring.telemetry.Publisher` (or None).
         on_incident, on_alarm, on_check: callbacks ``f(dict)``, run in the worker thread.
         store_input: None (default), ``"sha256"`` (hash of the flagged input) or
             ``"thumbnail"`` (hash plus a <= 16x16 thumbnail in the local log; never sent).
@@ -334,9 +300,9 @@ class Monitor:
             self.layout = model.layout
             self.scale = float(model.scale)
             self.threshold = model.threshold
-            det = model.artifact.get("detector") or {}
-            self.target_fpr = float(det["target_fpr"]) if det.get("target_fpr") else None
-            self.reference = DriftReference(model.bundle.manifest.get("reference_stats"), model.artifact["id"],
+            det = model.artifact.detector
+            self.target_fpr = det.target_fpr if det is not None else None
+            self.reference = DriftReference(model.bundle.manifest.reference_stats, model.artifact.id,
                                             len(self.labels), self.channels)
             self.policy = model.policy
             w, c = self.window, self.channels
@@ -423,19 +389,11 @@ class Monitor:
             n = len(r)
             check = None
             # the model's own outputs (what the reference describes), also under the squeeze policy
-            k = r._k
             if n == 1:  # the common case, with Python scalars (numpy calls on 1-element arrays cost more)
-                row = r._buf[:k]
-                idx = int(row.argmax())
-                score = float(r._buf[r._off])
-                fl = r._flagged
-                if fl is None:
-                    flag = bool(r._detected and r.threshold is not None and not score <= r.threshold)
-                else:
-                    flag = bool(fl[0])
+                idx, conf, score, flag = r.first()
                 pos = self._pos
                 self._score[pos] = score
-                self._conf[pos] = row[idx]
+                self._conf[pos] = conf
                 self._cls[pos] = idx
                 self._flag[pos] = flag
                 if pix is not None:
@@ -444,7 +402,7 @@ class Monitor:
                 self._filled = min(self.window, self._filled + 1)
                 flagged = [0] if flag else ()
             else:
-                probs = r._buf[:n * k].reshape(n, k)
+                probs = r.model_probabilities
                 idx = probs.argmax(axis=1)
                 flags = r.is_adversarial
                 w, pos = self.window, self._pos
@@ -648,12 +606,12 @@ class Monitor:
             if state is None:
                 continue
             if kind == "drift":
-                reasons = [f"{f}: {tests[f]['test']} p={_fmt(tests[f]['p'])} psi={tests[f]['psi']:.3f}"
+                reasons = [f"{f}: {tests[f]['test']} p={_fmt_p(tests[f]['p'])} psi={tests[f]['psi']:.3f}"
                            for f in (drifted if state == "raised" else sorted(tests))]
                 detail = {"tests": tests}
             else:
                 reasons = [f"flag rate {rate:.1%} over {nd} inputs (calibrated {self.target_fpr:.1%}), "
-                           f"binomial p={_fmt(flag_test['p'])}"]
+                           f"binomial p={_fmt_p(flag_test['p'])}"]
                 detail = {"tests": {"flag_rate": flag_test}}
             alarm = {"uid": new_id(), "time": now, "identity": self.identity, "kind": kind, "state": state,
                      "reasons": reasons, "detail": detail}
@@ -715,8 +673,8 @@ class Monitor:
             return
         self._closed = True
         model = self._model
-        if model is not None and getattr(model, "_monitor", None) is self:
-            model._monitor = None
+        if model is not None and getattr(model, "monitor", None) is self:
+            model.detach()
         if self._worker is not None:
             self.flush(timeout)
             self._stop_worker = True
@@ -736,5 +694,5 @@ class Monitor:
                 f"alarms_active={self.alarms_active}>")
 
 
-def _fmt(p) -> str:
+def _fmt_p(p) -> str:
     return "-" if p is None else f"{p:.2g}"

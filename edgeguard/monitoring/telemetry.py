@@ -1,6 +1,6 @@
 """Fleet telemetry over MQTT with a store-and-forward queue in SQLite.
 
-    from edgeguard.telemetry import Publisher, TLS
+    from edgeguard.monitoring.telemetry import Publisher, TLS
     pub = Publisher("broker.local:8883", device_id="cam-17", fleet="plant-a", queue="telemetry.db",
                     username="cam-17", password="...", tls=TLS(ca_certs="ca.pem"))
     monitor = Monitor(incidents="incidents.db", telemetry=pub)
@@ -22,7 +22,7 @@ messages after a reconnect (DUP flag). A row not acknowledged within
 ``resend_after`` seconds of a live connection is handed over again. Rows survive
 broker outages and process restarts (a restart re-sends what was never
 acknowledged), so delivery is at least once; duplicates carry the same ``id`` and
-the collector (:mod:`edgeguard.fleet`) stores each id once. The queue is bounded
+the collector (:mod:`edgeguard.monitoring.fleet`) stores each id once. The queue is bounded
 (``max_queue_rows``; the oldest rows are dropped first and counted).
 
 paho-mqtt is imported when a Publisher is created (``pip install edgeguard[monitor]``).
@@ -38,11 +38,12 @@ import sqlite3
 import threading
 import time
 
-from .monitor import ExtraNotInstalledError, TelemetryError, jsonable, new_id
+from ..errors import ExtraNotInstalledError, TelemetryError
+from .records import jsonable, new_id
 
 __all__ = ["Publisher", "TLS", "topic", "message", "parse_broker", "SCHEMA", "KINDS", "TelemetryError"]
 
-log = logging.getLogger("edgeguard.telemetry")
+log = logging.getLogger("edgeguard.monitoring.telemetry")
 
 #: The payload schema identifier.
 SCHEMA = "edgeguard-telemetry/1"

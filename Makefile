@@ -9,7 +9,7 @@ BUILD := build
 JOBS ?= 2
 
 .PHONY: setup system-packages venv native-ext demo bench test test-c test-c-native test-c-sanitize test-c-aarch64 \
-        test-c-armv7 test-python test-sdist clean
+        test-c-armv7 test-python test-sdist clean poison-experiment
 
 setup: system-packages venv
 
@@ -31,6 +31,11 @@ native-ext: venv
 OUT ?= out/mnist
 demo: setup native-ext
 	$(PY) -m edgeguard.converters.mnist --out $(OUT)
+
+# The planted-trigger experiment of docs/data-governance.md (BadNets trigger on MNIST, poisoning scan,
+# int8 attack success with and without removal).
+poison-experiment: setup native-ext
+	$(PY) -m edgeguard.converters.poison_experiment --out out/poison
 
 bench: setup native-ext
 	$(PY) benchmarks/bench_kernels.py

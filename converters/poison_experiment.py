@@ -136,7 +136,7 @@ def _scan(module, train, mask, cfg):
 
 
 def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epochs: int = 8, lr: float = 3e-3,
-        control: bool = True, scan_config: dict | None = None, log=print) -> dict:
+        control: bool = True, control_only: bool = False, scan_config: dict | None = None, log=print) -> dict:
     from .data import mnist_splits
 
     os.makedirs(out_dir, exist_ok=True)
@@ -145,7 +145,8 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
     report = {"config": {"rate": rate, "patch": PATCH, "trigger": f"{PATCH}x{PATCH} white square, bottom-right",
                          **cfg, "scan": scan_cfg or "defaults", "split": "mnist_splits(seed): 3000/1000/1000"},
               "cases": [], "control": None}
-    for source, target, seed in cases:
+    control_pair = cases[0] if cases else CASES[0]
+    for source, target, seed in () if control_only else cases:
         t0 = time.perf_counter()
         splits = mnist_splits(seed)
         poisoned, mask = plant_trigger(splits["train"], source, target, rate, seed + 100)
@@ -169,19 +170,24 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
         report["cases"].append({"source": source, "target": target, "seed": seed, "scan": scan,
                                 "without_removal": before, "with_removal": after, "n_train_after": len(cleaned),
                                 "seconds": time.perf_counter() - t0})
-    if control:
-        seed = cases[0][2]
+    if control or control_only:
+        # the same training without poison: the scan should stay quiet, and the trigger's "success"
+        # on this model is the floor that removal can reach (triggered digits misread by chance)
+        source, target, seed = control_pair
         splits = mnist_splits(seed)
         log(f"[control] clean training data, seed {seed}")
         module = _train(splits["train"], seed, cfg)
         _, scan = _scan(module, splits["train"], np.zeros(len(splits["train"]), bool), scan_cfg)
         log(f"  scan: flagged {scan['n_flagged']}, likely backdoor {scan['likely_backdoor']}")
-        report["control"] = {"seed": seed, "scan": scan}
-    with open(os.path.join(out_dir, "poison.json"), "w", encoding="utf-8") as f:
+        measured = _convert_and_measure(module, splits, os.path.join(out_dir, f"control-s{seed}"), source, target,
+                                        seed)
+        report["control"] = {"seed": seed, "source": source, "target": target, "scan": scan, "model": measured}
+    name = "control" if control_only else "poison"
+    with open(os.path.join(out_dir, f"{name}.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
     text = render(report)
-    with open(os.path.join(out_dir, "poison.txt"), "w", encoding="utf-8") as f:
+    with open(os.path.join(out_dir, f"{name}.txt"), "w", encoding="utf-8") as f:
         f.write(text)
     log(text)
     return report
@@ -218,8 +224,13 @@ def render(report: dict) -> str:
     ctrl = report.get("control")
     if ctrl:
         s = ctrl["scan"]
+        m = ctrl["model"]["int8-onnx"]
         out += ["", f"control (no poison, seed {ctrl['seed']}): {s['n_flagged']} digit(s) flagged "
-                    f"({_pct(s['clean_flagged_share'])}), likely backdoor: {'yes (false alarm)' if s['likely_backdoor'] else 'no'}"]
+                    f"({_pct(s['clean_flagged_share'])}), likely backdoor: "
+                    f"{'yes (false alarm)' if s['likely_backdoor'] else 'no'}; int8 accuracy "
+                    f"{_pct(m['clean_accuracy'])}, trigger {ctrl['source']}->{ctrl['target']} 'success' "
+                    f"{_pct(m['attack_success'])} (the floor: triggered digits misread without a backdoor), "
+                    f"squeeze flags triggered {_pct(m['detector_flags_triggered'])}"]
     out += ["", "ASR: share of the source class's test digits that, with the trigger, the int8 ONNX artifact "
                 "classifies as the target (device runtime); 'after': retrained from scratch without the flagged "
                 "digits. squeeze flags trig: share of triggered digits the feature-squeezing detector flags, "
@@ -235,14 +246,17 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--cases", default=None, help="SOURCE:TARGET:SEED,... (default 7:1:0,3:8:1,0:6:2)")
     p.add_argument("--no-control", action="store_true")
+    p.add_argument("--control-only", action="store_true", help="only the unpoisoned control (first case's pair)")
     args = p.parse_args(argv)
     cases = CASES
     if args.cases:
         cases = tuple(tuple(int(v) for v in c.split(":")) for c in args.cases.split(",") if c.strip())
+
     from edgeguard.errors import EdgeGuardError
 
     try:
-        run(args.out, cases, rate=args.rate, epochs=args.epochs, control=not args.no_control)
+        run(args.out, cases, rate=args.rate, epochs=args.epochs, control=not args.no_control,
+            control_only=args.control_only)
     except EdgeGuardError as e:
         print(f"edgeguard: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

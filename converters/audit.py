@@ -38,6 +38,7 @@ import numpy as np
 from .errors import CalibrationDataError, ConversionError
 
 __all__ = ["CARD_SCHEMA", "CARD_VERSION", "Split", "DatasetMetadata", "split_from_arrays", "split_from_images",
+           "conversion_card",
            "load_splits", "load_metadata", "dataset_card", "render_card", "phash", "dhash", "hamming",
            "split_sha256", "DEFAULT_NEAR_MAX_HAMMING", "DEFAULT_NEAR_MIN_CORRELATION", "DatasetAuditError"]
 
@@ -618,6 +619,31 @@ def dataset_card(splits, metadata=None, *, near_max_hamming: int = DEFAULT_NEAR_
     }
 
 
+def conversion_card(labels, calibration, validation=None, train=None, metadata=None, *, poisoning_scan=None,
+                    dropped: int = 0) -> dict:
+    """The card a conversion signs into ``provenance["dataset_card"]``: splits ``train`` (the images
+    hardened on, if any), ``calibration`` and ``validation`` (left out when it is the calibration
+    data), each a converter :class:`~edgeguard.converters.data.Images`; ``poisoning_scan`` (a
+    :class:`~edgeguard.converters.poisoning.PoisonScanResult`) adds its summary, without the
+    per-image list (that is in the conversion report); ``dropped`` images the scan removed."""
+    splits = []
+    if train is not None:
+        splits.append(split_from_images("train", train, labels))
+    splits.append(split_from_images("calibration", calibration, labels))
+    if validation is not None and validation.sha256 != calibration.sha256:
+        splits.append(split_from_images("validation", validation, labels))
+    card = dataset_card(splits, metadata)
+    if poisoning_scan is not None:
+        summary = poisoning_scan.to_dict(max_listed=0)
+        summary.pop("suspicious")
+        summary.pop("suspicious_listed")
+        card["poisoning_scan"] = {**summary, "dropped": int(dropped)}
+        if poisoning_scan.likely_backdoor:
+            card["warnings"].append(poisoning_scan.summary() + (f"; {dropped} image(s) dropped before training"
+                                                                f" and hardening" if dropped else ""))
+    return card
+
+
 def _text(v) -> str:
     return "-" if v in (None, "") else " ".join(str(v).split())
 
@@ -664,6 +690,10 @@ def render_card(card: dict) -> str:
                f"{lc['near']['pairs']} pair(s)")
     for ex in (lc["exact"]["examples"] + lc["near"]["examples"])[:3]:
         out.append("    " + " / ".join(f"{e['image']} ({e['label']})" for e in ex))
+    scan = card.get("poisoning_scan")
+    if scan:
+        out.append(f"poisoning scan: {scan['summary']}" + (f"; {scan['dropped']} dropped" if scan.get("dropped")
+                                                            else ""))
     m = card["method"]
     out.append(f"method: exact = pixel SHA-256; near = pHash <= {m['near_max_hamming']} bits and thumbnail "
                f"correlation >= {m['near_min_correlation']:g}")

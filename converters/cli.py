@@ -23,8 +23,8 @@ import argparse
 import json
 import sys
 
-__all__ = ["add_parser", "add_evaluate_parser", "add_audit_parser", "cmd_convert", "cmd_audit", "build_parser", "main", "INSTALL_HINT",
-           "EVALUATE_INSTALL_HINT"]
+__all__ = ["add_parser", "add_evaluate_parser", "add_audit_parser", "cmd_convert", "cmd_audit", "build_parser",
+           "main", "INSTALL_HINT", "EVALUATE_INSTALL_HINT"]
 
 INSTALL_HINT = "pip install edgeguard[convert]"
 EVALUATE_INSTALL_HINT = "pip install edgeguard[evaluate]"

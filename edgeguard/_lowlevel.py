@@ -24,6 +24,8 @@ ISAS = {
 LAYOUT_CODES = {"NHWC": lib.EG_LAYOUT_NHWC, "NCHW": lib.EG_LAYOUT_NCHW}
 MAX_WINDOW = lib.EG_MEDIAN_MAX_WINDOW
 MAX_PREPROCESS_CHANNELS = lib.EG_PREPROCESS_MAX_CHANNELS
+MAX_NLM_WINDOW = lib.EG_NLM_MAX_WINDOW
+MAX_NLM_CHANNELS = lib.EG_NLM_MAX_CHANNELS
 
 _ARGUMENT_ERRORS = {
     lib.EG_ERR_NULL_POINTER,
@@ -34,6 +36,8 @@ _ARGUMENT_ERRORS = {
     lib.EG_ERR_INVALID_LAYOUT,
     lib.EG_ERR_ALIASING,
     lib.EG_ERR_INVALID_VALUE,
+    lib.EG_ERR_INVALID_NLM_WINDOW,
+    lib.EG_ERR_SCRATCH_TOO_SMALL,
 }
 
 
@@ -225,4 +229,38 @@ def lut_u8(images: np.ndarray, layout: str, tables: np.ndarray, out: np.ndarray 
     out = as_output(out, shape, np.uint8, "out")
     check_status(lib.eg_lut_u8(_ptr("uint8_t[]", images), _ptr("uint8_t[]", out, True), n, h, w, c, code,
                                _ptr("uint8_t[]", tables), isa_code(isa)), "lut")
+    return out
+
+
+def nlm_scratch_size(h: int, w: int, c: int, search_window: int, block_size: int, strength: float) -> int:
+    """Bytes of scratch eg_nlm_u8 needs for one h x w x c image with these parameters."""
+    bytes_ = ffi.new("size_t *")
+    check_status(lib.eg_nlm_scratch_size(h, w, c, search_window, block_size, strength, bytes_), "nlm_scratch_size")
+    return int(bytes_[0])
+
+
+def nlm(x: np.ndarray, n: int, h: int, w: int, c: int, search_window: int, block_size: int, strength: float,
+        out: np.ndarray | None = None, scratch: np.ndarray | None = None, isa: str = "auto") -> np.ndarray:
+    """Non-local means of n uint8 NHWC images (edgeguard.h: eg_nlm_u8).
+
+    `scratch` (optional) is a writable 1-d uint8 array of at least nlm_scratch_size()
+    bytes, reusable across calls; without it one is allocated for the call.
+    """
+    x = as_input(x, np.uint8, "non_local_means input")
+    if min(n, h, w, c) < 0 or n * h * w * c != x.size:
+        raise InvalidArgumentError(f"nlm: dimensions {(n, h, w, c)} do not match an array of {x.size} elements")
+    out = as_output(out, x.shape, np.uint8, "out")
+    if np.shares_memory(x, out):
+        raise InvalidArgumentError("nlm: out must not overlap the input")
+    need = nlm_scratch_size(h, w, c, search_window, block_size, strength)
+    if scratch is None:
+        scratch = np.empty(max(need, 1), np.uint8)
+    elif (not isinstance(scratch, np.ndarray) or scratch.dtype != np.uint8 or scratch.ndim != 1
+          or not scratch.flags.c_contiguous or not scratch.flags.writeable):
+        raise InvalidArgumentError("scratch must be a writeable C-contiguous 1-d uint8 array")
+    elif np.shares_memory(scratch, x) or np.shares_memory(scratch, out):
+        raise InvalidArgumentError("nlm: scratch must not overlap the input or the output")
+    status = lib.eg_nlm_u8(_ptr("uint8_t[]", x), _ptr("uint8_t[]", out, True), n, h, w, c, search_window,
+                           block_size, strength, _ptr("uint8_t[]", scratch, True), scratch.size, isa_code(isa))
+    check_status(status, "nlm")
     return out

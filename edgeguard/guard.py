@@ -72,6 +72,9 @@ _median_u8 = lib.eg_median_u8
 _median_f32 = lib.eg_median_f32
 _preprocess_u8 = lib.eg_preprocess_u8_f32
 _lut_u8 = lib.eg_lut_u8
+_nlm_u8 = lib.eg_nlm_u8
+_BIT, _MED, _NLM = 0, 1, 2
+_KIND_CODES = {"bit_depth": _BIT, "median": _MED, "nlm": _NLM}
 _softmax = lib.eg_softmax_f32
 _squeeze_scores = lib.eg_squeeze_scores_f32
 _check = _lowlevel.check_status
@@ -165,7 +168,10 @@ class GuardedModel:
         self._u8_single = {(h, w, c)} | ({(h, w)} if c == 1 else set())
         self._p_mean = _from_buffer(_F32_ARRAY, self.mean)  # the arrays are kept alive by self
         self._p_std = _from_buffer(_F32_ARRAY, self.std)
-        self._plan = tuple((s.kind == "median", s.param, s.name) for s in self.squeezers)
+        self._plan = tuple((_KIND_CODES[s.kind], s.param, s.name) for s in self.squeezers)
+        # non-local means needs scratch memory: its size per image size is fixed, so compute it once
+        self._nlm_scratch = {sq.param: _lowlevel.nlm_scratch_size(h, w, c, *sq.param)
+                             for sq in self.squeezers if sq.kind == "nlm"}
         self._names = tuple(s.name for s in self.squeezers)
         self._logits = self.output_kind == "logits"
         self._classes = len(self.labels)
@@ -331,6 +337,22 @@ class GuardedModel:
         out *= np.float32(hi - lo)
         out += np.float32(lo)
 
+    def _nlm(self, src, dst, n: int, param) -> int:
+        """Non-local means of n uint8 NHWC images (cffi pointers); returns the native status."""
+        nbytes = self._nlm_scratch[param]
+        scratch = np.empty(max(1, nbytes), _U8)  # per call: predict is reentrant
+        return _nlm_u8(src, dst, n, self.height, self.width, self.channels, param[0], param[1], param[2],
+                       _from_buffer(_U8_ARRAY, scratch, True), nbytes, _AUTO)
+
+    def _nlm_float(self, x: np.ndarray, out: np.ndarray, param) -> None:
+        """Non-local means on float input: to 8-bit pixels of its range, squeezed, and back (the kernel,
+        like the paper's OpenCV call, is defined on 8-bit pixels)."""
+        lo, hi = self.value_range
+        unit = (x - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+        out[...] = Squeezer("nlm", param).apply(unit, self.layout)
+        out *= np.float32(hi - lo)
+        out += np.float32(lo)
+
     # ------------------------------------------------------------------ predict
 
     def predict(self, x, *, resize: bool = False, detect: bool = True):
@@ -379,10 +401,13 @@ class GuardedModel:
                     _check(status, "lut")
                 t1 = _perf()
                 if s:
-                    tmp = _from_buffer(_U8_ARRAY, np.empty(size, _U8), True) if any(m for m, _, _ in self._plan) else None
-                    for i, (median, param, name) in enumerate(self._plan, start=1):
-                        if median:
+                    tmp = _from_buffer(_U8_ARRAY, np.empty(size, _U8), True) if any(k for k, _, _ in self._plan) else None
+                    for i, (kind, param, name) in enumerate(self._plan, start=1):
+                        if kind == _MED:
                             status = _median_u8(px, tmp, n, h, w, c, _NHWC, param, _AUTO) or \
+                                _lut_u8(tmp, pm + i * size, n, h, w, c, layout, tables[i], _AUTO)
+                        elif kind == _NLM:
+                            status = self._nlm(px, tmp, n, param) or \
                                 _lut_u8(tmp, pm + i * size, n, h, w, c, layout, tables[i], _AUTO)
                         else:
                             status = _lut_u8(px, pm + i * size, n, h, w, c, layout, tables[i], _AUTO)
@@ -402,10 +427,11 @@ class GuardedModel:
                 if s:
                     squeezed = np.empty(s * size, _U8)
                     ps = _from_buffer(_U8_ARRAY, squeezed, True)
-                    for i, (median, param, name) in enumerate(self._plan):
+                    for i, (kind, param, name) in enumerate(self._plan):
                         dst = ps + i * size
-                        status = (_median_u8(px, dst, n, h, w, c, _NHWC, param, _AUTO) if median
-                                  else _bit_depth_u8(px, dst, size, param, _AUTO))
+                        status = (_median_u8(px, dst, n, h, w, c, _NHWC, param, _AUTO) if kind == _MED else
+                                  _bit_depth_u8(px, dst, size, param, _AUTO) if kind == _BIT else
+                                  self._nlm(px, dst, n, param))
                         if status:
                             _check(status, name)
                     t2 = _perf()
@@ -428,9 +454,12 @@ class GuardedModel:
                 h, w, c = self.height, self.width, self.channels
                 px = _from_buffer(_F32_ARRAY, x)
                 pm = _from_buffer(_F32_ARRAY, model_in, True)
-                for i, (median, param, name) in enumerate(self._plan, start=1):
-                    if median:
+                for i, (kind, param, name) in enumerate(self._plan, start=1):
+                    if kind == _MED:
                         status = _median_f32(px, pm + i * size, n, h, w, c, self._layout_code, param, _AUTO)
+                    elif kind == _NLM:
+                        self._nlm_float(x, model_in[i * n:(i + 1) * n], param)
+                        status = 0
                     elif self._unit_range:
                         status = _bit_depth_f32(px, pm + i * size, size, param, _AUTO)
                     else:

@@ -26,9 +26,11 @@ import numpy as np
 from . import _lowlevel
 from .errors import InvalidArgumentError, InvalidDTypeError, UnsupportedError
 
-__all__ = ["Squeezer", "parse_squeezers", "is_flagged", "bit_depth", "median", "LAYOUTS"]
+__all__ = ["Squeezer", "KINDS", "parse_squeezers", "is_flagged", "bit_depth", "median", "non_local_means", "LAYOUTS",
+           "NLM_LAYOUTS"]
 
 LAYOUTS = ("HW", "HWC", "NHWC", "CHW", "NCHW")
+NLM_LAYOUTS = ("HW", "HWC", "NHWC")  # channels last: the kernel works on interleaved pixels
 _DEFAULT_LAYOUT = {2: "HW", 3: "HWC", 4: "NHWC"}
 _DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 
@@ -104,31 +106,52 @@ def median(x, size, *, layout: str | None = None, out: np.ndarray | None = None,
 
 # ----------------------------------------------------------------------------- configured squeezers
 
-#: kind -> (manifest key of its parameter, valid range). A new kind is taught here only.
+#: kind -> (manifest key of its parameter, valid range) for the one-parameter kinds; "nlm" (non-local
+#: means) has three, search_window, block_size and strength. A new kind is taught here only.
 _KINDS = {"bit_depth": ("bits", 1, 8), "median": ("size", 1, _lowlevel.MAX_WINDOW)}
+_NLM_KEYS = ("search_window", "block_size", "strength")
+KINDS = tuple(_KINDS) + ("nlm",)
+
+
+def _strength_text(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def _nlm_param(param) -> tuple:
+    if not isinstance(param, (tuple, list)) or len(param) != 3:
+        raise InvalidArgumentError(f"nlm takes (search_window, block_size, strength), got {param!r}")
+    search, block, strength = param
+    search, block = _odd_window(search, "nlm search_window"), _odd_window(block, "nlm block_size")
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or \
+            not 0.0 <= float(strength) <= float(np.finfo(np.float32).max):
+        raise InvalidArgumentError(f"nlm strength must be a finite number >= 0, got {strength!r}")
+    return search, block, float(strength)
 
 
 class Squeezer:
-    """One configured squeezer: ``Squeezer("bit_depth", 5)`` or ``Squeezer("median", 2)``. Immutable.
+    """One configured squeezer: ``Squeezer("bit_depth", 5)``, ``Squeezer("median", 2)`` or
+    ``Squeezer("nlm", (13, 3, 2))`` (non-local means: search window, block size, strength). Immutable.
 
-    Written ``bit_depth:5`` / ``median:2`` on the command line (:meth:`parse`,
-    ``str()``), ``{"kind": "bit_depth", "bits": 5}`` in a manifest
-    (:meth:`from_manifest`, :meth:`to_manifest`), named ``bit_depth_5`` /
-    ``median_2x2`` in reports and results (:attr:`name`).
+    Written ``bit_depth:5`` / ``median:2`` / ``nlm:13-3-2`` on the command line (:meth:`parse`,
+    ``str()``), ``{"kind": "bit_depth", "bits": 5}`` / ``{"kind": "nlm", "search_window": 13,
+    "block_size": 3, "strength": 2}`` in a manifest (:meth:`from_manifest`, :meth:`to_manifest`),
+    named ``bit_depth_5`` / ``median_2x2`` / ``nlm_13_3_2`` in reports and results (:attr:`name`).
     """
 
     __slots__ = ("kind", "param")
 
-    def __init__(self, kind: str, param: int):
-        if kind not in _KINDS:
-            raise UnsupportedError(f"squeezer kind {kind!r} is not supported by this edgeguard "
-                                   f"({', '.join(_KINDS)})")
-        key, lo, hi = _KINDS[kind]
-        param = _as_int(param, key)
-        if param < lo:
-            raise InvalidArgumentError(f"{kind} {key} must be {lo}..{hi}, got {param}")
-        if param > hi:  # e.g. a wider median a newer edgeguard may run
-            raise UnsupportedError(f"{kind} {key} {param} is not supported by this edgeguard ({lo}..{hi})")
+    def __init__(self, kind: str, param):
+        if kind == "nlm":
+            param = _nlm_param(param)
+        elif kind in _KINDS:
+            key, lo, hi = _KINDS[kind]
+            param = _as_int(param, key)
+            if param < lo:
+                raise InvalidArgumentError(f"{kind} {key} must be {lo}..{hi}, got {param}")
+            if param > hi:  # e.g. a wider median a newer edgeguard may run
+                raise UnsupportedError(f"{kind} {key} {param} is not supported by this edgeguard ({lo}..{hi})")
+        else:
+            raise UnsupportedError(f"squeezer kind {kind!r} is not supported by this edgeguard ({', '.join(KINDS)})")
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "param", param)
 
@@ -142,28 +165,41 @@ class Squeezer:
         return hash((self.kind, self.param))
 
     def __repr__(self) -> str:
-        return f"Squeezer({self.kind!r}, {self.param})"
+        return f"Squeezer({self.kind!r}, {self.param!r})"
 
     def __str__(self) -> str:
+        if self.kind == "nlm":
+            search, block, strength = self.param
+            return f"nlm:{search}-{block}-{_strength_text(strength)}"
         return f"{self.kind}:{self.param}"
 
     @property
     def name(self) -> str:
-        return f"bit_depth_{self.param}" if self.kind == "bit_depth" else f"median_{self.param}x{self.param}"
+        if self.kind == "bit_depth":
+            return f"bit_depth_{self.param}"
+        if self.kind == "median":
+            return f"median_{self.param}x{self.param}"
+        search, block, strength = self.param
+        return f"nlm_{search}_{block}_{_strength_text(strength)}"
 
     @classmethod
     def parse(cls, text: str) -> "Squeezer":
-        """``"bit_depth:5"`` or ``"median:2"`` (the command line's form)."""
+        """``"bit_depth:5"``, ``"median:2"`` or ``"nlm:13-3-2"`` (the command line's form)."""
         if not isinstance(text, str) or text.count(":") != 1:
-            raise InvalidArgumentError(f"a squeezer is written kind:param (e.g. bit_depth:5, median:2), got {text!r}")
+            raise InvalidArgumentError(
+                f"a squeezer is written kind:param (e.g. bit_depth:5, median:2, nlm:13-3-2), got {text!r}")
         kind, param = (part.strip() for part in text.split(":"))
-        if kind not in _KINDS:
-            raise InvalidArgumentError(f"unknown squeezer kind {kind!r} in {text!r}; choose from {', '.join(_KINDS)}")
+        if kind not in KINDS:
+            raise InvalidArgumentError(f"unknown squeezer kind {kind!r} in {text!r}; choose from {', '.join(KINDS)}")
         try:
-            value = int(param)
+            if kind == "nlm":
+                search, block, strength = param.split("-")
+                return cls(kind, (int(search), int(block), float(strength)))
+            return cls(kind, int(param))
         except ValueError:
-            raise InvalidArgumentError(f"squeezer parameter must be an integer, got {text!r}") from None
-        return cls(kind, value)
+            raise InvalidArgumentError(
+                f"bad squeezer parameter in {text!r}: " + ("nlm is written nlm:SEARCH-BLOCK-STRENGTH, e.g. nlm:13-3-2"
+                                                           if kind == "nlm" else "expected an integer")) from None
 
     @classmethod
     def from_manifest(cls, spec) -> "Squeezer":
@@ -172,22 +208,42 @@ class Squeezer:
         if not hasattr(spec, "get"):
             raise InvalidArgumentError(f"a squeezer entry must be an object, got {type(spec).__name__}")
         kind = spec.get("kind")
-        if kind not in _KINDS:
-            raise UnsupportedError(f"squeezer kind {kind!r} is not supported by this edgeguard "
-                                   f"({', '.join(_KINDS)})")
-        key = _KINDS[kind][0]
-        if key not in spec:
-            raise InvalidArgumentError(f"{kind} squeezer needs {key!r}")
-        return cls(kind, spec[key])
+        if kind not in KINDS:
+            raise UnsupportedError(f"squeezer kind {kind!r} is not supported by this edgeguard ({', '.join(KINDS)})")
+        keys = _NLM_KEYS if kind == "nlm" else (_KINDS[kind][0],)
+        missing = [k for k in keys if k not in spec]
+        if missing:
+            raise InvalidArgumentError(f"{kind} squeezer needs {', '.join(repr(k) for k in missing)}")
+        return cls(kind, tuple(spec[k] for k in keys) if kind == "nlm" else spec[keys[0]])
 
     def to_manifest(self) -> dict:
+        if self.kind == "nlm":
+            search, block, strength = self.param
+            return {"kind": "nlm", "search_window": search, "block_size": block,
+                    "strength": int(strength) if strength.is_integer() else strength}
         return {"kind": self.kind, _KINDS[self.kind][0]: self.param}
 
     def apply(self, x, layout: str | None = None) -> np.ndarray:
-        """Squeeze `x` (uint8 or float32) in `layout` (see :func:`median`); returns a new array."""
+        """Squeeze `x` (uint8, or float32 in [0, 1]) in `layout` (see :func:`median`); returns a new array.
+
+        Non-local means is defined on 8-bit pixels: float input is taken to pixels
+        (``rint(x * 255)``), squeezed, and returned as float32 in [0, 1] (channels-first
+        layouts are transposed around the kernel)."""
         if self.kind == "bit_depth":
             return bit_depth(x, self.param)
-        return median(x, self.param, layout=layout)
+        if self.kind == "median":
+            return median(x, self.param, layout=layout)
+        x = np.asarray(x)
+        layout = layout or _DEFAULT_LAYOUT.get(x.ndim)
+        first = layout in ("CHW", "NCHW")
+        if first:
+            x = np.moveaxis(x, -3, -1)
+            layout = layout.replace("C", "") + "C"
+        pixels = x if x.dtype == np.uint8 else np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8)
+        y = non_local_means(np.ascontiguousarray(pixels), *self.param, layout=layout)
+        if x.dtype != np.uint8:
+            y = y.astype(np.float32) / np.float32(255)
+        return np.ascontiguousarray(np.moveaxis(y, -1, -3)) if first else y
 
 
 def parse_squeezers(text: str) -> tuple:
@@ -204,3 +260,55 @@ def is_flagged(score, threshold):
     if isinstance(score, np.ndarray):
         return ~(score <= threshold)
     return not float(score) <= threshold
+def _odd_window(value, name: str) -> int:
+    k = _as_int(value, name)
+    if not (1 <= k <= _lowlevel.MAX_NLM_WINDOW and k % 2 == 1):
+        raise InvalidArgumentError(f"{name} must be odd, 1..{_lowlevel.MAX_NLM_WINDOW}, got {k}")
+    return k
+
+
+def non_local_means(x, search_window: int, block_size: int, strength: float, *, layout: str | None = None,
+                    out: np.ndarray | None = None, isa: str = "auto") -> np.ndarray:
+    """Non-local means denoising of uint8 images: the feature-squeezing paper's colour squeezer.
+
+    The paper names its settings search-block-strength: ``"13-3-2"`` is
+    ``non_local_means(x, 13, 3, 2)`` and ``"11-3-4"`` is ``non_local_means(x, 11, 3, 4)``.
+    The result equals OpenCV's ``cv2.fastNlMeansDenoising(x, None, h=strength,
+    templateWindowSize=block_size, searchWindowSize=search_window)`` bit for bit,
+    for gray and for 3-channel images (block distances summed over the channels of
+    the image as given). It is not ``cv2.fastNlMeansDenoisingColored``, which
+    denoises in Lab; docs/non-local-means.md defines the computation exactly and
+    measures the difference.
+
+    x: uint8, layout ``"HW"`` (gray), ``"HWC"`` or ``"NHWC"`` with 1..4 channels
+    (default from ``x.ndim``: 2, 3, 4). search_window, block_size: odd, 1..63.
+    strength: the filter strength h, a finite number >= 0 (0 returns x unchanged).
+    Returns a new array (or fills `out`, which must not overlap `x`).
+    """
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise InvalidDTypeError(f"non_local_means accepts uint8 images (0..255 pixels, as OpenCV), got {x.dtype.name}"
+                                + (" (for float images in [0, 1]: np.rint(x * 255).astype(np.uint8))"
+                                   if x.dtype.kind == "f" else ""))
+    search_window = _odd_window(search_window, "search_window")
+    block_size = _odd_window(block_size, "block_size")
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
+        raise InvalidArgumentError(f"strength must be a real number, got {strength!r}")
+    strength = float(strength)
+    if not (0.0 <= strength <= float(np.finfo(np.float32).max)):  # also refuses NaN; C takes a float32
+        raise InvalidArgumentError(f"strength must be finite (as float32) and >= 0, got {strength}")
+    if layout is None:
+        if x.ndim not in _DEFAULT_LAYOUT:
+            raise InvalidArgumentError(f"non_local_means needs a 2-d, 3-d or 4-d image array, got {x.ndim}-d")
+        layout = _DEFAULT_LAYOUT[x.ndim]
+    if layout not in NLM_LAYOUTS:
+        raise InvalidArgumentError(f"non_local_means supports layouts {NLM_LAYOUTS}, got {layout!r}"
+                                   + (" (transpose channels-first arrays to channels-last)"
+                                      if layout in LAYOUTS else ""))
+    if len(layout) != x.ndim:
+        raise InvalidArgumentError(f"layout {layout!r} needs a {len(layout)}-d array, got shape {x.shape}")
+    dims = dict(zip(layout, x.shape))
+    n, h, w, c = dims.get("N", 1), dims["H"], dims["W"], dims.get("C", 1)
+    if not 1 <= c <= _lowlevel.MAX_NLM_CHANNELS:
+        raise InvalidArgumentError(f"non_local_means needs 1..{_lowlevel.MAX_NLM_CHANNELS} channels, got {c}")
+    return _lowlevel.nlm(x, n, h, w, c, search_window, block_size, strength, out=out, isa=isa)

@@ -196,3 +196,77 @@ def preprocess(images_u8_nhwc, layout: str, scale, mean, std) -> np.ndarray:
     if layout == "NCHW":
         y = y.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(y)
+
+
+# ---------------------------------------------------------------- non-local means
+
+
+def _nlm_weight_table(indices, search: int, block: int, strength: float, channels: int) -> dict:
+    """weight for every distinct table index, from the formula in edgeguard.h (math.exp is libm's exp)."""
+    import math
+
+    shift = 0
+    while (1 << shift) < block * block:
+        shift += 1
+    scale = (2**31 - 1) // (search * search * 255)
+    divisor = float(np.float32(np.float32(strength) * np.float32(strength)) * np.float32(channels))  # in float32
+    table = {}
+    for index in np.unique(indices).tolist():
+        dist = index * ((1 << shift) / (block * block))
+        if divisor == 0.0:
+            w = 1.0 if dist == 0 else 0.0  # exp(-0/0) is NaN -> 1; exp(-d/0) = exp(-inf) = 0
+        else:
+            w = math.exp(-dist / divisor)
+        weight = round(scale * w)  # Python rounds half to even, like cvRound / lrint
+        table[index] = 0 if weight < 0.001 * scale else weight
+    return table
+
+
+def non_local_means(x, search: int, block: int, strength: float, layout: str = "HWC") -> np.ndarray:
+    """OpenCV's fastNlMeansDenoising on uint8 images, from its per-pixel definition.
+
+    Reflect-101 border (numpy's pad mode 'reflect'), integer block distances summed
+    over the channels, weight = table[distance >> shift], rounded integer average.
+    Offsets one at a time over whole images (no sliding sums, no cut-off).
+    """
+    x = np.asarray(x, dtype=np.uint8)
+    nhwc = to_nhwc(x, layout)
+    n, h, w, c = nhwc.shape
+    out = np.empty_like(nhwc)
+    if nhwc.size == 0:
+        return x.copy()
+    s, b = search // 2, block // 2
+    r = s + b
+    shift = 0
+    while (1 << shift) < block * block:
+        shift += 1
+    for i in range(n):
+        img = nhwc[i].astype(np.int64)
+        if h == 1 and w == 1:
+            ext = np.broadcast_to(img, (h + 2 * r, w + 2 * r, c))  # a 1-pixel side repeats it
+        else:
+            ext = img
+            for axis, size in ((0, h), (1, w)):  # reflect-101, repeated for borders wider than the image
+                if size == 1:
+                    ext = np.repeat(ext, 2 * r + 1, axis=axis)
+                else:
+                    ext = np.pad(ext, [(r, r) if a == axis else (0, 0) for a in range(3)], mode="reflect")
+        centre = ext[s:s + h + 2 * b, s:s + w + 2 * b]
+        est = np.zeros((h, w, c), np.int64)
+        wsum = np.zeros((h, w), np.int64)
+        ssds, cands = [], []
+        for dy in range(-s, s + 1):
+            for dx in range(-s, s + 1):
+                shifted = ext[s + dy:s + dy + h + 2 * b, s + dx:s + dx + w + 2 * b]
+                d = ((centre - shifted) ** 2).sum(axis=-1)
+                ssds.append(np.lib.stride_tricks.sliding_window_view(d, (block, block)).sum(axis=(-1, -2)))
+                cands.append(ext[r + dy:r + dy + h, r + dx:r + dx + w])
+        indices = np.stack(ssds) >> shift
+        table = _nlm_weight_table(indices, search, block, strength, c)
+        keys = np.array(sorted(table), dtype=np.int64)
+        weights = np.array([table[k] for k in keys.tolist()], dtype=np.int64)[np.searchsorted(keys, indices)]
+        for weight, cand in zip(weights, cands):
+            est += weight[..., None] * cand
+            wsum += weight
+        out[i] = ((est + (wsum // 2)[..., None]) // wsum[..., None]).astype(np.uint8)
+    return np.ascontiguousarray(from_nhwc(out, layout))

@@ -698,3 +698,31 @@ def test_flagged_means_score_above_threshold_and_nan_fails_closed(bundles, tmp_p
     assert np.isnan(r.scores[0]) and r.is_adversarial[0]
     with pytest.raises(AdversarialInputError):
         edgeguard.load(path, policy="raise").predict(x)
+
+
+def test_nlm_squeezer_runs_in_the_guard_on_every_input_path(bundles, tmp_path):
+    """A bundle with the paper's colour detector (bit depth 5, median 2x2, non-local means 13-3-2):
+    the guard's per-squeezer scores equal the model run on squeeze.non_local_means' output, for uint8
+    input on float and on quantised-input artifacts, and float input goes through the same pixels."""
+    from edgeguard import _lowlevel, squeeze
+
+    specs = [{"kind": "bit_depth", "bits": 5}, {"kind": "median", "size": 2},
+             {"kind": "nlm", "search_window": 13, "block_size": 3, "strength": 2}]
+    members, arts = members_and_artifacts(which=("fp32-onnx", "int8io-onnx"))
+    path = tmp_path / "nlm.egb"
+    bundle.write_bundle(path, make_manifest(arts, squeezers=specs), members)
+    assert [s.name for s in bundle.read_bundle(path).manifest.squeezers] == ["bit_depth_5", "median_2x2", "nlm_13_3_2"]
+    x = smooth_images(3, seed=4)
+    for art_id in ("fp32-onnx", "int8io-onnx"):
+        model = edgeguard.load(path, artifact=art_id)
+        r = model.predict(x)
+        squeezed = squeeze.non_local_means(x, 13, 3, 2)
+        floats = _lowlevel.preprocess(np.concatenate([x, squeezed]), model.layout, model.scale, model.mean, model.std)
+        p = _lowlevel.softmax(model.backend.run(floats))
+        want = np.abs(p[3:] - p[:3]).sum(axis=1)
+        assert np.allclose(r.squeezer_scores["nlm_13_3_2"], want, atol=1e-6), art_id
+    # float input in the model's layout and range: the same squeezed pixels
+    model = edgeguard.load(path, artifact="fp32-onnx")
+    xf = _lowlevel.preprocess(x, model.layout, 1 / 255, np.zeros(1, np.float32), np.ones(1, np.float32))
+    assert np.allclose(model.predict(xf).squeezer_scores["nlm_13_3_2"], model.predict(x).squeezer_scores["nlm_13_3_2"],
+                       atol=1e-6)

@@ -302,6 +302,7 @@ def test_lowlevel_status_errors():
 # ---------------------------------------------------------------- the C status mapping
 
 ARGUMENT_STATUSES = ["EG_ERR_NULL_POINTER", "EG_ERR_INVALID_SIZE", "EG_ERR_OVERFLOW", "EG_ERR_INVALID_BITS",
+                     "EG_ERR_INVALID_NLM_WINDOW", "EG_ERR_SCRATCH_TOO_SMALL",
                      "EG_ERR_INVALID_WINDOW", "EG_ERR_INVALID_LAYOUT", "EG_ERR_ALIASING", "EG_ERR_INVALID_VALUE"]
 
 

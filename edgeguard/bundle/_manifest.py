@@ -225,6 +225,10 @@ def validate_manifest(m: Any) -> None:
             _int(*_get(sq, "bits", path), 1, 8)
         elif kind == "median":
             _int(*_get(sq, "size", path), 1)
+        elif kind == "nlm":
+            _int(*_get(sq, "search_window", path), 1)
+            _int(*_get(sq, "block_size", path), 1)
+            _num(*_get(sq, "strength", path))
 
     members = _dict(*_get(m, "members"))
     for name, info in members.items():

@@ -129,6 +129,8 @@ const char *eg_status_string(eg_status status) {
     case EG_ERR_ALIASING: return "input and output overlap";
     case EG_ERR_UNSUPPORTED_ISA: return "instruction set not available on this CPU or build";
     case EG_ERR_INVALID_VALUE: return "a parameter value is unusable";
+    case EG_ERR_INVALID_NLM_WINDOW: return "non-local means search window and block must be odd, 1..63";
+    case EG_ERR_SCRATCH_TOO_SMALL: return "scratch buffer too small";
     }
     return "unknown status";
 }

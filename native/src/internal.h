@@ -69,6 +69,20 @@ typedef float (*eg_l1_row_fn)(const float *a, const float *b, size_t classes);
 typedef void (*eg_preprocess_fn)(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane,
                                  int planar, float scale, const float *mean, const float *std);
 
+/* Non-local means row kernels (nlm.c drives them; see its comment).
+ * distance: for x < n, d = sum over the c channels of (a[ch][x] - b[ch][x])^2,
+ *   then v[x] += d - ring[x]; ring[x] = d (a sliding vertical block sum).
+ * weights: for x < n, D = v[x] + ... + v[x + block - 1], weights[x] = lut[min(D >> shift, cut)].
+ * accumulate: for x < n, wsum[x] += weights[x], acc[ch][x] += weights[x] * cand[ch][x].
+ * finish: dst[x * c + ch] = ((uint32)acc[ch][x] + wsum[x] / 2) / wsum[x]. */
+typedef void (*eg_nlm_distance_fn)(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n,
+                                   int32_t *ring, int32_t *v);
+typedef void (*eg_nlm_weights_fn)(const int32_t *v, size_t n, int block, int shift, int32_t cut, const int32_t *lut,
+                                  int32_t *weights);
+typedef void (*eg_nlm_accumulate_fn)(const int32_t *weights, const uint8_t *const *cand, size_t c, size_t n,
+                                     int32_t *wsum, int32_t *const *acc);
+typedef void (*eg_nlm_finish_fn)(const int32_t *const *acc, const int32_t *wsum, size_t n, size_t c, uint8_t *dst);
+
 /* One table per ISA; every entry is non-NULL (an ISA without its own variant of
  * an op points at the best lower one). */
 typedef struct eg_kernels {
@@ -80,6 +94,10 @@ typedef struct eg_kernels {
     eg_softmax_row_fn softmax_row;
     eg_l1_row_fn l1_row;
     eg_preprocess_fn preprocess;
+    eg_nlm_distance_fn nlm_distance;
+    eg_nlm_weights_fn nlm_weights;
+    eg_nlm_accumulate_fn nlm_accumulate;
+    eg_nlm_finish_fn nlm_finish;
 } eg_kernels;
 
 /* The one dispatch point: the table for `isa` (EG_ISA_AUTO = best available),
@@ -97,6 +115,13 @@ void eg__softmax_row__avx2(const float *logits, float *probs, size_t classes);
 float eg__l1_row__avx2(const float *a, const float *b, size_t classes);
 void eg__preprocess__avx2(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane, int planar,
                           float scale, const float *mean, const float *std);
+void eg__nlm_distance__avx2(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n, int32_t *ring,
+                            int32_t *v);
+void eg__nlm_weights__avx2(const int32_t *v, size_t n, int block, int shift, int32_t cut, const int32_t *lut,
+                           int32_t *weights);
+void eg__nlm_accumulate__avx2(const int32_t *weights, const uint8_t *const *cand, size_t c, size_t n, int32_t *wsum,
+                              int32_t *const *acc);
+void eg__nlm_finish__avx2(const int32_t *const *acc, const int32_t *wsum, size_t n, size_t c, uint8_t *dst);
 #endif
 #if defined(EG_HAS_AVX512)
 extern const eg_kernels eg__kernels_avx512;
@@ -123,6 +148,41 @@ void eg__softmax_row__c(const float *logits, float *probs, size_t classes);
 float eg__l1_row__c(const float *a, const float *b, size_t classes);
 void eg__preprocess__c(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane, int planar,
                        float scale, const float *mean, const float *std);
+
+void eg__nlm_distance__c(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n, int32_t *ring,
+                         int32_t *v);
+void eg__nlm_weights__c(const int32_t *v, size_t n, int block, int shift, int32_t cut, const int32_t *lut,
+                        int32_t *weights);
+void eg__nlm_accumulate__c(const int32_t *weights, const uint8_t *const *cand, size_t c, size_t n, int32_t *wsum,
+                           int32_t *const *acc);
+void eg__nlm_finish__c(const int32_t *const *acc, const int32_t *wsum, size_t n, size_t c, uint8_t *dst);
+
+/* Element x of the non-local means row kernels, as the scalar reference computes
+ * it: the SIMD variants use these for their tails. */
+static inline void eg_nlm_distance_one(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t x,
+                                       int32_t *ring, int32_t *v) {
+    int32_t d = 0;
+    for (size_t ch = 0; ch < c; ch++) {
+        const int32_t t = (int32_t)a[ch][x] - (int32_t)b[ch][x];
+        d += t * t;
+    }
+    v[x] += d - ring[x];
+    ring[x] = d;
+}
+static inline int32_t eg_nlm_index_one(const int32_t *v, size_t x, int block, int shift, int32_t cut) {
+    int32_t ssd = 0;
+    for (int k = 0; k < block; k++) ssd += v[x + (size_t)k];
+    const int32_t idx = ssd >> shift;
+    return idx < cut ? idx : cut;
+}
+static inline void eg_nlm_accumulate_one(int32_t w, const uint8_t *const *cand, size_t c, size_t x, int32_t *wsum,
+                                         int32_t *const *acc) {
+    wsum[x] += w;
+    for (size_t ch = 0; ch < c; ch++) acc[ch][x] += w * (int32_t)cand[ch][x];
+}
+static inline uint8_t eg_nlm_divide(int32_t acc, int32_t wsum) {
+    return (uint8_t)(((uint32_t)acc + (uint32_t)(wsum / 2)) / (uint32_t)wsum);
+}
 
 /* ---- shared float helpers, written op by op so every ISA can mirror them ----
  * FLT_MIN flushing: ARMv7 NEON always flushes subnormals to zero, so every

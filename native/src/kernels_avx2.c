@@ -236,6 +236,125 @@ void eg__preprocess__avx2(const uint8_t *src, float *dst, size_t npix, size_t c,
     if (p < npix) eg__preprocess__c(src + p * c, dst + p, npix - p, c, plane, 1, scale, mean, std);
 }
 
+/* ---------------------------------------------------------------- non-local means */
+
+/* Squared differences of 16 pixels of one channel as two vectors of 8 int32:
+ * |a - b| in bytes, squared in 16-bit lanes (255^2 fits in uint16), widened. */
+static inline void nlm_sq16(const uint8_t *a, const uint8_t *b, __m256i *lo, __m256i *hi) {
+    const __m128i pa = _mm_loadu_si128((const __m128i *)a), pb = _mm_loadu_si128((const __m128i *)b);
+    const __m256i d = _mm256_cvtepu8_epi16(_mm_sub_epi8(_mm_max_epu8(pa, pb), _mm_min_epu8(pa, pb)));
+    const __m256i sq = _mm256_mullo_epi16(d, d);
+    *lo = _mm256_add_epi32(*lo, _mm256_cvtepu16_epi32(_mm256_castsi256_si128(sq)));
+    *hi = _mm256_add_epi32(*hi, _mm256_cvtepu16_epi32(_mm256_extracti128_si256(sq, 1)));
+}
+
+static inline void nlm_slide8(int32_t *ring, int32_t *v, __m256i d) {
+    const __m256i old = _mm256_loadu_si256((const __m256i *)ring), sum = _mm256_loadu_si256((const __m256i *)v);
+    _mm256_storeu_si256((__m256i *)v, _mm256_add_epi32(sum, _mm256_sub_epi32(d, old)));
+    _mm256_storeu_si256((__m256i *)ring, d);
+}
+
+static inline void nlm_distance_impl(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n,
+                                     int32_t *ring, int32_t *v) {
+    size_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+        for (size_t ch = 0; ch < c; ch++) nlm_sq16(a[ch] + x, b[ch] + x, &lo, &hi);
+        nlm_slide8(ring + x, v + x, lo);
+        nlm_slide8(ring + x + 8, v + x + 8, hi);
+    }
+    for (; x < n; x++) eg_nlm_distance_one(a, b, c, x, ring, v);
+}
+
+void eg__nlm_distance__avx2(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n, int32_t *ring,
+                            int32_t *v) {
+    switch (c) { /* constant channel counts let the compiler unroll the channel loop */
+    case 1: nlm_distance_impl(a, b, 1, n, ring, v); break;
+    case 3: nlm_distance_impl(a, b, 3, n, ring, v); break;
+    default: nlm_distance_impl(a, b, c, n, ring, v); break;
+    }
+}
+
+/* Block distances and table indices in vectors, then the table lookups one by
+ * one: gathers are slow on many x86 cores (microcode mitigations), and eight
+ * pixels whose blocks are all too different get their (zero) weight at once. */
+static inline void nlm_weights_impl(const int32_t *v, size_t n, int block, int shift, int32_t cut,
+                                    const int32_t *lut, int32_t *weights) {
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    const __m256i vcut = _mm256_set1_epi32(cut), far = _mm256_set1_epi32(lut[cut]);
+    size_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        __m256i ssd = _mm256_loadu_si256((const __m256i *)(v + x));
+        for (int k = 1; k < block; k++) ssd = _mm256_add_epi32(ssd, _mm256_loadu_si256((const __m256i *)(v + x + k)));
+        const __m256i idx = _mm256_min_epi32(_mm256_srl_epi32(ssd, count), vcut);
+        if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(idx, vcut)) == -1) { /* all beyond the cut: common */
+            _mm256_storeu_si256((__m256i *)(weights + x), far);
+            continue;
+        }
+        int32_t i8[8];
+        _mm256_storeu_si256((__m256i *)i8, idx);
+        for (int l = 0; l < 8; l++) weights[x + (size_t)l] = lut[i8[l]];
+    }
+    for (; x < n; x++) weights[x] = lut[eg_nlm_index_one(v, x, block, shift, cut)];
+}
+
+void eg__nlm_weights__avx2(const int32_t *v, size_t n, int block, int shift, int32_t cut, const int32_t *lut,
+                           int32_t *weights) {
+    if (block == 3)
+        nlm_weights_impl(v, n, 3, shift, cut, lut, weights);
+    else
+        nlm_weights_impl(v, n, block, shift, cut, lut, weights);
+}
+
+static inline void nlm_accumulate_impl(const int32_t *weights, const uint8_t *const *cand, size_t c, size_t n,
+                                       int32_t *wsum, int32_t *const *acc) {
+    size_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        const __m256i w = _mm256_loadu_si256((const __m256i *)(weights + x));
+        if (_mm256_testz_si256(w, w)) continue; /* no similar block here: nothing to add */
+        __m256i *ws = (__m256i *)(wsum + x);
+        _mm256_storeu_si256(ws, _mm256_add_epi32(_mm256_loadu_si256(ws), w));
+        for (size_t ch = 0; ch < c; ch++) {
+            const __m256i p = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(cand[ch] + x)));
+            __m256i *ac = (__m256i *)(acc[ch] + x);
+            _mm256_storeu_si256(ac, _mm256_add_epi32(_mm256_loadu_si256(ac), _mm256_mullo_epi32(w, p)));
+        }
+    }
+    for (; x < n; x++) eg_nlm_accumulate_one(weights[x], cand, c, x, wsum, acc);
+}
+
+void eg__nlm_accumulate__avx2(const int32_t *weights, const uint8_t *const *cand, size_t c, size_t n, int32_t *wsum,
+                              int32_t *const *acc) {
+    switch (c) {
+    case 1: nlm_accumulate_impl(weights, cand, 1, n, wsum, acc); break;
+    case 3: nlm_accumulate_impl(weights, cand, 3, n, wsum, acc); break;
+    default: nlm_accumulate_impl(weights, cand, c, n, wsum, acc); break;
+    }
+}
+
+/* (acc + wsum/2) / wsum in double: both are exact below 2^53, the quotient is
+ * correctly rounded and lies at least 1/wsum (> 2^-31) from the next integer
+ * above unless it is that integer, so truncation gives the integer quotient. */
+static inline __m128i nlm_divide4(__m128i acc, __m256d half, __m256d ws) {
+    const __m256d q = _mm256_div_pd(_mm256_add_pd(_mm256_cvtepi32_pd(acc), half), ws);
+    return _mm256_cvttpd_epi32(q);
+}
+
+void eg__nlm_finish__avx2(const int32_t *const *acc, const int32_t *wsum, size_t n, size_t c, uint8_t *dst) {
+    size_t x = 0;
+    for (; x + 4 <= n; x += 4) {
+        const __m128i w = _mm_loadu_si128((const __m128i *)(wsum + x));
+        const __m256d ws = _mm256_cvtepi32_pd(w), half = _mm256_cvtepi32_pd(_mm_srai_epi32(w, 1));
+        for (size_t ch = 0; ch < c; ch++) {
+            int32_t q[4];
+            _mm_storeu_si128((__m128i *)q, nlm_divide4(_mm_loadu_si128((const __m128i *)(acc[ch] + x)), half, ws));
+            for (size_t l = 0; l < 4; l++) dst[(x + l) * c + ch] = (uint8_t)q[l];
+        }
+    }
+    for (; x < n; x++)
+        for (size_t ch = 0; ch < c; ch++) dst[x * c + ch] = eg_nlm_divide(acc[ch][x], wsum[x]);
+}
+
 const eg_kernels eg__kernels_avx2 = {
     EG_ISA_AVX2,
     bit_depth_f32,
@@ -247,6 +366,10 @@ const eg_kernels eg__kernels_avx2 = {
     eg__softmax_row__avx2,
     eg__l1_row__avx2,
     eg__preprocess__avx2,
+    eg__nlm_distance__avx2,
+    eg__nlm_weights__avx2,
+    eg__nlm_accumulate__avx2,
+    eg__nlm_finish__avx2,
 };
 
 #endif /* EG_HAS_AVX2 */

@@ -97,6 +97,10 @@ const eg_kernels eg__kernels_avx512 = {
     eg__softmax_row__avx2,
     eg__l1_row__avx2,
     eg__preprocess__avx2,
+    eg__nlm_distance__avx2,
+    eg__nlm_weights__avx2,
+    eg__nlm_accumulate__avx2,
+    eg__nlm_finish__avx2,
 };
 
 #endif /* EG_HAS_AVX512 */

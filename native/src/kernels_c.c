@@ -137,6 +137,28 @@ void eg__preprocess__c(const uint8_t *src, float *dst, size_t npix, size_t c, si
     }
 }
 
+/* ---------------------------------------------------------------- non-local means */
+
+void eg__nlm_distance__c(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n, int32_t *ring,
+                         int32_t *v) {
+    for (size_t x = 0; x < n; x++) eg_nlm_distance_one(a, b, c, x, ring, v);
+}
+
+void eg__nlm_weights__c(const int32_t *v, size_t n, int block, int shift, int32_t cut, const int32_t *lut,
+                        int32_t *weights) {
+    for (size_t x = 0; x < n; x++) weights[x] = lut[eg_nlm_index_one(v, x, block, shift, cut)];
+}
+
+void eg__nlm_accumulate__c(const int32_t *weights, const uint8_t *const *cand, size_t c, size_t n, int32_t *wsum,
+                           int32_t *const *acc) {
+    for (size_t x = 0; x < n; x++) eg_nlm_accumulate_one(weights[x], cand, c, x, wsum, acc);
+}
+
+void eg__nlm_finish__c(const int32_t *const *acc, const int32_t *wsum, size_t n, size_t c, uint8_t *dst) {
+    for (size_t x = 0; x < n; x++)
+        for (size_t ch = 0; ch < c; ch++) dst[x * c + ch] = eg_nlm_divide(acc[ch][x], wsum[x]);
+}
+
 /* ---------------------------------------------------------------- the scalar table */
 
 #define EG_SPAN_C(T, SUFFIX, K)                                                                        \
@@ -169,4 +191,8 @@ const eg_kernels eg__kernels_scalar = {
     eg__softmax_row__c,
     eg__l1_row__c,
     eg__preprocess__c,
+    eg__nlm_distance__c,
+    eg__nlm_weights__c,
+    eg__nlm_accumulate__c,
+    eg__nlm_finish__c,
 };

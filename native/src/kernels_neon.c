@@ -241,6 +241,100 @@ static void preprocess(const uint8_t *src, float *dst, size_t npix, size_t c, si
         eg__preprocess__c(src + p * c, planar ? dst + p : dst + p * c, npix - p, c, plane, planar, scale, mean, std);
 }
 
+/* ---------------------------------------------------------------- non-local means */
+
+static inline void nlm_slide4(int32_t *ring, int32_t *v, uint32x4_t d) {
+    const int32x4_t di = vreinterpretq_s32_u32(d);
+    vst1q_s32(v, vaddq_s32(vld1q_s32(v), vsubq_s32(di, vld1q_s32(ring))));
+    vst1q_s32(ring, di);
+}
+
+static inline void nlm_distance_impl(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n,
+                                     int32_t *ring, int32_t *v) {
+    size_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        uint32x4_t d0 = vdupq_n_u32(0), d1 = d0, d2 = d0, d3 = d0;
+        for (size_t ch = 0; ch < c; ch++) {
+            const uint8x16_t ad = vabdq_u8(vld1q_u8(a[ch] + x), vld1q_u8(b[ch] + x));
+            const uint16x8_t sl = vmull_u8(vget_low_u8(ad), vget_low_u8(ad)); /* exact: 255^2 < 2^16 */
+            const uint16x8_t sh = vmull_u8(vget_high_u8(ad), vget_high_u8(ad));
+            d0 = vaddw_u16(d0, vget_low_u16(sl));
+            d1 = vaddw_u16(d1, vget_high_u16(sl));
+            d2 = vaddw_u16(d2, vget_low_u16(sh));
+            d3 = vaddw_u16(d3, vget_high_u16(sh));
+        }
+        nlm_slide4(ring + x, v + x, d0);
+        nlm_slide4(ring + x + 4, v + x + 4, d1);
+        nlm_slide4(ring + x + 8, v + x + 8, d2);
+        nlm_slide4(ring + x + 12, v + x + 12, d3);
+    }
+    for (; x < n; x++) eg_nlm_distance_one(a, b, c, x, ring, v);
+}
+
+static void nlm_distance(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n, int32_t *ring,
+                         int32_t *v) {
+    switch (c) { /* constant channel counts let the compiler unroll the channel loop */
+    case 1: nlm_distance_impl(a, b, 1, n, ring, v); break;
+    case 3: nlm_distance_impl(a, b, 3, n, ring, v); break;
+    default: nlm_distance_impl(a, b, c, n, ring, v); break;
+    }
+}
+
+static inline int all_lanes(uint32x4_t m) { /* every lane all ones (AArch64 and ARMv7) */
+    const uint32x2_t both = vand_u32(vget_low_u32(m), vget_high_u32(m));
+    return vget_lane_u64(vreinterpret_u64_u32(both), 0) == ~(uint64_t)0;
+}
+
+/* See kernels_avx2.c: vector indices, scalar table lookups, all-far groups at once. */
+static void nlm_weights(const int32_t *v, size_t n, int block, int shift, int32_t cut, const int32_t *lut,
+                        int32_t *weights) {
+    const int32x4_t right = vdupq_n_s32(-shift), vcut = vdupq_n_s32(cut), far = vdupq_n_s32(lut[cut]);
+    size_t x = 0;
+    for (; x + 4 <= n; x += 4) {
+        int32x4_t ssd = vld1q_s32(v + x);
+        for (int k = 1; k < block; k++) ssd = vaddq_s32(ssd, vld1q_s32(v + x + k));
+        const int32x4_t idx = vminq_s32(vshlq_s32(ssd, right), vcut); /* ssd >= 0: arithmetic = logical shift */
+        if (all_lanes(vceqq_s32(idx, vcut))) {
+            vst1q_s32(weights + x, far);
+            continue;
+        }
+        int32_t i4[4];
+        vst1q_s32(i4, idx);
+        for (int l = 0; l < 4; l++) weights[x + (size_t)l] = lut[i4[l]];
+    }
+    for (; x < n; x++) weights[x] = lut[eg_nlm_index_one(v, x, block, shift, cut)];
+}
+
+static inline void nlm_accumulate_impl(const int32_t *weights, const uint8_t *const *cand, size_t c, size_t n,
+                                       int32_t *wsum, int32_t *const *acc) {
+    size_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        const int32x4_t w0 = vld1q_s32(weights + x), w1 = vld1q_s32(weights + x + 4);
+        const int32x4_t any = vorrq_s32(w0, w1);
+        if (all_lanes(vceqq_s32(any, vdupq_n_s32(0)))) continue; /* no similar block here */
+        vst1q_s32(wsum + x, vaddq_s32(vld1q_s32(wsum + x), w0));
+        vst1q_s32(wsum + x + 4, vaddq_s32(vld1q_s32(wsum + x + 4), w1));
+        for (size_t ch = 0; ch < c; ch++) {
+            const uint16x8_t p = vmovl_u8(vld1_u8(cand[ch] + x));
+            const int32x4_t p0 = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(p)));
+            const int32x4_t p1 = vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(p)));
+            int32_t *ac = acc[ch] + x;
+            vst1q_s32(ac, vmlaq_s32(vld1q_s32(ac), w0, p0));
+            vst1q_s32(ac + 4, vmlaq_s32(vld1q_s32(ac + 4), w1, p1));
+        }
+    }
+    for (; x < n; x++) eg_nlm_accumulate_one(weights[x], cand, c, x, wsum, acc);
+}
+
+static void nlm_accumulate(const int32_t *weights, const uint8_t *const *cand, size_t c, size_t n, int32_t *wsum,
+                           int32_t *const *acc) {
+    switch (c) {
+    case 1: nlm_accumulate_impl(weights, cand, 1, n, wsum, acc); break;
+    case 3: nlm_accumulate_impl(weights, cand, 3, n, wsum, acc); break;
+    default: nlm_accumulate_impl(weights, cand, c, n, wsum, acc); break;
+    }
+}
+
 const eg_kernels eg__kernels_neon = {
     EG_ISA_NEON,
     bit_depth_f32,
@@ -252,6 +346,10 @@ const eg_kernels eg__kernels_neon = {
     softmax_row,
     l1_row,
     preprocess,
+    nlm_distance,
+    nlm_weights,
+    nlm_accumulate,
+    eg__nlm_finish__c, /* once per pixel: the integer division of the reference */
 };
 
 #endif /* EG_HAS_NEON */

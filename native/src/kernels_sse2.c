@@ -3,6 +3,7 @@
 
 #if defined(EG_HAS_SSE2)
 #include <emmintrin.h>
+#include <string.h>
 
 /* ---------------------------------------------------------------- bit depth */
 
@@ -223,6 +224,128 @@ static void preprocess(const uint8_t *src, float *dst, size_t npix, size_t c, si
     }
 }
 
+/* ---------------------------------------------------------------- non-local means */
+
+static inline void nlm_slide4(int32_t *ring, int32_t *v, __m128i d) {
+    const __m128i old = _mm_loadu_si128((const __m128i *)ring);
+    _mm_storeu_si128((__m128i *)v, _mm_add_epi32(_mm_loadu_si128((const __m128i *)v), _mm_sub_epi32(d, old)));
+    _mm_storeu_si128((__m128i *)ring, d);
+}
+
+static inline void nlm_distance_impl(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n,
+                                     int32_t *ring, int32_t *v) {
+    const __m128i zero = _mm_setzero_si128();
+    size_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        __m128i d[4] = {zero, zero, zero, zero};
+        for (size_t ch = 0; ch < c; ch++) {
+            const __m128i pa = _mm_loadu_si128((const __m128i *)(a[ch] + x));
+            const __m128i pb = _mm_loadu_si128((const __m128i *)(b[ch] + x));
+            const __m128i ad = _mm_sub_epi8(_mm_max_epu8(pa, pb), _mm_min_epu8(pa, pb));
+            const __m128i lo = _mm_unpacklo_epi8(ad, zero), hi = _mm_unpackhi_epi8(ad, zero);
+            const __m128i sl = _mm_mullo_epi16(lo, lo), sh = _mm_mullo_epi16(hi, hi); /* 255^2 fits in uint16 */
+            d[0] = _mm_add_epi32(d[0], _mm_unpacklo_epi16(sl, zero));
+            d[1] = _mm_add_epi32(d[1], _mm_unpackhi_epi16(sl, zero));
+            d[2] = _mm_add_epi32(d[2], _mm_unpacklo_epi16(sh, zero));
+            d[3] = _mm_add_epi32(d[3], _mm_unpackhi_epi16(sh, zero));
+        }
+        for (int k = 0; k < 4; k++) nlm_slide4(ring + x + 4 * k, v + x + 4 * k, d[k]);
+    }
+    for (; x < n; x++) eg_nlm_distance_one(a, b, c, x, ring, v);
+}
+
+static void nlm_distance(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n, int32_t *ring,
+                         int32_t *v) {
+    switch (c) { /* constant channel counts let the compiler unroll the channel loop */
+    case 1: nlm_distance_impl(a, b, 1, n, ring, v); break;
+    case 3: nlm_distance_impl(a, b, 3, n, ring, v); break;
+    default: nlm_distance_impl(a, b, c, n, ring, v); break;
+    }
+}
+
+/* See kernels_avx2.c: vector indices, scalar table lookups, all-far groups at once. */
+static void nlm_weights(const int32_t *v, size_t n, int block, int shift, int32_t cut, const int32_t *lut,
+                        int32_t *weights) {
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    const __m128i vcut = _mm_set1_epi32(cut), far = _mm_set1_epi32(lut[cut]);
+    size_t x = 0;
+    for (; x + 4 <= n; x += 4) {
+        __m128i ssd = _mm_loadu_si128((const __m128i *)(v + x));
+        for (int k = 1; k < block; k++) ssd = _mm_add_epi32(ssd, _mm_loadu_si128((const __m128i *)(v + x + k)));
+        const __m128i idx = _mm_srl_epi32(ssd, count);
+        const __m128i beyond = _mm_cmpgt_epi32(idx, vcut); /* min(idx, cut) without SSE4.1 */
+        const __m128i clamped = _mm_or_si128(_mm_and_si128(beyond, vcut), _mm_andnot_si128(beyond, idx));
+        if (_mm_movemask_epi8(_mm_cmpeq_epi32(clamped, vcut)) == 0xFFFF) {
+            _mm_storeu_si128((__m128i *)(weights + x), far);
+            continue;
+        }
+        int32_t i4[4];
+        _mm_storeu_si128((__m128i *)i4, clamped);
+        for (int l = 0; l < 4; l++) weights[x + (size_t)l] = lut[i4[l]];
+    }
+    for (; x < n; x++) weights[x] = lut[eg_nlm_index_one(v, x, block, shift, cut)];
+}
+
+/* 32-bit products of the low halves (no pmulld before SSE4.1); w * p < 2^31 here. */
+static inline __m128i mullo_epi32(__m128i a, __m128i b) {
+    const __m128i even = _mm_mul_epu32(a, b);
+    const __m128i odd = _mm_mul_epu32(_mm_srli_epi64(a, 32), _mm_srli_epi64(b, 32));
+    return _mm_unpacklo_epi32(_mm_shuffle_epi32(even, _MM_SHUFFLE(0, 0, 2, 0)),
+                              _mm_shuffle_epi32(odd, _MM_SHUFFLE(0, 0, 2, 0)));
+}
+
+static inline void nlm_accumulate_impl(const int32_t *weights, const uint8_t *const *cand, size_t c, size_t n,
+                                       int32_t *wsum, int32_t *const *acc) {
+    const __m128i zero = _mm_setzero_si128();
+    size_t x = 0;
+    for (; x + 4 <= n; x += 4) {
+        const __m128i w = _mm_loadu_si128((const __m128i *)(weights + x));
+        if (_mm_movemask_epi8(_mm_cmpeq_epi32(w, zero)) == 0xFFFF) continue;
+        __m128i *ws = (__m128i *)(wsum + x);
+        _mm_storeu_si128(ws, _mm_add_epi32(_mm_loadu_si128(ws), w));
+        for (size_t ch = 0; ch < c; ch++) {
+            int32_t four;
+            memcpy(&four, cand[ch] + x, 4);
+            const __m128i p = _mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(four), zero), zero);
+            __m128i *ac = (__m128i *)(acc[ch] + x);
+            _mm_storeu_si128(ac, _mm_add_epi32(_mm_loadu_si128(ac), mullo_epi32(w, p)));
+        }
+    }
+    for (; x < n; x++) eg_nlm_accumulate_one(weights[x], cand, c, x, wsum, acc);
+}
+
+static void nlm_accumulate(const int32_t *weights, const uint8_t *const *cand, size_t c, size_t n, int32_t *wsum,
+                           int32_t *const *acc) {
+    switch (c) {
+    case 1: nlm_accumulate_impl(weights, cand, 1, n, wsum, acc); break;
+    case 3: nlm_accumulate_impl(weights, cand, 3, n, wsum, acc); break;
+    default: nlm_accumulate_impl(weights, cand, c, n, wsum, acc); break;
+    }
+}
+
+/* Division in double, exact as explained in kernels_avx2.c. */
+static inline __m128i nlm_divide2(__m128i acc, __m128i half, __m128i ws) {
+    const __m128d q = _mm_div_pd(_mm_add_pd(_mm_cvtepi32_pd(acc), _mm_cvtepi32_pd(half)), _mm_cvtepi32_pd(ws));
+    return _mm_cvttpd_epi32(q);
+}
+
+static void nlm_finish(const int32_t *const *acc, const int32_t *wsum, size_t n, size_t c, uint8_t *dst) {
+    size_t x = 0;
+    for (; x + 4 <= n; x += 4) {
+        const __m128i w = _mm_loadu_si128((const __m128i *)(wsum + x)), half = _mm_srai_epi32(w, 1);
+        const __m128i w_hi = _mm_srli_si128(w, 8), half_hi = _mm_srli_si128(half, 8);
+        for (size_t ch = 0; ch < c; ch++) {
+            const __m128i a = _mm_loadu_si128((const __m128i *)(acc[ch] + x));
+            int32_t q[4];
+            _mm_storel_epi64((__m128i *)q, nlm_divide2(a, half, w));
+            _mm_storel_epi64((__m128i *)(q + 2), nlm_divide2(_mm_srli_si128(a, 8), half_hi, w_hi));
+            for (size_t l = 0; l < 4; l++) dst[(x + l) * c + ch] = (uint8_t)q[l];
+        }
+    }
+    for (; x < n; x++)
+        for (size_t ch = 0; ch < c; ch++) dst[x * c + ch] = eg_nlm_divide(acc[ch][x], wsum[x]);
+}
+
 const eg_kernels eg__kernels_sse2 = {
     EG_ISA_SSE2,
     bit_depth_f32,
@@ -234,6 +357,10 @@ const eg_kernels eg__kernels_sse2 = {
     softmax_row,
     l1_row,
     preprocess,
+    nlm_distance,
+    nlm_weights,
+    nlm_accumulate,
+    nlm_finish,
 };
 
 #endif /* EG_HAS_SSE2 */

@@ -320,6 +320,142 @@ static void test_lut(int rounds) {
     }
 }
 
+/* ------------------------------------------------------------------ non-local means */
+
+static long reflect101(long i, long n) { /* independent statement of OpenCV's BORDER_REFLECT_101 */
+    if (n == 1) return 0;
+    while (i < 0 || i >= n) i = (i < 0) ? -i : 2 * n - 2 - i;
+    return i;
+}
+
+/* The definition in edgeguard.h for one output value, straight from the formula:
+ * no lookup table, no sliding sums, no strips. */
+static uint8_t nlm_naive(const uint8_t *img, size_t h, size_t w, size_t c, int search, int block, float strength,
+                         size_t y, size_t x, size_t ch) {
+    const long s = search / 2, b = block / 2;
+    int shift = 0;
+    while ((1 << shift) < block * block) shift++;
+    const int32_t m = INT32_MAX / (search * search * 255);
+    const float hh = strength * strength;
+    const float divisor = hh * (float)c;
+    uint32_t est = 0, wsum = 0;
+#define AT(yy, xx, k) img[((size_t)reflect101((yy), (long)h) * w + (size_t)reflect101((xx), (long)w)) * c + (k)]
+    for (long dy = -s; dy <= s; dy++)
+        for (long dx = -s; dx <= s; dx++) {
+            int32_t dist = 0;
+            for (long ty = -b; ty <= b; ty++)
+                for (long tx = -b; tx <= b; tx++)
+                    for (size_t k = 0; k < c; k++) {
+                        const long yy = (long)y + ty, xx = (long)x + tx;
+                        const int32_t t = (int32_t)AT(yy, xx, k) - (int32_t)AT(yy + dy, xx + dx, k);
+                        dist += t * t;
+                    }
+            const double avg = (double)(dist >> shift) * ((double)(1 << shift) / (double)(block * block));
+            double e = exp(-avg / (double)divisor);
+            if (isnan(e)) e = 1.0;
+            int32_t weight = (int32_t)lrint((double)m * e);
+            if ((double)weight < 0.001 * (double)m) weight = 0;
+            est += (uint32_t)weight * AT((long)y + dy, (long)x + dx, ch);
+            wsum += (uint32_t)weight;
+        }
+#undef AT
+    return (uint8_t)((est + wsum / 2) / wsum);
+}
+
+static uint8_t *nlm_scratch(size_t h, size_t w, size_t c, int search, int block, float strength, size_t *bytes) {
+    CHECK(eg_nlm_scratch_size(h, w, c, search, block, strength, bytes) == EG_OK, "nlm scratch size");
+    return xmalloc(*bytes); /* exactly that size: ASan catches any overrun */
+}
+
+static void test_nlm(int rounds) {
+    static const float strengths[] = {0.0f, 0.5f, 2.0f, 4.0f, 10.0f, 30.0f, 1e4f};
+    for (int r = 0; r < rounds; r++) {
+        const int big = r % 16 == 0; /* several strips */
+        const size_t n = rnd_range(1, 2), c = rnd_range(1, 4);
+        const size_t h = big ? rnd_range(40, 80) : rnd_range(1, 20), w = big ? rnd_range(200, 330) : rnd_range(1, 45);
+        const int search = 2 * (int)rnd_range(0, big ? 4 : 7) + 1, block = 2 * (int)rnd_range(0, 3) + 1;
+        const float strength = strengths[rnd() % (sizeof strengths / sizeof strengths[0])];
+        const size_t total = n * h * w * c;
+        uint8_t *src = xmalloc(total), *ref = xmalloc(total), *out = xmalloc(total);
+        const int kind = (int)(rnd() % 3); /* noise, few levels (many similar blocks), noisy gradient */
+        for (size_t i = 0; i < total; i++) {
+            const size_t x = (i / c) % w, y = (i / c / w) % h;
+            src[i] = kind == 0 ? (uint8_t)rnd() : kind == 1 ? (uint8_t)(rnd() % 3 * 100)
+                                                             : (uint8_t)(x * 2 + y + rnd() % 5);
+        }
+        size_t bytes;
+        uint8_t *scratch = nlm_scratch(h, w, c, search, block, strength, &bytes);
+        CHECK(eg_nlm_u8(src, ref, n, h, w, c, search, block, strength, scratch, bytes, EG_ISA_SCALAR) == EG_OK,
+              "nlm scalar");
+        for (int probe = 0; probe < 6; probe++) {
+            const size_t in = rnd_range(0, n - 1), y = rnd_range(0, h - 1), x = rnd_range(0, w - 1),
+                         ch = rnd_range(0, c - 1);
+            const uint8_t want = nlm_naive(src + in * h * w * c, h, w, c, search, block, strength, y, x, ch);
+            const uint8_t got = ref[((in * h + y) * w + x) * c + ch];
+            CHECK(got == want, "nlm reference %d-%d-%g h=%zu w=%zu c=%zu at (%zu,%zu,%zu): got %d want %d", search,
+                  block, (double)strength, h, w, c, y, x, ch, got, want);
+        }
+        for (size_t k = 0; k < N_ISAS; k++) {
+            if (!isa_on(all_isas[k])) continue;
+            memset(out, 0xAA, total);
+            CHECK(eg_nlm_u8(src, out, n, h, w, c, search, block, strength, scratch, bytes, all_isas[k]) == EG_OK,
+                  "nlm");
+            CHECK(memcmp(out, ref, total) == 0, "nlm isa=%s n=%zu h=%zu w=%zu c=%zu %d-%d-%g",
+                  eg_isa_name(all_isas[k]), n, h, w, c, search, block, (double)strength);
+        }
+        free(src), free(ref), free(out), free(scratch);
+    }
+    /* strength 0 keeps only identical blocks: the image itself */
+    uint8_t img[5 * 7 * 3], res[5 * 7 * 3];
+    for (size_t i = 0; i < sizeof img; i++) img[i] = (uint8_t)rnd();
+    size_t bytes;
+    uint8_t *scratch = nlm_scratch(5, 7, 3, 13, 3, 0.0f, &bytes);
+    CHECK(eg_nlm_u8(img, res, 1, 5, 7, 3, 13, 3, 0.0f, scratch, bytes, EG_ISA_AUTO) == EG_OK, "nlm h=0");
+    CHECK(memcmp(img, res, sizeof img) == 0, "nlm with strength 0 is the identity on noise");
+    free(scratch);
+}
+
+static void test_nlm_errors(void) {
+    uint8_t b[64] = {0}, o[64];
+    uint8_t scratch[4096];
+    size_t bytes = 0, need = 0;
+    memset(o, 0x5A, sizeof o);
+    CHECK(eg_nlm_scratch_size(4, 4, 1, 13, 3, 2.0f, &need) == EG_OK && need > 0 && need <= sizeof scratch,
+          "scratch size %zu", need);
+    CHECK(eg_nlm_scratch_size(4, 4, 1, 13, 3, 2.0f, NULL) == EG_ERR_NULL_POINTER, "nlm size null");
+    const int bad_windows[] = {0, -1, 2, 12, 65, 64};
+    for (size_t i = 0; i < sizeof bad_windows / sizeof bad_windows[0]; i++) {
+        CHECK(eg_nlm_u8(b, o, 1, 4, 4, 1, bad_windows[i], 3, 2.0f, scratch, sizeof scratch, EG_ISA_AUTO) ==
+                  EG_ERR_INVALID_NLM_WINDOW, "nlm search %d", bad_windows[i]);
+        CHECK(eg_nlm_u8(b, o, 1, 4, 4, 1, 13, bad_windows[i], 2.0f, scratch, sizeof scratch, EG_ISA_AUTO) ==
+                  EG_ERR_INVALID_NLM_WINDOW, "nlm block %d", bad_windows[i]);
+        CHECK(eg_nlm_scratch_size(4, 4, 1, bad_windows[i], 3, 2.0f, &bytes) == EG_ERR_INVALID_NLM_WINDOW, "size window");
+    }
+    CHECK(eg_nlm_scratch_size(4, 4, 1, 63, 63, 2.0f, &bytes) == EG_OK, "largest windows");
+    const float bad_strengths[] = {-1.0f, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < 4; i++)
+        CHECK(eg_nlm_u8(b, o, 1, 4, 4, 1, 13, 3, bad_strengths[i], scratch, sizeof scratch, EG_ISA_AUTO) ==
+                  EG_ERR_INVALID_VALUE, "nlm strength %g", (double)bad_strengths[i]);
+    CHECK(eg_nlm_u8(b, o, 1, 4, 4, 0, 13, 3, 2.0f, scratch, sizeof scratch, EG_ISA_AUTO) == EG_ERR_INVALID_SIZE, "c 0");
+    CHECK(eg_nlm_u8(b, o, 1, 2, 2, 5, 13, 3, 2.0f, scratch, sizeof scratch, EG_ISA_AUTO) == EG_ERR_INVALID_SIZE, "c 5");
+    CHECK(eg_nlm_u8(NULL, o, 1, 4, 4, 1, 13, 3, 2.0f, scratch, sizeof scratch, EG_ISA_AUTO) == EG_ERR_NULL_POINTER, "src");
+    CHECK(eg_nlm_u8(b, o, 1, 4, 4, 1, 13, 3, 2.0f, NULL, sizeof scratch, EG_ISA_AUTO) == EG_ERR_NULL_POINTER, "scratch");
+    CHECK(eg_nlm_u8(b, o, 1, 4, 4, 1, 13, 3, 2.0f, scratch, need - 1, EG_ISA_AUTO) == EG_ERR_SCRATCH_TOO_SMALL, "small");
+    CHECK(eg_nlm_u8(b, b + 8, 1, 4, 4, 1, 13, 3, 2.0f, scratch, sizeof scratch, EG_ISA_AUTO) == EG_ERR_ALIASING, "overlap");
+    CHECK(eg_nlm_u8(b, scratch + 100, 1, 4, 4, 1, 13, 3, 2.0f, scratch, sizeof scratch, EG_ISA_AUTO) ==
+              EG_ERR_ALIASING, "dst in scratch");
+    CHECK(eg_nlm_u8(scratch + 8, o, 1, 4, 4, 1, 13, 3, 2.0f, scratch, sizeof scratch, EG_ISA_AUTO) ==
+              EG_ERR_ALIASING, "src in scratch");
+    CHECK(o[0] == 0x5A, "nothing written on error");
+    CHECK(eg_nlm_u8(b, o, 1, 4, 4, 1, 13, 3, 2.0f, scratch, sizeof scratch, (eg_isa)3) == EG_ERR_UNSUPPORTED_ISA, "isa");
+    CHECK(eg_nlm_u8(NULL, NULL, 0, 4, 4, 1, 13, 3, 2.0f, NULL, 0, EG_ISA_AUTO) == EG_OK, "no images");
+    CHECK(eg_nlm_scratch_size(0, 4, 3, 13, 3, 2.0f, &bytes) == EG_OK && bytes == 0, "empty image needs no scratch");
+    CHECK(eg_nlm_scratch_size(SIZE_MAX - 4, 4, 1, 13, 3, 2.0f, &bytes) == EG_ERR_OVERFLOW, "nlm height overflow");
+    CHECK(eg_nlm_scratch_size(SIZE_MAX / 8, SIZE_MAX / 8, 1, 13, 3, 2.0f, &bytes) == EG_ERR_OVERFLOW, "nlm area");
+    CHECK(eg_nlm_u8(b, o, SIZE_MAX, 4, 4, 1, 13, 3, 2.0f, scratch, sizeof scratch, EG_ISA_AUTO) == EG_ERR_OVERFLOW,
+          "nlm batch overflow");
+}
+
 /* ------------------------------------------------------------------ errors */
 
 static void test_errors(void) {
@@ -381,6 +517,8 @@ int main(void) {
     test_detector(rounds);
     test_preprocess(rounds);
     test_lut(rounds);
+    test_nlm_errors();
+    test_nlm(rounds / 3 + 1);
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }

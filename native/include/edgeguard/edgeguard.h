@@ -47,6 +47,10 @@ extern "C" {
 #define EG_MEDIAN_MAX_WINDOW 7
 /* Largest channel count accepted by eg_preprocess_u8_f32. */
 #define EG_PREPROCESS_MAX_CHANNELS 4
+/* Largest non-local means search window and block side (odd sizes 1..63). */
+#define EG_NLM_MAX_WINDOW 63
+/* Largest channel count accepted by eg_nlm_u8. */
+#define EG_NLM_MAX_CHANNELS 4
 
 typedef enum eg_status {
     EG_OK = 0,
@@ -58,7 +62,9 @@ typedef enum eg_status {
     EG_ERR_INVALID_LAYOUT = 6,  /* unknown eg_layout value */
     EG_ERR_ALIASING = 7,        /* input and output overlap where the function forbids it */
     EG_ERR_UNSUPPORTED_ISA = 8, /* the requested ISA is not compiled in or not supported by this CPU */
-    EG_ERR_INVALID_VALUE = 9    /* a parameter value is unusable (e.g. std == 0, non-finite scale) */
+    EG_ERR_INVALID_VALUE = 9,   /* a parameter value is unusable (e.g. std == 0, non-finite scale) */
+    EG_ERR_INVALID_NLM_WINDOW = 10, /* non-local means search window or block not odd in 1..EG_NLM_MAX_WINDOW */
+    EG_ERR_SCRATCH_TOO_SMALL = 11   /* the caller's scratch buffer is smaller than its size function says */
 } eg_status;
 
 /* Instruction sets; also used as bit flags in eg_isa_available(). */
@@ -166,6 +172,39 @@ EG_API eg_status eg_preprocess_u8_f32(const uint8_t *src, float *dst, size_t n, 
  * One portable kernel: the result is the same on every ISA. */
 EG_API eg_status eg_lut_u8(const uint8_t *src, uint8_t *dst, size_t n, size_t h, size_t w, size_t c,
                            eg_layout dst_layout, const uint8_t *tables, eg_isa isa);
+/* ---------------------------------------------------------------- non-local means
+ * The non-local means denoiser of Buades, Coll and Morel as the feature-squeezing
+ * paper uses it ("13-3-2" = search window 13, block 3, strength 2), computed
+ * exactly like OpenCV's cv::fastNlMeansDenoising(src, dst, h = strength,
+ * templateWindowSize = block_size, searchWindowSize = search_window) on 8-bit
+ * images with 1..4 channels (uint8 gray or HWC colour; docs/non-local-means.md
+ * compares it with fastNlMeansDenoisingColored, which denoises in Lab instead).
+ * For every pixel p, channel ch, with s = search_window/2, b = block_size/2:
+ *   - the image is extended by s + b pixels on every side with OpenCV's
+ *     BORDER_REFLECT_101 (g f e d c b | a b c d e f g h | g f e d c b), repeated
+ *     for borders wider than the image (a 1-pixel side repeats that pixel);
+ *   - for each of the search_window^2 offsets o (|dy|, |dx| <= s), the integer
+ *     block distance D(o) = sum over the block_size^2 block positions t and the
+ *     c channels of (E[p+t] - E[p+o+t])^2 on the extended image E;
+ *   - its weight is W(o) = lut[min(D(o) >> k, cut)], k = ceil(log2(block_size^2)),
+ *     where lut[i] = rint(M * exp(-i * 2^k / block_size^2 / (h*h*c))) (rint:
+ *     half to even; the divisor h*h*c is computed in float, the rest in double),
+ *     set to 0 when below 0.001 * M, M = INT32_MAX / (search_window^2 * 255)
+ *     (integer division), and cut = the first index whose weight is 0;
+ *   - dst[p, ch] = (sum_o W(o) * E[p+o, ch] + S / 2) / S with S = sum_o W(o), in
+ *     unsigned 32-bit integer arithmetic (no sum can overflow).
+ * strength: finite, >= 0 (0 keeps only identical blocks, so dst = src).
+ * Layout NHWC (n images of h x w pixels with c interleaved channels).
+ *
+ * eg_nlm_u8 needs a caller-provided scratch buffer of at least the size
+ * eg_nlm_scratch_size reports for the same (h, w, c, search_window, block_size,
+ * strength) (any alignment; n does not matter). It allocates nothing itself.
+ * dst must not overlap src or scratch (EG_ERR_ALIASING). */
+EG_API eg_status eg_nlm_scratch_size(size_t h, size_t w, size_t c, int search_window, int block_size,
+                                     float strength, size_t *bytes);
+EG_API eg_status eg_nlm_u8(const uint8_t *src, uint8_t *dst, size_t n, size_t h, size_t w, size_t c,
+                           int search_window, int block_size, float strength, void *scratch,
+                           size_t scratch_bytes, eg_isa isa);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,6 @@
 # Two commands on a fresh machine (see README):
 #   make demo   set everything up, then run the main job on the embedded default data
+#   make demo-colour   the same for the colour job (scikit-image photographs)
 #   make test   set everything up, then run every test (C natively, with sanitizers,
 #               under qemu for aarch64 and armv7, then pytest)
 SHELL := /bin/bash
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 BUILD := build
 JOBS ?= 2
 
-.PHONY: setup system-packages venv native-ext demo bench test test-c test-c-native test-c-sanitize test-c-aarch64 \
+.PHONY: setup system-packages venv native-ext demo demo-colour bench test test-c test-c-native test-c-sanitize test-c-aarch64 \
         test-c-armv7 test-python test-sdist clean poison-experiment
 
 setup: system-packages venv
@@ -31,6 +32,11 @@ native-ext: venv
 OUT ?= out/mnist
 demo: setup native-ext
 	$(PY) -m edgeguard.converters.mnist --out $(OUT)
+
+# The colour main job: a colour classifier of scikit-image photographs, guarded with the colour defaults.
+COLOUR_OUT ?= out/colour
+demo-colour: setup native-ext
+	$(PY) -m edgeguard.converters.colour --out $(COLOUR_OUT)
 
 # The planted-trigger experiment of docs/data-governance.md (BadNets trigger on MNIST, poisoning scan,
 # int8 attack success with and without removal).

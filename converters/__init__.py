@@ -31,7 +31,7 @@ _LAZY = {
     "export_onnx": "export", "quantize_onnx_int8": "export", "export_tflite": "export",
     "threshold_at_fpr": "calibrate",
     "convert": "pipeline", "ConversionResult": "pipeline", "Tolerances": "pipeline", "ARTIFACTS": "pipeline",
-    "MNIST_SQUEEZERS": "pipeline",
+    "ConvertOptions": "pipeline", "MNIST_SQUEEZERS": "squeezers", "Squeezer": "squeezers",
     "validate_report": "report", "render_text": "report",
     "mnist_cnn": "models",
     "dataset_card": "audit", "render_card": "audit", "load_splits": "audit", "load_metadata": "audit",

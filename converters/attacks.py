@@ -40,6 +40,7 @@ import numpy as np
 
 from .data import InputSpec
 from .errors import ConversionError
+from .squeezers import Squeezer, to_manifest_list
 
 __all__ = ["white_box", "black_box", "adaptive_bpda", "RuntimeOracle", "WHITE_BOX", "BLACK_BOX", "squeeze_np",
            "detector_scores_torch"]
@@ -167,33 +168,28 @@ def black_box(model, spec: InputSpec, images: np.ndarray, labels: np.ndarray, *,
 
 # ----------------------------------------------------------------------------- adaptive (BPDA)
 
-def squeeze_np(x: np.ndarray, squeezer: dict, layout: str, value_range=(0.0, 1.0)) -> np.ndarray:
+def squeeze_np(x: np.ndarray, squeezer: Squeezer, layout: str, value_range=(0.0, 1.0)) -> np.ndarray:
     """The device's float squeezer on a float32 batch in the model's layout and range
-    (the native kernels, as ``GuardedModel.predict`` runs them on float input)."""
-    from edgeguard import squeeze
-
+    (the native kernels, as ``GuardedModel.predict`` runs them on float input). Bit depth
+    quantises the unit range, so other ranges are mapped to [0, 1] and back."""
     lo, hi = value_range
     x = np.ascontiguousarray(x, np.float32)
-    if squeezer["kind"] == "bit_depth":
-        if (lo, hi) == (0.0, 1.0):
-            return squeeze.bit_depth(x, int(squeezer["bits"]))
+    if squeezer.kind == "bit_depth" and (lo, hi) != (0.0, 1.0):
         unit = np.ascontiguousarray((x - lo) / (hi - lo), np.float32)
-        return (squeeze.bit_depth(unit, int(squeezer["bits"])) * (hi - lo) + lo).astype(np.float32)
-    if squeezer["kind"] == "median":
-        return squeeze.median(x, int(squeezer["size"]), layout=layout)
-    raise ConversionError(f"unsupported squeezer {squeezer}")
+        return (squeezer.apply(unit, layout=layout) * (hi - lo) + lo).astype(np.float32)
+    return np.asarray(squeezer.apply(x, layout=layout), np.float32)
 
 
-def _bpda(x, squeezer: dict, spec: InputSpec, smooth: float = 0.0):
+def _bpda(x, squeezer: Squeezer, spec: InputSpec, smooth: float = 0.0):
     """Forward: the real squeezer; backward: the identity (Athalye et al. 2018), or for bit
     depth with ``smooth`` > 0 a soft rounding ``floor(v) + sigmoid(smooth * (frac(v) - 0.5))``
     of ``v = x * (2**bits - 1)`` (gradient concentrated on the values that can change level)."""
     import torch
 
     sq = torch.from_numpy(squeeze_np(x.detach().numpy(), squeezer, spec.layout, spec.range))
-    if smooth and squeezer["kind"] == "bit_depth":
+    if smooth and squeezer.kind == "bit_depth":
         lo, hi = spec.range
-        levels = 2 ** int(squeezer["bits"]) - 1
+        levels = 2 ** int(squeezer.param) - 1
         v = (x - lo) / (hi - lo) * levels
         f = torch.floor(v).detach()
         g = (f + torch.sigmoid(smooth * (v - f - 0.5))) / levels * (hi - lo) + lo
@@ -241,9 +237,9 @@ def adaptive_bpda(module, spec: InputSpec, images: np.ndarray, labels: np.ndarra
     import torch
     from tqdm.auto import tqdm
 
-    from .hardening import _Normalized
+    from .hardening import normalized_module
 
-    wrapped = _Normalized.wrap(module, spec).eval()
+    wrapped = normalized_module(module, spec).eval()
     lo, hi = spec.range
     x_all = torch.from_numpy(spec.to_range(images).astype(np.float32))
     y_all = torch.from_numpy(np.asarray(labels, np.int64))
@@ -293,5 +289,5 @@ def adaptive_bpda(module, spec: InputSpec, images: np.ndarray, labels: np.ndarra
               "weight": weight, "margin": margin, "switch": switch, "kappa": kappa,
               "bpda_backward": "identity" + (f"; bit depth: soft rounding, steepness {smooth:g}" if smooth else ""),
               "threshold_known": float(threshold),
-              "squeezers": [dict(s) for s in squeezers], "seconds": time.perf_counter() - t0}
+              "squeezers": to_manifest_list(squeezers), "seconds": time.perf_counter() - t0}
     return out, params

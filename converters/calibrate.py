@@ -86,6 +86,13 @@ def artifact_stats(out: dict, num_classes: int) -> dict:
                        "mean": float(np.mean(conf))},
         "predicted_class": {"counts": [int(c) for c in counts],
                             "frequencies": [float(c) / n for c in counts]},
+        # per predicted class, on the same bins: what the monitor compares a window with when the stream is
+        # not shuffled (a camera sees one object for a while), weighted by the window's own class mix
+        "per_class": {
+            "score_counts": [_hist(np.clip(scores[idx == k], 0, 2), SCORE_EDGES)["counts"]
+                             for k in range(num_classes)],
+            "confidence_counts": [_hist(conf[idx == k], CONFIDENCE_EDGES)["counts"] for k in range(num_classes)],
+        },
     }
 
 

@@ -20,7 +20,9 @@ This module imports only the standard library at import time, so the device CLI
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 
 __all__ = ["add_parser", "add_evaluate_parser", "add_audit_parser", "cmd_convert", "cmd_audit", "build_parser",
@@ -71,25 +73,25 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _squeezers(text: str) -> list:
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        kind, _, value = part.partition(":")
-        try:
-            n = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"squeezer {part!r}: expected kind:value, e.g. bit_depth:1 or median:2") \
-                from None
-        if kind == "bit_depth":
-            out.append({"kind": "bit_depth", "bits": n})
-        elif kind == "median":
-            out.append({"kind": "median", "size": n})
-        else:
-            raise argparse.ArgumentTypeError(f"unknown squeezer kind {kind!r}: use bit_depth:BITS or median:SIZE")
-    return out
+def _eps(text: str) -> float:
+    from .presets import parse_eps
+
+    try:
+        return parse_eps(text)
+    except Exception as e:  # ConversionError: argparse reports it as a usage error
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _squeezers(text: str):
+    from edgeguard.errors import EdgeGuardError
+    from edgeguard.squeeze import parse_squeezers
+
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        return parse_squeezers(text)
+    except EdgeGuardError as e:
+        raise argparse.ArgumentTypeError(f"{e} (expected kind:value, e.g. bit_depth:1,median:2)") from None
 
 
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -111,7 +113,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     inp.add_argument("--range", type=_floats, default=[0.0, 1.0], metavar="0,HI",
                      help="input value range before normalisation (default 0,1: pixels / 255)")
     inp.add_argument("--labels", default=None,
-                     help="class labels, comma-separated or @FILE (one per line); default 0..K-1")
+                     help="class labels in the model's output order, comma-separated or @FILE (one per line); "
+                          "default: the sorted class folder names when the data is an image folder (torchvision's "
+                          "ImageFolder order), else 0..K-1")
     inp.add_argument("--output-kind", choices=("logits", "probabilities"), default="logits")
     data = p.add_argument_group("data (.npy uint8 NHWC images or floats in range; .npz with x/y; or a folder "
                                 "with one subfolder per class)")
@@ -122,11 +126,19 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     data.add_argument("--val-labels", metavar="NPY")
     data.add_argument("--train", metavar="PATH", help="labelled training images (needed for --harden)")
     data.add_argument("--train-labels", metavar="NPY")
+    data.add_argument("--resize", type=int, metavar="N",
+                      help="image folders: resize the shorter side to N pixels (torchvision Resize, bilinear)")
+    data.add_argument("--center-crop", type=int, metavar="N",
+                      help="image folders: then crop the central NxN (torchvision CenterCrop)")
     h = p.add_argument_group("hardening (PyTorch sources)")
     h.add_argument("--harden", choices=("fgsm", "pgd", "none"), default="none",
                    help="fgsm: fast FGSM with random start (Wong et al. 2020); pgd: Madry et al.; default none")
-    h.add_argument("--eps", type=float, default=0.3, help="L-inf budget in the input range (default 0.3)")
-    h.add_argument("--alpha", type=float, default=None, help="attack step (default fgsm 1.25*eps, pgd 2.5*eps/steps)")
+    h.add_argument("--eps", type=_eps, default=None,
+                   help="L-inf budget in pixel units, e.g. 8/255 (8 grey levels) or 0.3; scaled to --range. Default "
+                        "by input kind: gray (1 channel) 0.3, colour 8/255. Hardening, the PGD evaluation and the "
+                        "detector check use it")
+    h.add_argument("--alpha", type=float, default=None,
+                   help="hardening attack step in units of eps (default fgsm 1.25, pgd 2.5/steps)")
     h.add_argument("--steps", type=int, default=None, help="PGD steps per batch for --harden pgd (default 10)")
     h.add_argument("--epochs", type=int, default=10)
     h.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (default 5e-3)")
@@ -134,7 +146,8 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     h.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     h.add_argument("--batch-size", type=int, default=100)
     h.add_argument("--pgd-eval-steps", type=int, default=40, help="PGD steps of the before/after evaluation")
-    h.add_argument("--pgd-eval-step", type=float, default=0.01)
+    h.add_argument("--pgd-eval-step", type=float, default=None,
+                   help="PGD evaluation step in units of eps (default 2.5/steps)")
     h.add_argument("--no-eval", action="store_true", help="skip the before/after PGD evaluation")
     o = p.add_argument_group("output")
     o.add_argument("--artifacts", default=None,
@@ -142,7 +155,18 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "(default fp32-onnx,int8-onnx,int8-tflite; ONNX sources fp32-onnx,int8-onnx)")
     o.add_argument("--target-fpr", type=_fraction, default=0.05, help="detector false-positive rate (default 0.05)")
     o.add_argument("--squeezers", type=_squeezers, default=None,
-                   help="e.g. bit_depth:1,median:2 (default, the feature-squeezing MNIST detector)")
+                   help="e.g. bit_depth:5,median:2; default: the feature-squeezing paper's preset for the input "
+                        "kind (gray: bit_depth:1,median:2; colour: bit_depth:5,median:2 plus nlm:13-3-2 when the "
+                        "runtime has it); 'auto': chosen among candidates on the calibration images and adversarial "
+                        "examples crafted from them (docs/conversion-report.md)")
+    g = p.add_argument_group("checks before signing (each failure stops with a typed error; see "
+                             "docs/conversion-report.md)")
+    g.add_argument("--force", action="store_true",
+                   help="sign even when a check fails; the failed checks are recorded in the manifest and report")
+    g.add_argument("--min-accuracy", type=_fraction, default=None,
+                   help="validation accuracy floor per artifact (default halfway between chance and 100%%)")
+    g.add_argument("--no-detector-check", action="store_true",
+                   help="skip crafting adversarial examples for the detector separation check")
     o.add_argument("--key", metavar="PRIVATE",
                    help="Ed25519 private key (PEM) to sign with, or 'generate' (writes OUT/NAME.key and .pub); "
                         "default: unsigned")
@@ -179,12 +203,17 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--source-weights", metavar="FILE", help="its state_dict (torch.save(model.state_dict()))")
     s.add_argument("--source-kwargs", metavar="JSON", help="keyword arguments for the factory")
     d = p.add_argument_group("data (default: the MNIST test and calibration splits the bundle was built with)")
-    d.add_argument("--data", metavar="PATH", help="held-out test images: .npy (uint8 NHWC or floats in range) or .npz")
+    d.add_argument("--data", metavar="PATH",
+                   help="held-out labelled test images: .npy (uint8 NHWC or floats in range, with --labels), .npz "
+                        "(x/y), or an image folder with one subfolder per class (folder names = the bundle's labels)")
     d.add_argument("--labels", metavar="NPY", help="labels of --data")
     d.add_argument("--calib", metavar="PATH", help="legitimate calibration images for the cost/benefit thresholds")
     d.add_argument("--calib-labels", metavar="NPY")
     c = p.add_argument_group("sizes and attacks")
     c.add_argument("--quick", action="store_true", help="small sizes (a smoke run in well under a minute)")
+    c.add_argument("--eps", type=_eps, default=None,
+                   help="L-inf budget in pixel units, e.g. 8/255 or 0.3 (default by input kind: gray 0.3, colour "
+                        "8/255); attack steps are relative to it")
     c.add_argument("--attacks", metavar="LIST",
                    help="comma-separated: fgsm,bim,pgd,cw_l2,square,hopskipjump,adaptive (default: all but "
                         "hopskipjump)")
@@ -222,7 +251,8 @@ def cmd_evaluate(args) -> int:
         name = getattr(e, "name", None) or str(e)
         raise BackendUnavailableError(f"edgeguard evaluate needs the workstation tools (missing: {name}); install "
                                       f"them with: {EVALUATE_INSTALL_HINT}") from None
-    return evaluation.cmd_evaluate(args)
+    with quiet_third_party(args.quiet):
+        return evaluation.cmd_evaluate(args)
 
 
 def _missing(e: ImportError):
@@ -231,6 +261,41 @@ def _missing(e: ImportError):
     name = getattr(e, "name", None) or str(e)
     return BackendUnavailableError(f"edgeguard convert needs the workstation tools (missing: {name}); install them "
                                    f"with: {INSTALL_HINT}")
+
+
+def show_progress(quiet: bool) -> bool:
+    """Progress bars only when not quiet and stderr is a terminal (bars garble log files)."""
+    return not quiet and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def quiet_third_party(quiet: bool):
+    """Under ``--quiet``: no Python logging or warnings from the libraries, and the native
+    libraries' own stderr output (TFLite / XLA / absl) sent to /dev/null while the command
+    runs; restored afterwards, so the one-line error of a failure still shows."""
+    if not quiet:
+        yield
+        return
+    import logging
+    import warnings
+
+    for var, value in (("TF_CPP_MIN_LOG_LEVEL", "3"), ("GLOG_minloglevel", "3"), ("ABSL_MIN_LOG_LEVEL", "3")):
+        os.environ.setdefault(var, value)
+    logging.disable(logging.CRITICAL)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            os.dup2(devnull, 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        logging.disable(logging.NOTSET)
 
 
 def _labels(text):
@@ -259,6 +324,11 @@ def cmd_convert(args) -> int:
         raise _missing(e) from None
 
     labels = _labels(args.labels)
+    if labels is None:  # ImageFolder convention: class index = position of the folder name, sorted
+        from .data import folder_classes
+
+        folder = next((p for p in (args.train, args.calib, args.val) if p and os.path.isdir(p)), None)
+        labels = folder_classes(folder) if folder else None
     factory_kwargs = None
     if args.factory_kwargs:
         try:
@@ -314,25 +384,35 @@ def cmd_convert(args) -> int:
 
     from math import ceil
 
+    from .presets import default_eps, eps_in_range
+
+    sizes = {"resize": args.resize, "center_crop": args.center_crop}
     calib = load_images(args.calib, spec, args.calib_labels, name="calibration data (--calib)",
-                        min_count=ceil(1 / args.target_fpr - 1e-9))
-    val = load_images(args.val, spec, args.val_labels, name="validation data (--val)") if args.val else None
-    train = load_images(args.train, spec, args.train_labels, name="training data (--train)") if args.train else None
+                        min_count=ceil(1 / args.target_fpr - 1e-9), **sizes)
+    val = load_images(args.val, spec, args.val_labels, name="validation data (--val)", **sizes) if args.val else None
+    train = load_images(args.train, spec, args.train_labels, name="training data (--train)", **sizes) \
+        if args.train else None
+    eps_unit = args.eps if args.eps is not None else default_eps(spec)
+    eps = eps_in_range(eps_unit, spec)
     hardening = None
     if args.harden != "none":
-        hardening = HardeningConfig(args.harden, eps=args.eps, alpha=args.alpha, steps=args.steps,
-                                    epochs=args.epochs, lr_max=args.lr, lr_schedule=args.lr_schedule,
-                                    optimizer=args.optimizer, batch_size=args.batch_size)
+        hardening = HardeningConfig(args.harden, eps=eps, alpha=None if args.alpha is None else args.alpha * eps,
+                                    steps=args.steps, epochs=args.epochs, lr_max=args.lr,
+                                    lr_schedule=args.lr_schedule, optimizer=args.optimizer,
+                                    batch_size=args.batch_size)
     artifacts = [a.strip() for a in args.artifacts.split(",") if a.strip()] if args.artifacts else None
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    result = pipeline.convert(
-        src, spec, calib, val, out_dir=args.out, train=train, hardening=hardening,
-        eval_attack=AttackConfig(eps=args.eps, step=args.pgd_eval_step, steps=args.pgd_eval_steps),
-        evaluate_hardening=not args.no_eval, artifacts=artifacts, target_fpr=args.target_fpr,
-        squeezers=args.squeezers or pipeline.MNIST_SQUEEZERS, key=args.key, name=args.name, version=args.version,
+    eval_step = None if args.pgd_eval_step is None else args.pgd_eval_step * eps
+    options = pipeline.ConvertOptions(
+        hardening=hardening, eval_attack=AttackConfig(eps=eps, step=eval_step, steps=args.pgd_eval_steps),
+        evaluate_hardening=not args.no_eval, artifacts=artifacts, target_fpr=args.target_fpr, eps=eps_unit,
+        squeezers=args.squeezers, key=args.key, name=args.name, version=args.version, force=args.force,
+        min_accuracy=args.min_accuracy, check_detector=not args.no_detector_check,
         created=args.created, per_artifact_bundles=args.per_artifact_bundles, seed=args.seed,
-        check_parity=not args.no_parity_check, latency_runs=args.latency_runs, progress=not args.quiet, log=log,
+        check_parity=not args.no_parity_check, latency_runs=args.latency_runs, progress=show_progress(args.quiet),
         save_source={"factory": args.torch, "kwargs": factory_kwargs or {}, "data": None} if args.torch else None)
+    with quiet_third_party(args.quiet):
+        result = pipeline.convert(src, spec, calib, val, out_dir=args.out, train=train, options=options, log=log)
     if args.json:
         print(json.dumps(result.report, indent=2))
     else:

@@ -22,7 +22,8 @@ import numpy as np
 
 from .errors import CalibrationDataError, UnsupportedModelError
 
-__all__ = ["InputSpec", "Images", "data_sha256", "as_images", "load_images", "mnist_splits", "MNIST_LABELS",
+__all__ = ["InputSpec", "Images", "data_sha256", "as_images", "load_images", "folder_classes", "mnist_splits",
+           "MNIST_LABELS",
            "MAX_CHANNELS"]
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -274,18 +275,49 @@ def as_images(x, spec: InputSpec, y=None, *, name: str = "data", min_count: int 
     return Images(x, y, name, source)
 
 
-def _load_folder(path: str, spec: InputSpec, name: str) -> tuple[np.ndarray, np.ndarray]:
+def folder_classes(path: str) -> list:
+    """The class subfolders of an ImageFolder-style folder, sorted (torchvision's class order);
+    hidden folders (``.ipynb_checkpoints``, ``.git``...) are not classes."""
+    return sorted(d for d in os.listdir(path) if not d.startswith(".") and os.path.isdir(os.path.join(path, d)))
+
+
+def _resize_crop(im, resize: int | None, center_crop: int | None):
+    """torchvision's ``Resize(resize)`` (shorter side to ``resize``, bilinear, antialiased)
+    then ``CenterCrop(center_crop)``, on a PIL image."""
+    from PIL import Image
+
+    if resize:
+        w, h = im.size
+        if w <= h:
+            size = (int(resize), max(1, int(round(resize * h / w))))
+        else:
+            size = (max(1, int(round(resize * w / h))), int(resize))
+        im = im.resize(size, Image.BILINEAR)
+    if center_crop:
+        w, h = im.size
+        c = int(center_crop)
+        if c > min(w, h):
+            raise CalibrationDataError(f"--center-crop {c} is larger than the image ({w}x{h} after resizing)")
+        left, top = int(round((w - c) / 2.0)), int(round((h - c) / 2.0))
+        im = im.crop((left, top, left + c, top + c))
+    return im
+
+
+def _load_folder(path: str, spec: InputSpec, name: str, resize: int | None = None,
+                 center_crop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     try:
         from PIL import Image
     except ImportError:
         raise CalibrationDataError(f"{name}: reading an image folder needs Pillow (pip install pillow)") from None
-    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    classes = folder_classes(path)
     if not classes:
         raise CalibrationDataError(f"{name}: {path!r} has no class subfolders (expected one folder per class)")
     unknown = [c for c in classes if c not in spec.labels]
     if unknown:
         raise CalibrationDataError(
-            f"{name}: class folder(s) {unknown} are not among the model's labels {list(spec.labels)}")
+            f"{name}: class folder(s) {unknown} are not among the model's labels {list(spec.labels)}: pass --labels "
+            f"with the class names in the model's output order (without --labels, the sorted folder names "
+            f"{classes} are used)")
     h, w, c = spec.image_shape
     mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(c)
     if mode is None:
@@ -294,18 +326,19 @@ def _load_folder(path: str, spec: InputSpec, name: str) -> tuple[np.ndarray, np.
     for cls in classes:
         folder = os.path.join(path, cls)
         for fname in sorted(os.listdir(folder)):
-            if not fname.lower().endswith(_IMAGE_EXTS):
+            if fname.startswith(".") or not fname.lower().endswith(_IMAGE_EXTS):
                 continue
             fpath = os.path.join(folder, fname)
             try:
                 with Image.open(fpath) as im:
-                    arr = np.asarray(im.convert(mode))
+                    arr = np.asarray(_resize_crop(im.convert(mode), resize, center_crop))
             except (OSError, ValueError) as e:
                 raise CalibrationDataError(f"{name}: cannot read image {fpath!r}: {e}") from None
             if arr.shape[:2] != (h, w):
                 raise CalibrationDataError(
-                    f"{name}: image {fpath!r} is {arr.shape[1]}x{arr.shape[0]} (WxH), the model takes {w}x{h}; "
-                    "resize the images first")
+                    f"{name}: image {fpath!r} is {arr.shape[1]}x{arr.shape[0]} (WxH) after loading, the model takes "
+                    f"{w}x{h}: pass --resize {min(h, w)} --center-crop {min(h, w)} (torchvision's Resize + "
+                    "CenterCrop) or resize the images first")
             xs.append(arr.reshape(h, w, c))
             ys.append(spec.labels.index(cls))
     if not xs:
@@ -314,7 +347,7 @@ def _load_folder(path: str, spec: InputSpec, name: str) -> tuple[np.ndarray, np.
 
 
 def load_images(path: str, spec: InputSpec, labels_path: str | None = None, *, name: str = "data",
-                min_count: int = 1) -> Images:
+                min_count: int = 1, resize: int | None = None, center_crop: int | None = None) -> Images:
     """Load images from a ``.npy`` file (images; labels from ``labels_path``), a ``.npz``
     (arrays ``x``/``images`` and optionally ``y``/``labels``) or an image folder with one
     subfolder per class (folder names must be labels of the model)."""
@@ -323,7 +356,7 @@ def load_images(path: str, spec: InputSpec, labels_path: str | None = None, *, n
         raise CalibrationDataError(f"{name}: {path!r} does not exist")
     y = None
     if os.path.isdir(path):
-        x, y = _load_folder(path, spec, name)
+        x, y = _load_folder(path, spec, name, resize, center_crop)
     else:
         try:
             loaded = np.load(path, allow_pickle=False)

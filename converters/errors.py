@@ -16,6 +16,12 @@ __all__ = [
     "CalibrationDataError",
     "NotAvailableError",
     "ParityError",
+    "GateError",
+    "DetectorUnusableError",
+    "AccuracyGateError",
+    "LabelOrderError",
+    "NormalizationError",
+    "HardeningCollapseError",
     "PoisonDetectedError",
 ]
 
@@ -47,6 +53,46 @@ class NotAvailableError(ConversionError):
 
 class ParityError(ConversionError):
     """A converted artifact disagrees with its reference beyond the tolerance."""
+
+
+class GateError(ConversionError):
+    """A check before signing failed: the bundle would not do its job (the message names
+    the check and the fix). Nothing is signed; ``--force`` (``ConvertOptions(force=True)``)
+    signs anyway and records the failed check in the manifest and the report."""
+
+    gate = "gate"
+
+
+class DetectorUnusableError(GateError):
+    """The detector cannot work with these squeezers on this data: legitimate scores
+    saturated near the score's maximum, or no separation between legitimate scores and
+    the scores of adversarial examples crafted on the source model."""
+
+    gate = "detector"
+
+
+class AccuracyGateError(GateError):
+    """An artifact's validation accuracy is below the floor, or too far below the source model's."""
+
+    gate = "accuracy"
+
+
+class LabelOrderError(GateError):
+    """Accuracy collapsed and the model's outputs match the labels in another order."""
+
+    gate = "label_order"
+
+
+class NormalizationError(GateError):
+    """Accuracy collapsed with the default mean/std, and another normalisation restores it."""
+
+    gate = "normalization"
+
+
+class HardeningCollapseError(GateError):
+    """Adversarial fine-tuning destroyed clean accuracy (eps too large for this data?)."""
+
+    gate = "hardening"
 
 
 class PoisonDetectedError(ConversionError):

@@ -27,7 +27,7 @@ Here ``lr_schedule`` is ``"cyclic"`` (Wong et al.: linear 0 -> ``lr_max`` over t
 first 2/5 of training, then linear back to 0, updated every batch, fractional
 epochs), ``"constant"`` or ``"step"`` (``lr_max``, divided by 10 at 50% and 75%).
 
-Robustness is measured with ART's PGD (default eps 0.3, step 0.01, 40 iterations,
+Robustness is measured with ART's PGD (default eps 0.3, step 2.5 * eps / 40, 40 iterations,
 one random start) on the source PyTorch model: a white-box attack on the float
 model, weaker than Wong et al.'s 50-step, 10-restart evaluation, so robust
 accuracies here are upper bounds.
@@ -47,7 +47,7 @@ from .data import Images, InputSpec
 from .errors import CalibrationDataError, ConversionError
 
 __all__ = ["HardeningConfig", "AttackConfig", "harden", "evaluate_robustness", "attack_images",
-           "art_classifier", "deterministic", "lr_at"]
+           "art_classifier", "normalized_module", "deterministic", "lr_at"]
 
 METHODS = ("fgsm", "pgd")
 SCHEDULES = ("cyclic", "constant", "step")
@@ -102,16 +102,22 @@ class HardeningConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """A white-box L-inf PGD evaluation (ART ProjectedGradientDescent)."""
+    """A white-box L-inf PGD evaluation (ART ProjectedGradientDescent); eps in the input's
+    value range; ``step`` None: relative to eps, ``2.5 * eps / steps`` (Madry et al.)."""
 
     eps: float = 0.3
-    step: float = 0.01
+    step: float | None = None
     steps: int = 40
     restarts: int = 1
     batch_size: int = 250
 
+    @property
+    def step_size(self) -> float:
+        return float(self.step) if self.step is not None else 2.5 * self.eps / self.steps
+
     def to_dict(self) -> dict:
-        return {"attack": "PGD (ART ProjectedGradientDescent, L-inf, random start)", **asdict(self)}
+        return {"attack": "PGD (ART ProjectedGradientDescent, L-inf, random start)", **asdict(self),
+                "step": self.step_size}
 
 
 def lr_at(t: float, cfg: HardeningConfig) -> float:
@@ -145,27 +151,25 @@ def deterministic(seed: int, threads: int | None = 1):
         torch.use_deterministic_algorithms(old_det)
 
 
-class _Normalized:
-    """Factory for a module that takes inputs in the value range and normalises them."""
+def normalized_module(module, spec: InputSpec):
+    """``module`` behind its input normalisation: the returned torch module takes inputs in
+    the value range (what attacks perturb) and feeds ``(x - mean) / std`` to ``module``."""
+    import torch
+    from torch import nn
 
-    @staticmethod
-    def wrap(module, spec: InputSpec):
-        import torch
-        from torch import nn
+    shape = (1, -1, 1, 1) if spec.layout == "NCHW" else (1, 1, 1, -1)
 
-        shape = (1, -1, 1, 1) if spec.layout == "NCHW" else (1, 1, 1, -1)
+    class Normalized(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+            self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).reshape(shape))
+            self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).reshape(shape))
 
-        class Normalized(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.inner = module
-                self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).reshape(shape))
-                self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).reshape(shape))
+        def forward(self, x):
+            return self.inner((x - self.mean) / self.std)
 
-            def forward(self, x):
-                return self.inner((x - self.mean) / self.std)
-
-        return Normalized()
+    return Normalized()
 
 
 def art_classifier(module, spec: InputSpec, optimizer=None):
@@ -173,7 +177,7 @@ def art_classifier(module, spec: InputSpec, optimizer=None):
     from art.estimators.classification import PyTorchClassifier
     from torch import nn
 
-    wrapped = _Normalized.wrap(module, spec)
+    wrapped = normalized_module(module, spec)
     return PyTorchClassifier(
         model=wrapped, loss=nn.CrossEntropyLoss(), optimizer=optimizer, input_shape=tuple(spec.shape),
         nb_classes=spec.num_classes, clip_values=(float(spec.range[0]), float(spec.range[1])),
@@ -207,7 +211,7 @@ def attack_images(module, spec: InputSpec, data: Images, kind: str, *, eps: floa
             atk = FastGradientMethod(clf, norm=np.inf, eps=float(eps), batch_size=500)
         elif kind == "pgd":
             c = config or AttackConfig(eps=eps)
-            atk = _pgd(clf, c.eps, c.step, c.steps, c.restarts, c.batch_size)
+            atk = _pgd(clf, c.eps, c.step_size, c.steps, c.restarts, c.batch_size)
             eps = c.eps
         else:
             raise ConversionError(f"unknown attack {kind!r}; use 'fgsm' or 'pgd'")

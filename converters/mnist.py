@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -192,7 +193,7 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
     from .data import InputSpec, mnist_splits
     from .hardening import AttackConfig, HardeningConfig, attack_images, deterministic, train_clean
     from .models import mnist_cnn
-    from .pipeline import convert
+    from .pipeline import ConvertOptions, convert
 
     os.makedirs(out_dir, exist_ok=True)
     splits = stage("data", mnist_splits, cfg["seed"], cfg["n_train"], cfg["n_calib"], cfg["n_test"])
@@ -207,14 +208,15 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
                                 batch_size=cfg["batch_size"])
     train_aug = shifted_copies(splits["train"], cfg["augment_copies"], cfg["augment_shift"], seed=cfg["seed"])
     attack_cfg = AttackConfig(eps=cfg["eps"], step=cfg["pgd_step"], steps=cfg["pgd_steps"])
+    options = ConvertOptions(
+        hardening=hardening, eval_attack=attack_cfg, key=key or "generate", name="mnist", version="1",
+        created=created, artifacts=ARTIFACTS, per_artifact_bundles=per_artifact_bundles, seed=cfg["seed"],
+        latency_runs=latency_runs, progress=progress,
+        save_source={"factory": "edgeguard.converters.models:mnist_cnn", "kwargs": {"width": cfg["width"]},
+                     "data": {"kind": "mnist", "seed": cfg["seed"], "n_train": cfg["n_train"],
+                              "n_calib": cfg["n_calib"], "n_test": cfg["n_test"]}})
     result = stage("convert", convert, module, spec, splits["calibration"], splits["test"], out_dir=out_dir,
-                   train=train_aug, hardening=hardening, eval_attack=attack_cfg, key=key or "generate",
-                   name="mnist", version="1", created=created, artifacts=ARTIFACTS,
-                   per_artifact_bundles=per_artifact_bundles,
-                   seed=cfg["seed"], latency_runs=latency_runs, progress=progress, log=log,
-                   save_source={"factory": "edgeguard.converters.models:mnist_cnn", "kwargs": {"width": cfg["width"]},
-                                "data": {"kind": "mnist", "seed": cfg["seed"], "n_train": cfg["n_train"],
-                                         "n_calib": cfg["n_calib"], "n_test": cfg["n_test"]}})
+                   train=train_aug, options=options, log=log)
     test = splits["test"]
     fgsm = stage("FGSM attack (source model)", attack_images, result.module, spec, test, "fgsm", eps=cfg["eps"],
                  seed=cfg["seed"] + 2, threads=1)
@@ -242,11 +244,13 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
             raise TypeError(f"evaluation must be 'full', 'quick', 'none' or an EvalConfig, got {evaluation!r}")
         pre = {}
         if (result.hardening_adversarial is not None and ecfg.pgd_restarts == 1
-                and (ecfg.eps, ecfg.pgd_step, ecfg.pgd_steps) == (attack_cfg.eps, attack_cfg.step, attack_cfg.steps)):
+                and math.isclose(ecfg.eps or 0.3, attack_cfg.eps)
+                and math.isclose((ecfg.eps or 0.3) * ecfg.pgd_step, attack_cfg.step_size)
+                and ecfg.pgd_steps == attack_cfg.steps):
             # the conversion's after-hardening PGD digits: the same attack on the same test split
             pre["pgd"] = (result.hardening_adversarial,
                           {"library": "ART ProjectedGradientDescent", "norm": "inf", "eps": attack_cfg.eps,
-                           "step": attack_cfg.step, "steps": attack_cfg.steps, "random_start": True,
+                           "step": attack_cfg.step_size, "steps": attack_cfg.steps, "random_start": True,
                            "restarts": attack_cfg.restarts, "computed_by": "the conversion's after-hardening "
                                                                           "evaluation (seed + 1)"})
         ev = stage("robustness evaluation", evaluate, result.bundle_path, public_key, source=result.module,

@@ -6,15 +6,14 @@ Entry point: :func:`convert`. See docs/conversion-report.md for the report it wr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 import numpy as np
@@ -22,14 +21,23 @@ import numpy as np
 from edgeguard import bundle as eg_bundle
 
 from . import calibrate as cal
-from .data import Images, InputSpec, as_images, load_images
+from .data import Images, InputSpec, as_images, folder_classes, load_images
 from .errors import CalibrationDataError, ConversionError, NotAvailableError, UnsupportedModelError
+from .gates import (HELDOUT_EVERY, HELDOUT_RULE, IMAGENET_MEAN, IMAGENET_STD, Check, Gates, accuracy_floor,
+                    check_accuracy, check_hardening, check_label_order, check_normalization, check_saturation,
+                    check_separation, split_calibration)
 from .export import (TFLITE_UNAVAILABLE_FOR_ONNX, check_onnx, compare, export_onnx, export_tflite, parity_check,
                      quantize_onnx_int8, run_artifact, softmax, tflite_io_quantization)
 from .hardening import AttackConfig, HardeningConfig, deterministic, evaluate_robustness, harden
+from .presets import default_eps, detector_preset, eps_in_range, eps_text, parse_eps
+from .report import SCHEMA as REPORT_SCHEMA
+from .report import SCHEMA_VERSION as REPORT_SCHEMA_VERSION
+from .report import render_text, validate_report
+from .runs import StageTimer, created_timestamp, measure_latency, tool_versions, write_source_sidecar
 from .source import OnnxSource, TorchSource, load_onnx_source, load_torch_source, torch_forward
+from .squeezers import MNIST_SQUEEZERS, as_squeezers, is_flagged, squeezers_text, to_manifest_list
 
-__all__ = ["convert", "ConversionResult", "Tolerances", "ARTIFACTS", "DEFAULT_TORCH_ARTIFACTS",
+__all__ = ["convert", "ConvertOptions", "ConversionResult", "Tolerances", "ARTIFACTS", "DEFAULT_TORCH_ARTIFACTS",
            "DEFAULT_ONNX_ARTIFACTS", "MNIST_SQUEEZERS", "REPORT_SCHEMA", "tool_versions", "created_timestamp"]
 
 ARTIFACTS = {
@@ -40,10 +48,6 @@ ARTIFACTS = {
 }
 DEFAULT_TORCH_ARTIFACTS = ("fp32-onnx", "int8-onnx", "int8-tflite")
 DEFAULT_ONNX_ARTIFACTS = ("fp32-onnx", "int8-onnx")
-#: The feature-squeezing paper's joint detector for MNIST.
-MNIST_SQUEEZERS = ({"kind": "bit_depth", "bits": 1}, {"kind": "median", "size": 2})
-REPORT_SCHEMA = "edgeguard-conversion-report"
-REPORT_SCHEMA_VERSION = 1
 #: Targets of issue 4, checked and reported (not enforced).
 TARGET_INT8_SIZE_RATIO = 0.3
 TARGET_INT8_ACCURACY_DROP_POINTS = 0.5
@@ -75,60 +79,6 @@ class ConversionResult:
     source_sidecar_path: str | None = None  # <name>.source.json (with save_source), for edgeguard evaluate
 
 
-def tool_versions() -> dict:
-    import importlib.metadata as md
-
-    import edgeguard
-
-    tools = {"edgeguard": edgeguard.__version__}
-    for dist in ("torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert", "adversarial-robustness-toolbox",
-                 "numpy"):
-        try:
-            tools[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            tools[dist] = "not installed"
-    return tools
-
-
-def created_timestamp(created=None) -> str:
-    """ISO-8601 UTC: ``created`` (a datetime, epoch seconds, or ISO text), else
-    ``$SOURCE_DATE_EPOCH``, else now."""
-    if created is None:
-        sde = os.environ.get("SOURCE_DATE_EPOCH")
-        if sde:
-            try:
-                created = int(sde)
-            except ValueError:
-                raise ConversionError(f"SOURCE_DATE_EPOCH must be an integer, got {sde!r}") from None
-        else:
-            created = time.time()
-    if isinstance(created, str):
-        try:
-            created = datetime.fromisoformat(created.replace("Z", "+00:00"))
-        except ValueError:
-            raise ConversionError(f"created must be an ISO-8601 time, got {created!r}") from None
-        if created.tzinfo is None:
-            created = created.replace(tzinfo=timezone.utc)
-    if isinstance(created, (int, float)):
-        created = datetime.fromtimestamp(int(created), timezone.utc)
-    return created.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class _Stages:
-    def __init__(self, log):
-        self.times: dict[str, float] = {}
-        self.log = log or (lambda msg: None)
-
-    def run(self, name: str, fn, *args, **kw):
-        self.log(f"[{name}] ...")
-        t0 = time.perf_counter()
-        out = fn(*args, **kw)
-        dt = time.perf_counter() - t0
-        self.times[name] = self.times.get(name, 0.0) + dt
-        self.log(f"[{name}] done in {dt:.1f} s")
-        return out
-
-
 def _as_source(source, spec: InputSpec):
     if isinstance(source, (TorchSource, OnnxSource)):
         return source
@@ -158,22 +108,6 @@ def _as_data(data, spec, name, min_count=1) -> Images | None:
     return as_images(data, spec, name=name, min_count=min_count)
 
 
-def _check_squeezers(squeezers) -> list:
-    out = []
-    for sq in squeezers:
-        sq = dict(sq)
-        kind = sq.get("kind")
-        if kind == "bit_depth" and isinstance(sq.get("bits"), int) and 1 <= sq["bits"] <= 8:
-            out.append({"kind": kind, "bits": sq["bits"]})
-        elif kind == "median" and isinstance(sq.get("size"), int) and 1 <= sq["size"] <= 7:
-            out.append({"kind": kind, "size": sq["size"]})
-        else:
-            raise ConversionError(f"unsupported squeezer {sq}: use bit_depth (bits 1..8) or median (size 1..7)")
-    if not out:
-        raise ConversionError("at least one squeezer is needed for the detector")
-    return out
-
-
 def _key(key, out_dir: str, name: str):
     """(private key PEM or None, private path or None, public key PEM or None)."""
     if key is None:
@@ -193,31 +127,140 @@ def _key(key, out_dir: str, name: str):
     return k, (os.fspath(key) if isinstance(key, (str, os.PathLike)) and os.path.exists(key) else None), public_pem
 
 
-def _latency(model, image: np.ndarray, runs: int) -> dict:
-    for _ in range(5):
-        model.predict(image)
-        model.predict(image, detect=False)
-    guarded, plain = [], []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        model.predict(image)
-        t1 = time.perf_counter()
-        model.predict(image, detect=False)
-        t2 = time.perf_counter()
-        guarded.append(t1 - t0)
-        plain.append(t2 - t1)
-    return {"guarded_median_ms": statistics.median(guarded) * 1e3, "plain_median_ms": statistics.median(plain) * 1e3,
-            "runs": runs, "num_threads": model.backend.num_threads, "backend": model.backend.name}
+def _folder_classes(data) -> list | None:
+    """The class folder names when ``data`` is an image folder (else None)."""
+    if isinstance(data, (str, os.PathLike)) and os.path.isdir(data):
+        return folder_classes(data)
+    return None
+
+
+def _craft(module, spec: InputSpec, images, eps: float, seed: int, threads,
+           data: str = "held-out calibration images (never evaluation data)") -> dict:
+    """PGD-10 examples on the source model from legitimate calibration images, labelled by the
+    source model's own predictions (the detector check needs no labels)."""
+    from .hardening import attack_images
+
+    with deterministic(seed, threads):
+        labels = torch_forward(module, spec.model_input(images)).argmax(1).astype(np.int64)
+    config = AttackConfig(eps=eps, steps=10)
+    adv = attack_images(module, spec, Images(images, labels, "held-out calibration images"), "pgd", config=config,
+                        seed=seed + 7, threads=threads)
+    lo, hi = spec.range
+    return {"images": adv, "labels": labels,
+            "params": {**config.to_dict(), "eps_text": eps_text(eps / (hi - lo)), "n": int(len(images)),
+                       "data": data}}
+
+
+def _select(provisional: str, aid: str, module, spec: InputSpec, legit, eps: float, opt):
+    """(chosen squeezers, the selection record) by the rule of :mod:`.selection`."""
+    import edgeguard
+
+    from .selection import RULE, candidates_for, select_squeezers
+
+    legit = legit[:400]
+    crafted = _craft(module, spec, legit, eps, opt.seed + 11, opt.threads,
+                     data="the threshold part of the calibration images (never the held-out part nor evaluation data)")
+    model = edgeguard.load(provisional, artifact=aid, num_threads=1)
+    chosen, rows = select_squeezers(model, legit, crafted["images"], crafted["labels"], candidates_for(spec),
+                                    opt.target_fpr)
+    return chosen, {"rule": RULE, "artifact": aid, "n_legitimate": int(len(legit)), "attack": crafted["params"],
+                    "candidates": rows, "chosen": squeezers_text(chosen)}
+
+
+def _latency_entry(model, image: np.ndarray, runs: int) -> dict:
+    lat = measure_latency(model, image, runs)
+    return {"guarded_median_ms": lat.guarded_ms, "plain_median_ms": lat.plain_ms, "runs": lat.runs,
+            "num_threads": model.backend.num_threads, "backend": model.backend.name}
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How :func:`convert` converts (everything but the model, its input and the data).
+
+    hardening, eval_attack, evaluate_hardening: a :class:`HardeningConfig` (None: no
+        hardening; the module is fine-tuned **in place** on ``train``); robustness
+        before/after is measured on the validation data with ``eval_attack`` (ART PGD)
+        when ``evaluate_hardening``.
+    artifacts: ids from :data:`ARTIFACTS`, in order of preference (the first is the
+        bundle's default); default :data:`DEFAULT_TORCH_ARTIFACTS` or
+        :data:`DEFAULT_ONNX_ARTIFACTS`.
+    target_fpr, squeezers: the detector's false-positive rate on legitimate data and its
+        squeezers (:class:`~edgeguard.squeeze.Squeezer` objects or ``"bit_depth:1,median:2"``;
+        None: the preset for the input kind, :func:`~.presets.detector_preset`; ``"auto"``:
+        chosen among candidates on calibration-side data, :mod:`.selection`).
+    eps: the attack budget in pixel units of the unit range (``8/255`` = 8 grey levels; None:
+        the input kind's default, :data:`~.presets.DEFAULT_EPS`), scaled to the input range;
+        the default ``eval_attack`` and the detector's separation check use it.
+    force, min_accuracy, max_accuracy_drop, max_hardening_drop, min_separation_auc,
+        check_detector: the checks before signing (:mod:`.gates`); ``force`` signs even when
+        one fails and records it; ``check_detector=False`` skips crafting adversarial
+        examples for the separation check.
+    key: Ed25519 private key (PEM path/bytes/key object), ``"generate"`` (a new key
+        pair written to ``out_dir/<name>.key`` and ``.pub``), or None (unsigned).
+    name, version, created, created_by: the bundle's identity; ``created`` is a datetime,
+        epoch seconds or ISO text (default ``$SOURCE_DATE_EPOCH``, else now).
+    per_artifact_bundles: also write ``<name>-<id>.egb`` per artifact.
+    seed, threads: seeding and torch threads for training/export (deterministic).
+    tolerances, check_parity: parity bounds, and whether a violation stops the conversion.
+    latency_runs: single-image runs of the report's latency medians (0: skipped).
+    progress: progress bars.
+    save_source: for PyTorch sources, ``{"factory": "module:function", "kwargs": {...}, "data":
+        {...} or None}``: also write the converted (hardened) model as ``<name>.source.pt``
+        (state_dict) and ``<name>.source.json`` (factory, kwargs, hashes, input spec, data
+        split), which ``edgeguard evaluate`` finds next to the bundle (docs/evaluation.md).
+    """
+
+    hardening: HardeningConfig | None = None
+    eval_attack: AttackConfig | None = None
+    evaluate_hardening: bool = True
+    artifacts: tuple | None = None
+    target_fpr: float = 0.05
+    squeezers: tuple | None = None
+    eps: float | None = None
+    key: Any = None
+    name: str = "model"
+    version: str = "1"
+    created: Any = None
+    created_by: str | None = None
+    per_artifact_bundles: bool = False
+    seed: int = 0
+    threads: int | None = 1
+    tolerances: Tolerances = field(default_factory=Tolerances)
+    check_parity: bool = True
+    latency_runs: int = 100
+    progress: bool = True
+    save_source: dict | None = None
+    force: bool = False
+    min_accuracy: float | None = None
+    max_accuracy_drop: float = 0.05
+    max_hardening_drop: float = 0.15
+    min_separation_auc: float = 0.75
+    check_detector: bool = True
+
+    def __post_init__(self):
+        if not 0 < self.target_fpr < 1:
+            raise ConversionError(f"target_fpr must be in (0, 1), got {self.target_fpr}")
+        if self.squeezers is not None and not (isinstance(self.squeezers, str) and self.squeezers == "auto"):
+            object.__setattr__(self, "squeezers", as_squeezers(self.squeezers))
+        if self.eps is not None:
+            object.__setattr__(self, "eps", parse_eps(self.eps))
+        if self.artifacts is not None:
+            object.__setattr__(self, "artifacts", tuple(self.artifacts))
+        if self.tolerances is None:
+            object.__setattr__(self, "tolerances", Tolerances())
+
+    def replace(self, **changes) -> "ConvertOptions":
+        """A copy with ``changes``; ConversionError names an unknown option."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConversionError(f"unknown conversion option(s) {unknown}; ConvertOptions has {sorted(known)}")
+        return dataclasses.replace(self, **changes)
 
 
 def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, train=None,
-            hardening: HardeningConfig | None = None, eval_attack: AttackConfig | None = None,
-            evaluate_hardening: bool = True, artifacts=None, target_fpr: float = 0.05, squeezers=MNIST_SQUEEZERS,
-            key=None, name: str = "model", version: str = "1", created=None, created_by: str | None = None,
-            per_artifact_bundles: bool = False, seed: int = 0, threads: int | None = 1,
-            tolerances: Tolerances | None = None, check_parity: bool = True, latency_runs: int = 100,
-            progress: bool = True, log: Callable[[str], None] | None = None,
-            save_source: dict | None = None) -> ConversionResult:
+            options: ConvertOptions | None = None, log: Callable[[str], None] | None = None,
+            **changes) -> ConversionResult:
     """Convert a classifier into signed edgeguard bundle(s) and a conversion report.
 
     Args:
@@ -231,41 +274,35 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
             int8 calibration, detector thresholds and reference statistics.
         validation: labelled held-out images for parity, accuracy and the report
             (default: the calibration images, without accuracy).
-        train, hardening: labelled training images and a :class:`HardeningConfig`
-            (None: no hardening). The module is fine-tuned **in place**. Robustness
-            before/after is measured on ``validation`` with ``eval_attack`` (ART PGD)
-            when ``evaluate_hardening``.
-        artifacts: ids from :data:`ARTIFACTS`, in order of preference (the first is the
-            bundle's default); default :data:`DEFAULT_TORCH_ARTIFACTS` or
-            :data:`DEFAULT_ONNX_ARTIFACTS`.
-        target_fpr: detector false-positive rate on legitimate data (default 5%).
-        key: Ed25519 private key (PEM path/bytes/key object), ``"generate"`` (a new key
-            pair written to ``out_dir/<name>.key`` and ``.pub``), or None (unsigned).
-        created: bundle creation time (datetime, epoch seconds or ISO text); default
-            ``$SOURCE_DATE_EPOCH``, else now.
-        seed, threads: seeding and torch threads for training/export (deterministic).
-        save_source: for PyTorch sources, ``{"factory": "module:function", "kwargs": {...}, "data":
-            {...} or None}``: also write the converted (hardened) model as ``<name>.source.pt``
-            (state_dict) and ``<name>.source.json`` (factory, kwargs, hashes, input spec, data
-            split), which ``edgeguard evaluate`` finds next to the bundle (docs/evaluation.md).
+        train: labelled training images (needed for hardening).
+        options: a :class:`ConvertOptions`; keyword ``changes`` override its fields
+            (``convert(..., name="mnist", key="generate")``).
+        log: called with one line per stage (None: silent).
     Returns a :class:`ConversionResult`; writes ``<name>.egb`` (all artifacts),
     optionally ``<name>-<id>.egb``, ``<name>.report.json`` and ``<name>.report.txt``.
     """
     t_start = time.perf_counter()
-    stages = _Stages(log)
-    tol = tolerances or Tolerances()
+    opt = (options or ConvertOptions()).replace(**changes) if changes else (options or ConvertOptions())
+    stages = StageTimer(log)
+    tol = opt.tolerances
     if not isinstance(spec, InputSpec):
         raise ConversionError(f"spec must be an InputSpec, got {type(spec).__name__}")
-    if not 0 < target_fpr < 1:
-        raise ConversionError(f"target_fpr must be in (0, 1), got {target_fpr}")
-    sq = _check_squeezers(squeezers)
+    auto = isinstance(opt.squeezers, str) and opt.squeezers == "auto"
+    if opt.squeezers is not None and not auto:
+        sq, preset = opt.squeezers, "given"
+    else:
+        preset, sq = detector_preset(spec)  # with "auto": the starting point, replaced by the selection
+    selection = None
+    eps_unit = opt.eps if opt.eps is not None else default_eps(spec)
+    eps = eps_in_range(eps_unit, spec)
+    gates = Gates(force=opt.force)
     src = _as_source(source, spec)
-    if src.kind == "onnx" and hardening is not None:
+    if src.kind == "onnx" and opt.hardening is not None:
         raise NotAvailableError(
             "hardening is not available for an ONNX source: adversarial fine-tuning needs a trainable PyTorch "
             "module (ONNX graphs are inference-only here); harden the PyTorch model, or convert with hardening off")
     default_ids = DEFAULT_TORCH_ARTIFACTS if src.kind == "torch" else DEFAULT_ONNX_ARTIFACTS
-    ids = list(artifacts) if artifacts is not None else list(default_ids)
+    ids = list(opt.artifacts) if opt.artifacts is not None else list(default_ids)
     for aid in ids:
         if aid not in ARTIFACTS:
             raise ConversionError(f"unknown artifact {aid!r}; choose from {list(ARTIFACTS)}")
@@ -275,13 +312,16 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
     if not ids or len(set(ids)) != len(ids):
         raise ConversionError(f"artifacts must be a non-empty list of distinct ids, got {ids}")
     skipped = []
-    if src.kind == "onnx" and artifacts is None:
+    if src.kind == "onnx" and opt.artifacts is None:
         skipped.append({"artifact": "int8-tflite", "reason": TFLITE_UNAVAILABLE_FOR_ONNX})
 
-    calib = _as_data(calibration, spec, "calibration data", min_count=max(math.ceil(1 / target_fpr - 1e-9), 1))
+    need = max(math.ceil(1 / opt.target_fpr - 1e-9), 1)  # threshold images; 1 in HELDOUT_EVERY is held out
+    calib = _as_data(calibration, spec, "calibration data",
+                     min_count=need + math.ceil(need / (HELDOUT_EVERY - 1)))
+    thr_pos, held_pos = split_calibration(len(calib))
     val = _as_data(validation, spec, "validation data")
     train_data = _as_data(train, spec, "training data") if train is not None else None
-    if hardening is not None and (train_data is None or train_data.y is None):
+    if opt.hardening is not None and (train_data is None or train_data.y is None):
         raise CalibrationDataError("hardening needs labelled training data (train=(images, labels) or a labelled "
                                    ".npz/folder)")
     notes = []
@@ -297,7 +337,7 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
             if dup:
                 notes.append(f"{dup} image(s) of the {d.name} also appear in the training data")
     os.makedirs(out_dir, exist_ok=True)
-    created_s = created_timestamp(created)
+    created_s = created_timestamp(opt.created)
     tools = tool_versions()
 
     # --- source, hardening -------------------------------------------------------------
@@ -306,23 +346,35 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
     hardening_adv = None
     source_before_sha = src.sha256
     if module is not None:
-        with deterministic(seed, threads):
+        with deterministic(opt.seed, opt.threads):
             out = torch_forward(module, spec.model_input(calib.x[:2]))
         if out.ndim != 2 or out.shape[1] != spec.num_classes:
             raise UnsupportedModelError(f"the model returns shape {tuple(out.shape)} for a batch of 2; expected "
                                         f"(2, {spec.num_classes}) ({spec.num_classes} labels)")
-    if hardening is not None:
-        attack_cfg = eval_attack or AttackConfig(eps=hardening.eps)
-        can_eval = evaluate_hardening and val.y is not None
+    floor = accuracy_floor(spec.num_classes, opt.min_accuracy)
+    acc_before = None
+    if module is not None and opt.hardening is not None and val.y is not None:
+        with deterministic(opt.seed, opt.threads):
+            acc_before = float(np.mean(torch_forward(module, spec.model_input(val.x)).argmax(1) == val.y))
+    if opt.hardening is not None:
+        attack_cfg = opt.eval_attack or AttackConfig(eps=opt.hardening.eps)
+        can_eval = opt.evaluate_hardening and val.y is not None
         before = stages.run("evaluate before hardening", evaluate_robustness, module, spec, val, attack_cfg,
-                            seed=seed, threads=threads) if can_eval else None
-        hist = stages.run("hardening", harden, module, spec, train_data, hardening, seed=seed, threads=threads,
-                          progress=progress)
+                            seed=opt.seed, threads=opt.threads) if can_eval else None
+        hist = stages.run("hardening", harden, module, spec, train_data, opt.hardening, seed=opt.seed,
+                          threads=opt.threads,
+                          progress=opt.progress)
         after = None
         if can_eval:
             after, hardening_adv = stages.run("evaluate after hardening", evaluate_robustness, module, spec, val,
-                                              attack_cfg, seed=seed + 1, threads=threads, return_adversarial=True)
+                                              attack_cfg, seed=opt.seed + 1, threads=opt.threads,
+                                              return_adversarial=True)
         hardening_report = {**hist, "before": before, "after": after, "source_sha256_before": source_before_sha}
+        if acc_before is not None:
+            with deterministic(opt.seed, opt.threads):
+                acc_after = float(np.mean(torch_forward(module, spec.model_input(val.x)).argmax(1) == val.y))
+            gates.add(check_hardening(acc_before, acc_after, floor, opt.max_hardening_drop,
+                                      eps_text(opt.hardening.eps / (spec.range[1] - spec.range[0]))))
     source_sha = src.sha256
 
     # --- artifacts -----------------------------------------------------------------
@@ -332,7 +384,7 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
     blobs: dict[str, bytes] = {}
     info: dict[str, dict] = {}
     parity: dict[str, list] = {aid: [] for aid in ids}
-    with deterministic(seed, threads):
+    with deterministic(opt.seed, opt.threads):
         if module is not None:
             fp32_onnx = stages.run("export fp32-onnx", export_onnx, module, spec)
             src_probs = to_probs(torch_forward(module, x_val))
@@ -348,7 +400,19 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
     else:
         parity.setdefault("fp32-onnx", []).append(parity_check(
             "fp32-onnx", onnx_probs, src_probs, "source PyTorch model (torch, CPU)", max_abs_diff=tol.fp32_max_abs_diff,
-            min_agreement=tol.fp32_min_agreement, raise_on_failure=check_parity))
+            min_agreement=tol.fp32_min_agreement, raise_on_failure=opt.check_parity))
+    if val.y is not None:
+        source_pred = src_probs.argmax(1)
+        gates.add(check_label_order(val.y, source_pred, spec.labels, floor, _folder_classes(validation)))
+        acc_imagenet = None
+        if spec.channels == 3 and float(np.mean(source_pred == val.y)) < floor:
+            renorm = dataclasses.replace(spec, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+            with deterministic(opt.seed, opt.threads):
+                z = torch_forward(module, renorm.model_input(val.x)) if module is not None else \
+                    run_artifact(fp32_onnx, "onnx", renorm.model_input(val.x))
+            acc_imagenet = float(np.mean(np.asarray(z).argmax(1) == val.y))
+        gates.add(check_normalization(float(np.mean(source_pred == val.y)), acc_imagenet, floor, spec.mean, spec.std,
+                                      spec.channels))
     blobs["fp32-onnx"] = fp32_onnx
     info["fp32-onnx"] = {"input_quantization": None, "output_quantization": None, **check_onnx(fp32_onnx, spec)}
     int8_onnx_probs = None
@@ -359,12 +423,12 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         int8_onnx_probs = to_probs(run_artifact(blobs["int8-onnx"], "onnx", x_val))
         parity["int8-onnx"].append(parity_check(
             "int8-onnx", int8_onnx_probs, onnx_probs, "fp32-onnx (ONNX Runtime)",
-            min_agreement=tol.int8_min_agreement, raise_on_failure=check_parity))
+            min_agreement=tol.int8_min_agreement, raise_on_failure=opt.check_parity))
     for aid in ("fp32-tflite", "int8-tflite"):
         if aid not in ids:
             continue
         int8 = aid.startswith("int8")
-        with deterministic(seed, threads):
+        with deterministic(opt.seed, opt.threads):
             model_bytes, tinfo = stages.run(f"export {aid}", export_tflite, module, spec, int8=int8,
                                             calib_inputs=x_cal if int8 else None)
         qin, qout = tflite_io_quantization(model_bytes)
@@ -376,13 +440,13 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
             if int8_onnx_probs is not None:
                 parity[aid].append(parity_check(aid, probs, int8_onnx_probs, "int8-onnx (ONNX Runtime)",
                                                 min_agreement=tol.int8_min_agreement,
-                                                raise_on_failure=check_parity))
+                                                raise_on_failure=opt.check_parity))
             parity[aid].append(parity_check(aid, probs, onnx_probs, "fp32-onnx (ONNX Runtime)",
-                                            min_agreement=tol.int8_min_agreement, raise_on_failure=check_parity))
+                                            min_agreement=tol.int8_min_agreement, raise_on_failure=opt.check_parity))
         else:
             parity[aid].append(parity_check(aid, probs, onnx_probs, "fp32-onnx (ONNX Runtime)",
                                             max_abs_diff=tol.fp32_max_abs_diff,
-                                            min_agreement=tol.fp32_min_agreement, raise_on_failure=check_parity))
+                                            min_agreement=tol.fp32_min_agreement, raise_on_failure=opt.check_parity))
     blobs = {aid: blobs[aid] for aid in ids}
 
     # --- manifest skeleton ------------------------------------------------------------
@@ -396,21 +460,23 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         "source_model_sha256": source_sha,
         "calibration_data_sha256": calib.sha256,
         "tools": tools,
-        "created_by": created_by or f"edgeguard.converters {tools['edgeguard']}",
+        "created_by": opt.created_by or f"edgeguard.converters {tools['edgeguard']}",
         # additive fields (ignored by schema_version 1 readers)
         "source": {"kind": src.kind, "description": src.description,
                    "weights_file_sha256": getattr(src, "weights_file_sha256", None),
-                   "sha256_before_hardening": source_before_sha if hardening is not None else None},
+                   "sha256_before_hardening": source_before_sha if opt.hardening is not None else None},
         "hardening": None if hardening_report is None else {
             **hardening_report["config"], "train_data_sha256": hardening_report["train_data_sha256"],
             "train_n": hardening_report["train_n"]},
         "validation_data_sha256": val.sha256,
-        "seed": seed,
+        "detector_preset": preset,
+        "eps": eps, "eps_pixel_units": eps_unit,
+        "seed": opt.seed,
         "onnx_opset": 17,
     }
     manifest = {
-        "name": name, "version": str(version), "created": created_s, "labels": list(spec.labels),
-        "input": spec.manifest_input(), "output": {"kind": spec.output_kind}, "squeezers": sq,
+        "name": opt.name, "version": str(opt.version), "created": created_s, "labels": list(spec.labels),
+        "input": spec.manifest_input(), "output": {"kind": spec.output_kind}, "squeezers": to_manifest_list(sq),
         "artifacts": [art_entry(aid) for aid in ids], "reference_stats": {}, "provenance": provenance,
     }
     members = {ARTIFACTS[aid]["member"]: blobs[aid] for aid in ids}
@@ -422,53 +488,95 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
     with tempfile.TemporaryDirectory(prefix="edgeguard-convert-") as tmp:
         provisional = os.path.join(tmp, "provisional.egb")
         eg_bundle.write_bundle(provisional, manifest, members)
+        if auto:
+            if module is None:
+                notes.append("--squeezers auto needs the PyTorch source model to craft adversarial examples: the "
+                             f"{preset} preset was kept")
+            else:
+                sq, selection = stages.run("select squeezers (auto)", _select, provisional, ids[0], module, spec,
+                                           calib.x[thr_pos], eps, opt)
+                preset = "auto"
+                manifest["squeezers"] = to_manifest_list(sq)
+                manifest["provenance"]["detector_preset"] = preset
+                eg_bundle.write_bundle(provisional, manifest, members)
 
         def calibrate_all():
             for aid in ids:
                 model = edgeguard.load(provisional, artifact=aid, num_threads=1)
                 out = cal.guarded_outputs(model, calib.x, detect=True)
-                thr = cal.threshold_at_fpr(out["scores"], target_fpr)
+                thr = cal.threshold_at_fpr(out["scores"][thr_pos], opt.target_fpr)
                 calib_out[aid] = out
-                detectors[aid] = {"threshold": thr, "target_fpr": float(target_fpr), "rule": cal.RULE,
-                                  "n_legitimate": int(len(calib)), "data_sha256": calib.sha256,
-                                  "calibration_fpr": float(np.mean(out["scores"] > np.float32(thr)))}
+                detectors[aid] = {
+                    "threshold": thr, "target_fpr": float(opt.target_fpr), "rule": cal.RULE,
+                    "n_legitimate": int(len(thr_pos)), "data_sha256": calib.sha256,
+                    "calibration_fpr": float(np.mean(is_flagged(out["scores"][thr_pos], thr))),
+                    "heldout_fpr": float(np.mean(is_flagged(out["scores"][held_pos], thr))),
+                    "n_heldout": int(len(held_pos)), "heldout_every": HELDOUT_EVERY, "heldout_rule": HELDOUT_RULE}
                 val_out[aid] = cal.guarded_outputs(model, val.x, detect=False)
+                if crafted is not None:
+                    adv = cal.guarded_outputs(model, crafted["images"], detect=True)
+                    clean_pred = out["indices"][held_pos]
+                    success = (clean_pred == crafted["labels"]) & (adv["indices"] != crafted["labels"])
+                    crafted_scores[aid] = adv["scores"][success]
 
+        crafted = None
+        crafted_scores: dict = {}
+        if opt.check_detector and module is not None and len(held_pos):
+            crafted = stages.run("craft adversarial examples (detector check)", _craft, module, spec,
+                                 calib.x[held_pos], eps, opt.seed, opt.threads)
         stages.run("calibrate detectors (device runtime)", calibrate_all)
+    sq_text = squeezers_text(sq)
+    for aid in ids:
+        gates.add(check_saturation(aid, detectors[aid]["threshold"], sq_text))
+    if crafted is None:
+        gates.add(Check("detector_separation", None, "not checked: " + (
+            "check_detector is off" if not opt.check_detector else
+            "crafting adversarial examples needs the PyTorch source model's gradients (ONNX source)")))
+    for aid in ids:
+        if crafted is None:
+            continue
+        c = gates.add(check_separation(aid, calib_out[aid]["scores"][held_pos], crafted_scores[aid],
+                                       detectors[aid]["threshold"], opt.min_separation_auc, crafted["params"]))
+        detectors[aid]["crafted"] = {k: c.values.get(k) for k in ("roc_auc", "detection_rate", "n_successful")}
+        detectors[aid]["crafted"]["attack"] = crafted["params"]
+    for aid in ids:
+        acc = float(np.mean(val_out[aid]["indices"] == val.y)) if val.y is not None else None
+        source_acc = float(np.mean(src_probs.argmax(1) == val.y)) if val.y is not None else None
+        gates.add(check_accuracy(aid, acc, source_acc, floor, opt.max_accuracy_drop))
+    provenance["forced_gates"] = gates.forced
     manifest["artifacts"] = [art_entry(aid, detectors[aid]) for aid in ids]
     manifest["reference_stats"] = cal.reference_stats(calib.x, calib_out, calib.sha256, spec.num_classes)
 
     # --- bundles ----------------------------------------------------------------------
-    private, private_path, public_pem = _key(key, out_dir, name)
+    private, private_path, public_pem = _key(opt.key, out_dir, opt.name)
     public_path = None
     if public_pem is not None:
-        public_path = os.path.join(out_dir, f"{name}.pub")
+        public_path = os.path.join(out_dir, f"{opt.name}.pub")
         with open(public_path, "wb") as f:
             f.write(public_pem)
-    bundle_path = os.path.join(out_dir, f"{name}.egb")
+    bundle_path = os.path.join(out_dir, f"{opt.name}.egb")
 
     def write_all():
         eg_bundle.write_bundle(bundle_path, manifest, members, private_key=private)
         paths = {}
-        if per_artifact_bundles:
+        if opt.per_artifact_bundles:
             for aid in ids:
                 m = dict(manifest)
                 m["artifacts"] = [a for a in manifest["artifacts"] if a["id"] == aid]
                 rs = dict(manifest["reference_stats"])
                 rs["artifacts"] = {aid: rs["artifacts"][aid]}
                 m["reference_stats"] = rs
-                p = os.path.join(out_dir, f"{name}-{aid}.egb")
+                p = os.path.join(out_dir, f"{opt.name}-{aid}.egb")
                 eg_bundle.write_bundle(p, m, {ARTIFACTS[aid]["member"]: blobs[aid]}, private_key=private)
                 paths[aid] = p
         return paths
 
     artifact_bundles = stages.run("write bundles", write_all)
     sidecar_path = None
-    if save_source is not None and module is not None:
-        from .evaluation import write_source_sidecar
-
-        sidecar_path = write_source_sidecar(out_dir, name, module, save_source["factory"], save_source.get("kwargs"),
-                                            spec=spec, data=save_source.get("data"))
+    if opt.save_source is not None and module is not None:
+        sidecar_path = write_source_sidecar(out_dir, opt.name, module, opt.save_source["factory"],
+                                            opt.save_source.get("kwargs"),
+                                            spec=spec, data=opt.save_source.get("data"))
 
     # --- report -------------------------------------------------------------------------
     def measure():
@@ -476,10 +584,10 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         image = calib.x[0]
         for aid in ids:
             model = edgeguard.load(bundle_path, public_key=public_pem, artifact=aid, num_threads=1)
-            lat[aid] = _latency(model, image, latency_runs)
+            lat[aid] = _latency_entry(model, image, opt.latency_runs)
         return lat
 
-    latency = stages.run("latency (device runtime)", measure) if latency_runs else {}
+    latency = stages.run("latency (device runtime)", measure) if opt.latency_runs else {}
     rows = []
     fp32_size = len(fp32_onnx)
     for aid in ids:
@@ -517,7 +625,7 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         bundle_sha = hashlib.sha256(f.read()).hexdigest()
     report = {
         "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION,
-        "name": name, "version": str(version), "created": created_s,
+        "name": opt.name, "version": str(opt.version), "created": created_s,
         "source": {"kind": src.kind, "description": src.description, "sha256": source_sha,
                    "weights_file_sha256": getattr(src, "weights_file_sha256", None)},
         "input": spec.to_dict(),
@@ -529,8 +637,11 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
                                                       "source": str(train_data.source)},
         },
         "hardening": hardening_report,
-        "squeezers": sq,
-        "target_fpr": target_fpr,
+        "squeezers": to_manifest_list(sq),
+        "detector_preset": preset,
+        "detector_selection": selection,
+        "eps": eps, "eps_text": eps_text(eps_unit),
+        "target_fpr": opt.target_fpr,
         "fp32_reference_accuracy": fp32_acc,
         "artifacts": rows,
         "skipped": skipped,
@@ -539,15 +650,15 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         + [{"path": p, "artifacts": [aid], "signed": private is not None} for aid, p in artifact_bundles.items()],
         "public_key": public_path,
         "tools": tools,
-        "seed": seed,
+        "seed": opt.seed,
         "timings_s": {**stages.times, "total": time.perf_counter() - t_start},
         "notes": notes,
+        "gates": gates.to_list(),
+        "forced": bool(gates.forced),
     }
-    from .report import render_text, validate_report
-
     validate_report(report)
-    json_path = os.path.join(out_dir, f"{name}.report.json")
-    text_path = os.path.join(out_dir, f"{name}.report.txt")
+    json_path = os.path.join(out_dir, f"{opt.name}.report.json")
+    text_path = os.path.join(out_dir, f"{opt.name}.report.txt")
     with open(json_path, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, sort_keys=False, allow_nan=False)
         f.write("\n")

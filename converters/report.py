@@ -8,54 +8,48 @@ writes a report that the document does not describe.
 from __future__ import annotations
 
 from .errors import ConversionError
+from .schema import NUM, OPT_DICT, OPT_NUM, check_fields
+from .squeezers import from_manifest_list, squeezers_text
 
-__all__ = ["validate_report", "render_text", "REQUIRED"]
+__all__ = ["validate_report", "render_text", "table", "REQUIRED", "ARTIFACT_REQUIRED", "SCHEMA", "SCHEMA_VERSION"]
 
-_NUM = (int, float)
-_OPT_NUM = (int, float, type(None))
-_OPT_DICT = (dict, type(None))
+SCHEMA = "edgeguard-conversion-report"
+SCHEMA_VERSION = 1
 
 #: Top-level fields and their JSON types.
 REQUIRED = {
     "schema": str, "schema_version": int, "name": str, "version": str, "created": str, "source": dict,
-    "input": dict, "data": dict, "hardening": _OPT_DICT, "squeezers": list, "target_fpr": _NUM,
-    "fp32_reference_accuracy": _OPT_NUM, "artifacts": list, "skipped": list, "targets": dict, "bundles": list,
+    "input": dict, "data": dict, "hardening": OPT_DICT, "squeezers": list, "target_fpr": NUM,
+    "fp32_reference_accuracy": OPT_NUM, "artifacts": list, "skipped": list, "targets": dict, "bundles": list,
     "public_key": (str, type(None)), "tools": dict, "seed": int, "timings_s": dict, "notes": list,
+    "detector_preset": str, "eps": NUM, "eps_text": str, "gates": list, "forced": bool,
 }
 ARTIFACT_REQUIRED = {
-    "id": str, "format": str, "precision": str, "member": str, "size_bytes": int, "size_ratio_vs_fp32_onnx": _NUM,
-    "sha256": str, "dynamic_batch": (bool, type(None)), "input_quantization": _OPT_DICT,
-    "output_quantization": _OPT_DICT, "clean_accuracy": _OPT_NUM, "vs_source": dict, "parity": list,
-    "detector": dict, "latency": _OPT_DICT,
+    "id": str, "format": str, "precision": str, "member": str, "size_bytes": int, "size_ratio_vs_fp32_onnx": NUM,
+    "sha256": str, "dynamic_batch": (bool, type(None)), "input_quantization": OPT_DICT,
+    "output_quantization": OPT_DICT, "clean_accuracy": OPT_NUM, "vs_source": dict, "parity": list,
+    "detector": dict, "latency": OPT_DICT,
 }
-COMPARE_REQUIRED = {"n": int, "top1_agreement": _OPT_NUM, "max_abs_diff": _OPT_NUM, "mean_abs_diff": _OPT_NUM,
+COMPARE_REQUIRED = {"n": int, "top1_agreement": OPT_NUM, "max_abs_diff": OPT_NUM, "mean_abs_diff": OPT_NUM,
                     "reference": str}
 PARITY_REQUIRED = {**COMPARE_REQUIRED, "tolerance": dict, "passed": bool}
-DETECTOR_REQUIRED = {"threshold": _NUM, "target_fpr": _NUM, "rule": str, "n_legitimate": int, "data_sha256": str,
-                     "calibration_fpr": _NUM}
-LATENCY_REQUIRED = {"guarded_median_ms": _NUM, "plain_median_ms": _NUM, "runs": int,
+DETECTOR_REQUIRED = {"threshold": NUM, "target_fpr": NUM, "rule": str, "n_legitimate": int, "data_sha256": str,
+                     "calibration_fpr": NUM, "heldout_fpr": NUM, "n_heldout": int}
+GATE_REQUIRED = {"gate": str, "passed": (bool, type(None)), "forced": bool, "detail": str, "values": dict}
+LATENCY_REQUIRED = {"guarded_median_ms": NUM, "plain_median_ms": NUM, "runs": int,
                     "num_threads": (int, type(None)), "backend": str}
-EVAL_REQUIRED = {"n": int, "data_sha256": str, "clean_accuracy": _NUM, "pgd_accuracy": _NUM, "attack": dict,
-                 "seconds": _NUM}
+EVAL_REQUIRED = {"n": int, "data_sha256": str, "clean_accuracy": NUM, "pgd_accuracy": NUM, "attack": dict,
+                 "seconds": NUM}
 
 
 def _check(obj, fields: dict, where: str) -> None:
-    if not isinstance(obj, dict):
-        raise ConversionError(f"report: {where} must be an object")
-    for key, types in fields.items():
-        if key not in obj:
-            raise ConversionError(f"report: {where}.{key} is missing")
-        v = obj[key]
-        if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-            raise ConversionError(f"report: {where}.{key} is a boolean, expected {types}")
-        if not isinstance(v, types):
-            raise ConversionError(f"report: {where}.{key} has type {type(v).__name__}, expected {types}")
+    check_fields(obj, fields, where, "report")
 
 
 def validate_report(r: dict) -> None:
     """Raise ConversionError if ``r`` does not follow the documented schema."""
     _check(r, REQUIRED, "report")
-    if r["schema"] != "edgeguard-conversion-report" or r["schema_version"] != 1:
+    if r["schema"] != SCHEMA or r["schema_version"] != SCHEMA_VERSION:
         raise ConversionError("report: unknown schema or schema_version")
     for i, a in enumerate(r["artifacts"]):
         w = f"artifacts[{i}]"
@@ -70,14 +64,16 @@ def validate_report(r: dict) -> None:
             raise ConversionError(f"report: {w}.accuracy_drop_points_vs_fp32 is missing")
     h = r["hardening"]
     if h is not None:
-        _check(h, {"config": dict, "history": list, "seconds": _NUM, "train_n": int, "train_data_sha256": str,
-                   "before": _OPT_DICT, "after": _OPT_DICT, "source_sha256_before": str}, "hardening")
+        _check(h, {"config": dict, "history": list, "seconds": NUM, "train_n": int, "train_data_sha256": str,
+                   "before": OPT_DICT, "after": OPT_DICT, "source_sha256_before": str}, "hardening")
         for k in ("before", "after"):
             if h[k] is not None:
                 _check(h[k], EVAL_REQUIRED, f"hardening.{k}")
     for k in ("calibration", "validation"):
         _check(r["data"].get(k), {"n": int, "sha256": str}, f"data.{k}")
-    _check(r["targets"], {"int8_max_size_ratio_vs_fp32": _NUM, "int8_max_accuracy_drop_points": _NUM,
+    for i, g in enumerate(r["gates"]):
+        _check(g, GATE_REQUIRED, f"gates[{i}]")
+    _check(r["targets"], {"int8_max_size_ratio_vs_fp32": NUM, "int8_max_accuracy_drop_points": NUM,
                           "per_artifact": dict}, "targets")
 
 
@@ -120,7 +116,10 @@ def render_text(r: dict) -> str:
                        f"clean {_pct(h['before']['clean_accuracy'])}"
                        f" -> {_pct(h['after']['clean_accuracy'])}, PGD {_pct(h['before']['pgd_accuracy'])} -> "
                        f"{_pct(h['after']['pgd_accuracy'])}")
-    out.append(f"squeezers: {r['squeezers']}; target FPR {r['target_fpr']:g}")
+    sq = squeezers_text(from_manifest_list(r["squeezers"]))
+    out.append(f"squeezers: {sq} ({r['detector_preset']} preset)" if r["detector_preset"] != "given"
+               else f"squeezers: {sq} (given)")
+    out.append(f"target FPR {r['target_fpr']:g}; attack budget eps {r['eps_text']} ({r['eps']:.4g} in the input range)")
     out.append("")
     rows = []
     for a in r["artifacts"]:
@@ -129,10 +128,14 @@ def render_text(r: dict) -> str:
                      _f(a.get("accuracy_drop_points_vs_fp32"), "{:+.2f}") if a["precision"] == "int8" else "",
                      _pct(a["vs_source"]["top1_agreement"]), _f(a["vs_source"]["max_abs_diff"], "{:.2e}"),
                      _f(a["vs_source"]["mean_abs_diff"], "{:.2e}"), f"{a['detector']['threshold']:.4g}",
-                     _pct(a["detector"]["calibration_fpr"]), _f(lat.get("guarded_median_ms"), "{:.3f}"),
+                     _pct(a["detector"]["calibration_fpr"]),
+                     f"{_pct(a['detector']['heldout_fpr'])} ({a['detector']['n_heldout']})",
+                     _pct((a["detector"].get("crafted") or {}).get("detection_rate")), r["eps_text"],
+                     _f(lat.get("guarded_median_ms"), "{:.3f}"),
                      _f(lat.get("plain_median_ms"), "{:.3f}")])
     out += table(["artifact", "bytes", "x fp32", "clean acc", "drop pts", "agree", "max dP", "mean dP",
-                   "threshold", "calib FPR", "guarded ms", "plain ms"], rows)
+                   "threshold", "calib FPR", "held-out FPR (n)", "crafted det", "eps", "guarded ms", "plain ms"],
+                  rows)
     out.append("")
     out.append("parity checks:")
     for a in r["artifacts"]:
@@ -149,6 +152,12 @@ def render_text(r: dict) -> str:
             acc = "n/a (no labels)" if v["accuracy_met"] is None else \
                 f"{v['accuracy_drop_points']:+.2f} pts {'MET' if v['accuracy_met'] else 'NOT MET'}"
             out.append(f"  {aid}: size {v['size_ratio']:.3f}x {'MET' if v['size_met'] else 'NOT MET'}; accuracy {acc}")
+    if r["gates"]:
+        out.append("")
+        out.append("checks before signing" + (" (FORCED: signed although a check failed)" if r["forced"] else "") + ":")
+        for g in r["gates"]:
+            mark = "ok    " if g["passed"] else ("n/a   " if g["passed"] is None else "FORCED")
+            out.append(f"  [{mark}] {g['gate']}: {g['detail']}")
     for s in r["skipped"]:
         out.append(f"skipped {s['artifact']}: {s['reason']}")
     for n in r["notes"]:

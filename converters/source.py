@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,6 +72,9 @@ def load_factory(factory: str, kwargs: dict | None = None):
     if not isinstance(factory, str) or factory.count(":") != 1 or not all(factory.split(":")):
         raise SourceModelError(f"model factory must look like 'package.module:function', got {factory!r}")
     mod_name, fn_name = factory.split(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        # as `python -m` and `python script.py` do: a factory in the current directory imports without PYTHONPATH
+        sys.path.insert(0, os.getcwd())
     try:
         mod = importlib.import_module(mod_name)
     except Exception as e:  # ImportError, or an error raised while importing the user's module
@@ -90,7 +94,22 @@ def load_factory(factory: str, kwargs: dict | None = None):
         raise SourceModelError(f"model factory {factory!r} failed: {type(e).__name__}: {e}") from e
     if not isinstance(module, torch.nn.Module):
         raise SourceModelError(f"model factory {factory!r} returned a {type(module).__name__}, not a torch.nn.Module")
+    check_not_torchscript(module, f"model factory {factory!r}")
     return module
+
+
+def check_not_torchscript(module, what: str) -> None:
+    """Refuse a TorchScript module up front: hardening needs autograd through Python modules,
+    and the ONNX (dynamo) and TFLite (litert-torch) exporters trace Python ``nn.Module``s,
+    so a scripted module would fail only after minutes of work."""
+    import torch
+
+    if isinstance(module, (torch.jit.ScriptModule, torch.jit.RecursiveScriptModule)):
+        raise UnsupportedModelError(
+            f"{what} is a TorchScript module ({type(module).__name__}); the converter needs the Python nn.Module "
+            "(its exporters trace Python code, and hardening fine-tunes it): pass the factory that builds the "
+            "original module plus its state_dict (--torch pkg.module:factory --weights model.pt), or export it to "
+            "ONNX yourself and convert with --onnx")
 
 
 def _load_weights(module, weights) -> str | None:
@@ -149,6 +168,7 @@ def load_torch_source(factory_or_module, weights=None, *, factory_kwargs: dict |
 
     if isinstance(factory_or_module, torch.nn.Module):
         module, desc = factory_or_module, type(factory_or_module).__name__
+        check_not_torchscript(module, "the source model")
     else:
         module = load_factory(factory_or_module, factory_kwargs)
         desc = factory_or_module + (f"({json.dumps(factory_kwargs, sort_keys=True)})" if factory_kwargs else "()")
@@ -179,6 +199,12 @@ def onnx_input_info(model) -> tuple[str, tuple, int]:
     return inp.name, dims, tt.elem_type
 
 
+def _has_external_data(model) -> bool:
+    import onnx
+
+    return any(t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data) for t in model.graph.initializer)
+
+
 def load_onnx_source(path_or_bytes, spec: InputSpec | None = None) -> OnnxSource:
     """Read and check an ONNX classifier: valid (``onnx.checker``), self-contained, one
     float32 rank-4 input, standard operators only, and loadable by ONNX Runtime.
@@ -199,11 +225,21 @@ def load_onnx_source(path_or_bytes, spec: InputSpec | None = None) -> OnnxSource
         model = onnx.load_from_string(data)
     except Exception as e:
         raise SourceModelError(f"{desc} is not a valid ONNX model: {type(e).__name__}: {e}") from None
-    for t in model.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data):
-            raise UnsupportedModelError(
-                f"{desc}: initializer {t.name!r} is stored as external data; bundles carry self-contained models "
-                "(re-save with onnx.save(model, path, save_as_external_data=False))")
+    if not isinstance(path_or_bytes, (bytes, bytearray)) and _has_external_data(model):
+        # torch.onnx.export's default for large models: weights beside the file; a bundle carries one
+        # self-contained model, so the converter inlines them (then checks the result as any other model)
+        try:
+            model = onnx.load(path, load_external_data=True)
+            data = model.SerializeToString()
+        except Exception as e:
+            raise SourceModelError(f"{desc}: cannot read its external data next to the file: {type(e).__name__}: "
+                                   f"{e}") from None
+        model = onnx.load_from_string(data)
+        desc += " (external data inlined)"
+    if _has_external_data(model):  # bytes: there is no folder to find the data in
+        raise UnsupportedModelError(
+            f"{desc}: initializers are stored as external data; pass the .onnx file's path (its data files beside "
+            "it) so the converter inlines them, or re-save with onnx.save(model, path, save_as_external_data=False)")
     bad = sorted({f"{n.domain or 'ai.onnx'}::{n.op_type}" for n in model.graph.node
                   if n.domain not in _STANDARD_DOMAINS or not onnx.defs.has(n.op_type, n.domain)})
     if bad:

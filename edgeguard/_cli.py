@@ -32,7 +32,7 @@ import textwrap
 
 from . import __version__
 from .bench import bench_model, format_bench, format_table
-from .images import read_image
+from .images import expand_inputs, read_image
 from .errors import AdversarialInputError, EdgeGuardError, InvalidArgumentError, UnsupportedError
 
 PROG = "edgeguard"
@@ -284,7 +284,8 @@ def cmd_verify(args) -> int:
 
 @command(BUNDLE, arg("inputs", nargs="+", metavar="INPUT",
                      help=".npy arrays (one image (H, W[, C]) or a batch (N, H, W[, C]), uint8 or float as the "
-                          "manifest declares), PGM/PPM images, or PNG/JPEG/... with Pillow"),
+                          "manifest declares), PGM/PPM images, PNG/JPEG/... with Pillow, or folders of them "
+                          "(recursively, hidden entries skipped)"),
          ARTIFACT, BACKEND,
          arg("--policy", choices=("report", "raise", "squeeze"), default="report",
              help="what to do with flagged inputs (default: report); with 'raise', exit status 1 if any is flagged"),
@@ -294,13 +295,17 @@ def cmd_run(args) -> int:
     """Classify and screen inputs with a bundle.
 
     Prints one row per input image: file, index in the file, label, confidence,
-    detection score and whether it is flagged as adversarial; --json prints
-    one JSON object per line instead. Image files are converted to the model's
-    channel count; .npy arrays are used as stored.
+    detection score and whether it is flagged as adversarial, then a summary
+    (inputs, flagged, labels); --json prints one JSON object per line instead,
+    the summary last ({"summary": ...}). Image files are converted to the
+    model's channel count; .npy arrays are used as stored. A folder stands for
+    the image files under it.
     """
+    inputs = expand_inputs(args.inputs)
     model = _load(args, policy=args.policy)
     rows, flagged_error = [], None
-    for path in args.inputs:
+    total, flagged, labels = 0, 0, {}
+    for path in inputs:
         x = read_image(path, model.channels)
         try:
             result = model.predict(x, resize=args.resize)
@@ -309,6 +314,9 @@ def cmd_run(args) -> int:
         for index, p in enumerate([result] if not hasattr(result, "__len__") else result):
             d = p.to_dict()
             d.pop("probabilities")
+            total += 1
+            flagged += bool(d["is_adversarial"])
+            labels[d["label"]] = labels.get(d["label"], 0) + 1
             if args.json:
                 _out(json.dumps({"file": path, "item": index, **d}))
             else:
@@ -316,9 +324,14 @@ def cmd_run(args) -> int:
                 adv = ("yes" if d["is_adversarial"] else "no") + (" (squeezed)" if d["answered_by"] == "squeezed"
                                                                    else "")
                 rows.append([path, str(index), d["label"], f"{d['confidence']:.4f}", score, adv])
-    if not args.json:
+    summary = {"inputs": total, "files": len(inputs), "flagged": flagged, "labels": dict(sorted(labels.items()))}
+    if args.json:
+        _out(json.dumps({"summary": summary}))
+    else:
         for line in format_table(["file", "index", "label", "confidence", "score", "adversarial"], rows, "lrlrrl"):
             _out(line)
+        _out(f"{total} input(s) from {len(inputs)} file(s): {flagged} flagged as adversarial; labels: "
+             + ", ".join(f"{k} {v}" for k, v in summary["labels"].items()))
     if flagged_error is not None:
         raise flagged_error
     return 0

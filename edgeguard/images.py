@@ -117,3 +117,27 @@ def read_image(path: str, channels: int) -> np.ndarray:
             return np.asarray(im.convert(mode))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise InvalidInputError(f"{path}: cannot decode the image ({e})") from None
+
+
+#: File name endings `edgeguard run` takes from a folder.
+IMAGE_SUFFIXES = (".npy", ".pgm", ".ppm", ".pnm", ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def expand_inputs(paths) -> list:
+    """Input paths with every folder replaced by the image files under it (sorted, recursively; hidden
+    files and folders such as ``.ipynb_checkpoints`` skipped). InvalidArgumentError for a folder
+    without images; other paths are kept as given (reading them reports what is wrong)."""
+    out = []
+    for path in paths:
+        if not os.path.isdir(path):
+            out.append(path)
+            continue
+        found = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [os.path.join(root, f) for f in sorted(files)
+                      if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+        if not found:
+            raise InvalidArgumentError(f"folder {path!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        out += found
+    return out

@@ -64,6 +64,37 @@ def inverted(x):
     return (255 - x).astype(np.uint8)
 
 
+def class_runs(labels, seed=1, lo=10, hi=50):
+    """An ordering of the stream like a camera's: runs of one class (random class, random length in
+    [lo, hi]), different digits of that class within a run."""
+    rng = np.random.default_rng(seed)
+    pools = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in range(10)}
+    out = []
+    while len(out) < len(labels):
+        c = int(rng.integers(10))
+        for _ in range(int(rng.integers(lo, hi + 1))):
+            if not pools[c]:
+                pools[c] = list(rng.permutation(np.flatnonzero(labels == c)))
+            out.append(pools[c].pop())
+    return np.asarray(out[:len(labels)])
+
+
+def repeated_frames(n, seed=4, lo=10, hi=50):
+    """An ordering where each image is repeated lo..hi times in a row (a still camera's frames)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        out += [int(rng.integers(n))] * int(rng.integers(lo, hi + 1))
+    return np.asarray(out[:n])
+
+
+def stream_order(kind, labels):
+    return {"shuffled": lambda: np.arange(len(labels)), "runs": lambda: class_runs(labels),
+            "short-runs": lambda: class_runs(labels, seed=3, lo=10, hi=20),
+            "sorted": lambda: np.argsort(labels, kind="stable"),
+            "frames": lambda: repeated_frames(len(labels))}[kind]()
+
+
 # ----------------------------------------------------------------------------- the bundle
 
 @functools.lru_cache(maxsize=None)
@@ -132,7 +163,7 @@ class Broker:
     """A private Mosquitto on 127.0.0.1:`port` (persistence in `workdir`, so sessions of persistent
     clients survive a restart, as on a production broker). start() / stop() / restart."""
 
-    def __init__(self, workdir, port=None, *, extra: str = "", tls=None, passwords=None):
+    def __init__(self, workdir, port=None, *, extra: str = "", tls=None, passwords=None, conf: str | None = None):
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
@@ -155,7 +186,7 @@ class Broker:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         with open(self.conf, "w") as f:
-            f.write("\n".join(lines + [extra]) + "\n")
+            f.write(conf if conf is not None else "\n".join(lines + [extra]) + "\n")
 
     def start(self, timeout=5.0):
         self.proc = subprocess.Popen([MOSQUITTO, "-c", self.conf], stdout=subprocess.DEVNULL,
@@ -186,6 +217,33 @@ class Broker:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+FLEET_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "fleet", "mosquitto-fleet.conf")
+
+
+def fleet_broker(workdir, tls: dict, passwords: dict) -> Broker:
+    """A Broker running docs/fleet/mosquitto-fleet.conf as shipped, with only its paths and port
+    substituted (and `user` / logging added, as for every test broker)."""
+    d = str(workdir)
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    pwfile = os.path.join(d, "passwd")
+    open(pwfile, "w").close()
+    for user, pw in passwords.items():
+        subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", pwfile, user, pw],
+                       check=True, capture_output=True)
+    acl = os.path.join(d, "edgeguard-fleet.acl")
+    shutil.copy(os.path.join(os.path.dirname(FLEET_CONF), "edgeguard-fleet.acl"), acl)
+    text = open(FLEET_CONF).read()
+    for old, new in (("listener 8883", f"listener {port} 127.0.0.1"), ("/etc/mosquitto/certs/ca.pem", tls["ca"]),
+                     ("/etc/mosquitto/certs/server.pem", tls["cert"]), ("/etc/mosquitto/certs/server.key", tls["key"]),
+                     ("/etc/mosquitto/passwd", pwfile), ("/etc/mosquitto/edgeguard-fleet.acl", acl),
+                     ("/var/lib/mosquitto/", d + "/")):
+        assert old in text, old
+        text = text.replace(old, new)
+    text += f"\nuser {getpass.getuser()}\nlog_dest file {d}/mosquitto.log\nlog_type error\nlog_type warning\n"
+    return Broker(d, port, conf=text)
 
 
 def make_tls_files(d):

@@ -198,6 +198,9 @@ def test_run_table_and_json(env, tmp_path, capsys):
 
     assert main(["run", env["unsigned"], *files, "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    summary = lines.pop()["summary"]
+    assert summary["inputs"] == 6 and summary["files"] == 4 and sum(summary["labels"].values()) == 6
+    assert summary["flagged"] == sum(d["is_adversarial"] for d in lines)
     assert [(d["file"], d["item"]) for d in lines] == [(files[0], 0), (files[0], 1), (files[0], 2),
                                                        (files[1], 0), (files[2], 0), (files[3], 0)]
     import edgeguard
@@ -211,7 +214,24 @@ def test_run_table_and_json(env, tmp_path, capsys):
     assert main(["run", env["unsigned"], *files]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["file", "index", "label", "confidence", "score", "adversarial"]
-    assert len(out) == 7 and out[1].split()[0] == files[0]
+    assert len(out) == 8 and out[1].split()[0] == files[0]
+    assert out[-1].startswith("6 input(s) from 4 file(s): ")
+
+    # a folder stands for the image files under it (sorted, recursively, hidden entries skipped)
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / ".ipynb_checkpoints").mkdir()
+    (folder / "b.pgm").write_bytes(pgm(x[1]))
+    (folder / "sub" / "a.npy").write_bytes((tmp_path / "one.npy").read_bytes())
+    (folder / ".ipynb_checkpoints" / "c.pgm").write_bytes(pgm(x[2]))
+    (folder / "notes.txt").write_text("not an image")
+    assert main(["run", env["unsigned"], str(folder), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d.get("file") for d in lines[:-1]] == [str(folder / "b.pgm"), str(folder / "sub" / "a.npy")]
+    assert lines[-1]["summary"]["inputs"] == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["run", env["unsigned"], str(tmp_path / "empty")]) == 1
+    assert "holds no image files" in capsys.readouterr().err
 
 
 def test_run_policies_resize_and_errors(env, tmp_path, capsys):
@@ -221,11 +241,11 @@ def test_run_policies_resize_and_errors(env, tmp_path, capsys):
     # raise: results are printed, then exit 1 with one error line
     assert main(["run", env["flag_all"], path, "--policy", "raise", "--json"]) == 1
     captured = capsys.readouterr()
-    assert len(captured.out.splitlines()) == 2 and all(json.loads(ln)["is_adversarial"]
-                                                        for ln in captured.out.splitlines())
+    printed = [json.loads(ln) for ln in captured.out.splitlines()]
+    assert len(printed) == 3 and all(d["is_adversarial"] for d in printed[:2]) and printed[2]["summary"]["flagged"] == 2
     assert captured.err.startswith("edgeguard: error: AdversarialInputError: 2 of 2")
     assert main(["run", env["flag_all"], path, "--policy", "squeeze", "--json"]) == 0
-    assert all(json.loads(ln)["answered_by"] == "squeezed" for ln in capsys.readouterr().out.splitlines())
+    assert all(json.loads(ln)["answered_by"] == "squeezed" for ln in capsys.readouterr().out.splitlines()[:-1])
     # resize only when asked
     big = np.kron(x[0], np.ones((2, 2), np.uint8))
     (tmp_path / "big.pgm").write_bytes(pgm(big))
@@ -248,7 +268,7 @@ def test_run_png_with_and_without_pillow(env, tmp_path):
     r = run_module("run", env["unsigned"], str(tmp_path / "x.png"), "--json", cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     import edgeguard
-    assert json.loads(r.stdout)["label"] == edgeguard.load(env["unsigned"]).predict(x).label
+    assert json.loads(r.stdout.splitlines()[0])["label"] == edgeguard.load(env["unsigned"]).predict(x).label
     code = ("import sys; sys.modules['PIL'] = None; from edgeguard._cli import main; "
             f"sys.exit(main(['run', {env['unsigned']!r}, {str(tmp_path / 'x.png')!r}]))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

@@ -81,6 +81,23 @@ def test_records_round_trip_with_identity_and_pragmas(tmp_path):
         IncidentLog(p, synchronous="SOMETIMES")
 
 
+def test_several_incidents_in_one_transaction(tmp_path):
+    p = str(tmp_path / "inc.db")
+    with IncidentLog(p, max_rows=60) as log:
+        assert log.record_incidents([incident(i) for i in range(50)]) == 50
+        assert log.record_incidents([incident(i) for i in range(45, 55)]) == 5  # uids already there: ignored
+        assert log.record_incidents([incident(i) for i in range(55, 75)]) == 20
+        uids = [r["uid"] for r in log.incidents()]
+        assert 50 <= len(uids) <= 60 == log.max_rows  # retention applies as for single records: oldest first
+        assert uids == [f"u{i:08d}" for i in range(75 - len(uids), 75)]
+        bad = [incident(100), incident(101, squeezer_scores=object())]  # not JSON: that record is dropped
+        assert log.record_incidents(bad) == 1 and log.dropped == 1
+    assert integrity(p) == "ok"
+    closed = IncidentLog(str(tmp_path / "c.db"))
+    closed.close()
+    assert closed.record_incidents([incident(1), incident(2)]) == 0 and closed.dropped == 2
+
+
 def test_concurrent_writers(tmp_path):
     log = IncidentLog(tmp_path / "inc.db")
 

@@ -231,6 +231,193 @@ def test_collector_skips_malformed_messages_and_deduplicates(broker, tmp_path):
     c.stop()
 
 
+def poison_messages(good: dict, t_inc: str, t_alarm: str) -> list:
+    """Messages that pass the broker and fail in the collector for reasons in the message itself:
+    nesting depth (RecursionError in the JSON parser), numeric range (integers beyond a float),
+    text encoding (lone surrogates in a stored column)."""
+    def variant(topic_=t_inc, bundle=None, data=None, kind=None, **kw):
+        m = json.loads(json.dumps(good))
+        m.update(kw)
+        if kind is not None:
+            m["kind"] = kind
+        if bundle:
+            m["bundle"] = {**m["bundle"], **bundle}
+        if data is not None:
+            m["data"] = data
+        return topic_, json.dumps(m).encode()  # ensure_ascii: a lone surrogate travels as "\\ud800"
+
+    def nested_data(depth, open_="[", close="]"):
+        head, tail = json.dumps({**good, "data": {}}).rsplit('"data": {}', 1)
+        return t_inc, (head + '"data": {"x": ' + open_ * depth + close * depth + "}" + tail).encode()
+
+    deep = 100_000
+    out = [(t_inc, b"[" * deep), (t_inc, b"[" * deep + b"]" * deep), (t_inc, b'{"a":' * deep),
+           (t_inc, b'{"a":' * 5000 + b"1" + b"}" * 5000), nested_data(deep), nested_data(5000),
+           nested_data(2000, '{"k":[', "]}"),
+           variant(time=10 ** 400), variant(time=-(10 ** 400)), variant(time=10 ** 4000),
+           (t_inc, json.dumps(good).replace(f'"time": {json.dumps(good["time"])}', '"time": 1e400').encode()),
+           variant(time="12"), variant(time=True)]
+    for field in ("device_id", "fleet"):
+        for s in ("\ud800", "cam-\udfff", "\udc80x"):
+            out.append(variant(**{field: s}))
+    for key in ("name", "version", "artifact"):
+        out.append(variant(bundle={key: "b\ud83d"}))
+    out.append(variant(data={"label": "\ud800", "score": 0.5}))
+    out.append(variant(t_alarm, kind="alarm", data={"kind": "drift\udbff", "state": "raised"}))
+    out.append(variant(t_alarm, kind="alarm", data={"kind": "drift", "state": "\ud800"}))
+    return out
+
+
+def test_poison_messages_never_stall_the_collector(broker, tmp_path):
+    """The issue's failure: 25 messages that validate and then fail held all 20 in-flight slots of the
+    broker, and no valid message was stored after them. Each poison kind is now rejected, recorded and
+    acknowledged; the valid messages after them (and after a collector restart) are all stored."""
+    c = collector(broker, tmp_path)
+    raw = mqtt_client("poison-sender")
+    raw.connect("127.0.0.1", broker.port)
+    raw.loop_start()
+    good = message("incident", {"label": "3", "score": 0.9}, IDENT, fleet="f", device_id="d")
+    poison = poison_messages(good, topic("f", "d", IDENT, "incident"), topic("f", "d", IDENT, "alarm"))
+    assert len(poison) >= 25
+    for t, payload in poison:
+        raw.publish(t, payload, qos=1).wait_for_publish(5)
+    valid = [message("incident", {"label": "1", "score": 10 ** 400 if i == 0 else 0.5}, IDENT, fleet="f",
+                     device_id="d") for i in range(50)]
+    for m in valid:  # valid messages: a huge score is kept in the payload, its column is NULL
+        raw.publish(topic("f", "d", IDENT, "incident"), json.dumps(m).encode(), qos=1).wait_for_publish(5)
+    assert until(lambda: c.stats["received"] == len(poison) + 50, 30), c.stats
+    assert c.stats["malformed"] == len(poison) and c.stats["stored"] == 50 and c.stats["store_errors"] == 0
+    assert stored_ids(c) == {m["id"] for m in valid}
+    with sqlite3.connect(str(tmp_path / "fleet.db")) as db:
+        reasons = [r[0] for r in db.execute("SELECT reason FROM rejected ORDER BY seq")]
+    assert len(reasons) == len(poison)
+    assert sum("nested too deeply" in r for r in reasons) >= 5
+    assert sum("range of a float" in r for r in reasons) >= 3 and sum("lone surrogate" in r for r in reasons) >= 10
+    c.stop()
+    # nothing is left unacknowledged at the broker: a restarted collector receives only what comes next
+    c2 = collector(broker, tmp_path)
+    after = message("incident", {"label": "2"}, IDENT, fleet="f", device_id="d")
+    raw.publish(topic("f", "d", IDENT, "incident"), json.dumps(after).encode(), qos=1).wait_for_publish(5)
+    assert until(lambda: c2.stats["stored"] == 1)
+    time.sleep(0.3)
+    assert c2.stats["received"] == 1 and after["id"] in stored_ids(c2)
+    raw.loop_stop()
+    raw.disconnect()
+    c2.stop()
+
+
+def test_a_busy_database_withholds_the_acknowledgement_until_the_row_is_stored(broker, tmp_path):
+    """A transient storage error (another process holds the database's write lock) is retried; the
+    message is acknowledged only once stored. Past ``store_retry`` it stays with the broker, which
+    redelivers it to the next session."""
+    c = collector(broker, tmp_path, db_timeout=0.05, store_retry=30)
+    pub = publisher(broker.port, tmp_path)
+    lock = sqlite3.connect(str(tmp_path / "fleet.db"), isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    ids = [pub.publish("incident", {"i": i}, IDENT) for i in range(5)]
+    assert until(lambda: c.stats["store_retries"] >= 3, 10)
+    assert c.stats["stored"] == 0
+    lock.execute("ROLLBACK")
+    assert until(lambda: stored_ids(c) == set(ids), 15), c.stats
+    assert c.stats["store_errors"] == 0
+    c.stop()
+    # past store_retry: not acknowledged, delivered again to the next session of the collector
+    c = collector(broker, tmp_path, db_timeout=0.05, store_retry=0.3)
+    lock.execute("BEGIN EXCLUSIVE")
+    late = pub.publish("incident", {"i": 99}, IDENT)
+    assert until(lambda: c.stats["store_errors"] >= 1, 10)
+    c.stop()
+    lock.execute("ROLLBACK")
+    lock.close()
+    c = collector(broker, tmp_path)
+    assert until(lambda: late in stored_ids(c), 15), c.stats
+    pub.close()
+    c.stop()
+
+
+# ----------------------------------------------------------------------------- end-to-end confirmation
+
+@pytest.mark.parametrize("config", ["shipped", "mosquitto-defaults"])
+def test_a_backlog_of_3000_arrives_exactly_once_across_broker_and_collector_outages(tmp_path, config):
+    """The collector is away while a device produces 3,000 messages, and the broker restarts in the
+    middle. With docs/fleet/mosquitto-fleet.conf (TLS, passwords, ACL, a 100,000-message cap) the broker
+    keeps them all; with Mosquitto's defaults it keeps 1,000 for the absent collector and drops the
+    rest after acknowledging them to the device. Either way every message reaches the collector's
+    database exactly once: the device deletes a message only when the collector confirms it, and sends
+    again what the collector evidently never got."""
+    n = 3000
+    if config == "shipped":
+        files = H.make_tls_files(str(tmp_path))
+        b = H.fleet_broker(tmp_path / "broker", files, {"dev-1": "d3v", "edgeguard-collector": "c0ll"})
+        tls = TLS(ca_certs=files["ca"])
+        col_kw = {"tls": tls, "username": "edgeguard-collector", "password": "c0ll"}
+        pub_kw = {"tls": tls, "username": "dev-1", "password": "d3v"}
+    else:
+        b = H.Broker(tmp_path / "broker")
+        col_kw, pub_kw = {}, {}
+    b.start()
+    try:
+        collector(b, tmp_path, **col_kw).stop()  # the collector's session exists; then it is away
+        pub = publisher(b.port, tmp_path, confirm_grace=1.0, **pub_kw)
+        sent = [pub.publish("incident", {"i": i}, IDENT) for i in range(n // 2)]
+        assert until(lambda: pub.stats()["acked"] >= n // 2, 60), pub.stats()
+        b.stop()  # a broker outage with the collector still away: the device queues
+        sent += [pub.publish("incident", {"i": i}, IDENT) for i in range(n // 2, n)]
+        b.start()
+        assert until(lambda: pub.stats()["acked"] >= n, 60), pub.stats()
+        assert pub.pending() == n  # at the broker (or dropped by it), none confirmed: all kept on the device
+        c = collector(b, tmp_path, **col_kw)
+        assert pub.wait_until_sent(120), (pub.stats(), c.stats)
+        assert stored_ids(c) == set(sent) and c.stats["stored"] == n  # each id stored once
+        assert c.stats["received"] == n + c.stats["duplicates"] and c.stats["malformed"] == 0
+        st = pub.stats()
+        assert st["confirmed"] == n and st["dropped"] == 0 and st["pending"] == 0
+        if config == "mosquitto-defaults":  # the broker dropped what exceeded its queue; the device re-sent it
+            assert st["resent_unconfirmed"] >= n - 1000 - 100, st
+            with open(os.path.join(b.dir, "mosquitto.log")) as f:
+                assert "Outgoing messages are being dropped" in f.read()
+        pub.close()
+        c.stop()
+    finally:
+        b.stop()
+
+
+def test_without_confirmation_the_broker_queue_cap_loses_messages(tmp_path):
+    """What the confirmation protects against (the issue's measurement, reproduced): a device that deletes
+    on the broker's PUBACK loses what exceeds Mosquitto's default queue for the absent collector."""
+    b = H.Broker(tmp_path / "broker").start()
+    try:
+        collector(b, tmp_path, confirm=False).stop()
+        pub = publisher(b.port, tmp_path, confirm=False)
+        sent = [pub.publish("incident", {"i": i}, IDENT) for i in range(2000)]
+        assert pub.wait_until_sent(60)  # the broker acknowledged everything
+        c = collector(b, tmp_path, confirm=False)
+        assert until(lambda: c.stats["stored"] >= 1000, 60)
+        time.sleep(1.0)
+        assert 1000 <= c.stats["stored"] < 2000 and stored_ids(c) < set(sent)
+        pub.close()
+        c.stop()
+    finally:
+        b.stop()
+
+
+def test_confirmations_reach_a_device_that_was_away_and_rejected_ids_are_not_resent(broker, tmp_path):
+    """A device offline when the collector confirms gets the confirmations later (persistent session);
+    a message the collector rejects is confirmed as rejected, so the device stops sending it."""
+    c = collector(broker, tmp_path)
+    pub = publisher(broker.port, tmp_path, confirm_grace=0.5)
+    ids = [pub.publish("summary", {"i": i}, IDENT) for i in range(20)]
+    bad = pub.publish("incident", {"label": "\ud800"}, IDENT)  # json.dumps escapes it; the collector rejects
+    assert pub.wait_until_sent(20), (pub.stats(), c.stats)
+    assert stored_ids(c) == set(ids) and c.stats["malformed"] == 1
+    st = pub.stats()
+    assert st["rejected_by_collector"] == 1 and st["confirmed"] == 21 and bad
+    time.sleep(1.5)
+    assert c.stats["received"] == 21 + c.stats["duplicates"] and c.stats["malformed"] == 1
+    pub.close()
+    c.stop()
+
+
 # ----------------------------------------------------------------------------- authentication and TLS
 
 def test_username_password(tmp_path):

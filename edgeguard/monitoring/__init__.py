@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "Monitor": "monitor", "DriftReference": "monitor", "FEATURES": "monitor",
+    "Monitor": "monitor", "MonitorOptions": "monitor", "DriftReference": "monitor", "FEATURES": "monitor",
     "IncidentLog": "incidents",
     "Publisher": "telemetry", "TLS": "telemetry",
     "Collector": "fleet",

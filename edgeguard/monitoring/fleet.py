@@ -17,8 +17,14 @@ skipped: the collector never crashes on input. A valid message is stored once pe
 redeliveries and device re-sends after a restart are de-duplicated here.
 
 Acknowledgement is manual: the PUBACK goes to the broker only after the row is
-committed (or the message is rejected), so a database failure leaves the message
-with the broker for redelivery. With ``clean_session=False`` and a fixed
+committed or the message is rejected. Everything that cannot be stored because of
+the message itself (nesting beyond the JSON parser's depth, an integer beyond a
+float's range, text with lone surrogates, any other failure while reading it) is
+rejected and acknowledged: an unacknowledged message holds one of the broker's
+in-flight slots (20 by default in Mosquitto) until the next reconnect, so a few
+such messages would stall delivery for good. Only a database failure (busy past
+``store_retry`` seconds, disk full, I/O error) withholds the acknowledgement,
+leaving the message with the broker for redelivery. With ``clean_session=False`` and a fixed
 ``client_id`` (the defaults) the broker keeps the collector's subscription and
 queues QoS 1 messages while it is away -- including across a broker restart when
 the broker persists sessions (Mosquitto ``persistence true``).
@@ -36,7 +42,7 @@ import threading
 import time
 
 from ..errors import TelemetryError
-from .telemetry import KINDS, SCHEMA, TOPIC_ROOT, mqtt_client, parse_broker
+from .telemetry import KINDS, SCHEMA, TOPIC_ROOT, ack_message, ack_topic, mqtt_client, parse_broker
 
 __all__ = ["Collector", "collect", "validate", "FLEET_SCHEMA_VERSION"]
 
@@ -45,6 +51,7 @@ log = logging.getLogger("edgeguard.monitoring.fleet")
 FLEET_SCHEMA_VERSION = 1
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_CONFIRM_BATCH = 500  # ids per confirmation message (about 17 KB)
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, fleet TEXT, device_id TEXT,
@@ -68,25 +75,30 @@ class Malformed(ValueError):
 
 
 def validate(topic: str, payload: bytes, max_payload: int = 256 * 1024) -> dict:
-    """Check one telemetry message; returns the parsed payload or raises :class:`Malformed`."""
+    """Check one telemetry message; returns the parsed payload or raises :class:`Malformed`.
+
+    Everything the collector later stores from the message is checked here: nesting depth (the JSON
+    parser's recursion limit), numeric range (an integer ``time`` must fit a float) and text encoding
+    (a lone surrogate such as ``"\\ud800"`` in ``device_id`` cannot be stored as UTF-8)."""
     if len(payload) > max_payload:
         raise Malformed(f"payload of {len(payload)} bytes exceeds {max_payload}")
     try:
         msg = json.loads(payload.decode("utf-8"))
+    except RecursionError:
+        raise Malformed("JSON nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as e:
         raise Malformed(f"not UTF-8 JSON: {str(e)[:80]}") from None
     if not isinstance(msg, dict):
         raise Malformed("not a JSON object")
     if msg.get("schema") != SCHEMA:
-        raise Malformed(f"schema {str(msg.get('schema'))[:40]!r} is not {SCHEMA!r}")
+        raise Malformed(f"schema {_clip(msg.get('schema'), 40)!r} is not {SCHEMA!r}")
     mid, kind = msg.get("id"), msg.get("kind")
     if not isinstance(mid, str) or not _HEX32.fullmatch(mid):
         raise Malformed("id is not 32 lowercase hex digits")
     if kind not in KINDS:
-        raise Malformed(f"unknown kind {str(kind)[:20]!r}")
-    t = msg.get("time")
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-        raise Malformed("time is not a finite number")
+        raise Malformed(f"unknown kind {_clip(kind, 20)!r}")
+    if _finite(msg.get("time")) is None:
+        raise Malformed("time is not a finite number in the range of a float")
     for key in ("fleet", "device_id"):
         if not isinstance(msg.get(key), str) or not msg[key]:
             raise Malformed(f"{key} is not a non-empty string")
@@ -101,6 +113,61 @@ def validate(topic: str, payload: bytes, max_payload: int = 256 * 1024) -> dict:
     return msg
 
 
+def _id_of(payload: bytes) -> str | None:
+    """The message id of a rejected payload, when it can be read at all."""
+    try:
+        mid = json.loads(payload.decode("utf-8")).get("id")
+    except Exception:  # noqa: BLE001 - anything: the payload is already known to be bad
+        return None
+    return mid if isinstance(mid, str) and _HEX32.fullmatch(mid) else None
+
+
+def _finite(v) -> float | None:
+    """`v` as a finite float, or None (bools, non-numbers, NaN/Inf, integers beyond a float's range)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _text(v, name: str, limit: int = 200) -> str | None:
+    """A column's text: None, or at most `limit` characters that encode as UTF-8 (else Malformed)."""
+    if v is None:
+        return None
+    try:
+        s = (v if isinstance(v, str) else _clip(v, limit))[:limit]
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Malformed(f"{name} is not encodable as UTF-8 (lone surrogate)") from None
+    return s
+
+
+def _clip(v, limit: int) -> str:
+    """str(v) cut to `limit` characters, for messages about bad values (never raises)."""
+    try:
+        s = v if isinstance(v, str) else str(v)
+    except Exception:  # noqa: BLE001 - str() of a hostile value: deep nesting, huge integers
+        s = f"<{type(v).__name__}>"
+    return s[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def row_of(topic: str, msg: dict, payload: bytes, received: float) -> tuple:
+    """The ``messages`` row of a validated message; raises :class:`Malformed` for a value the
+    database cannot hold (text that is not UTF-8, a number beyond a float's range)."""
+    data, b, kind = msg["data"], msg["bundle"], msg["kind"]
+    score = _finite(data.get("score")) if kind == "incident" else None  # the raw value stays in `payload`
+    return (msg["id"], kind, _text(msg["fleet"], "fleet"), _text(msg["device_id"], "device_id"), b["sha256"],
+            _text(b.get("name"), "bundle.name"), _text(b.get("version"), "bundle.version"),
+            _text(b.get("artifact"), "bundle.artifact"), _finite(msg["time"]), received, topic,
+            _text(data.get("label"), "data.label") if kind == "incident" else None, score,
+            _text(data.get("kind"), "data.kind") if kind == "alarm" else None,
+            _text(data.get("state"), "data.state") if kind == "alarm" else None,
+            payload.decode("utf-8"))
+
+
 class Collector:
     """Subscribe to ``topic`` on ``broker`` and store the fleet's messages in the SQLite ``db``.
 
@@ -113,11 +180,20 @@ class Collector:
         username, password, tls: as for :class:`edgeguard.monitoring.telemetry.Publisher`.
         max_payload: larger messages are rejected.
         max_rejected_rows: samples of rejected messages kept.
+        store_retry: seconds a transient database error (busy, disk full) is retried before the message
+            is left unacknowledged with the broker (which redelivers it after a reconnect).
+        db_timeout: SQLite busy timeout of each attempt.
+        confirm: publish confirmations of the stored (and rejected) ids to each device's
+            ``<root>-ack/<fleet>/<device>`` topic, at most ``confirm_interval`` seconds after the commit;
+            devices keep a message until it is confirmed (:class:`~edgeguard.monitoring.telemetry.Publisher`
+            ``confirm=True``).
     """
 
     def __init__(self, broker, db, *, topic: str = f"{TOPIC_ROOT}/#", client_id: str = "edgeguard-collector",
                  clean_session: bool = False, username=None, password=None, tls=None, keepalive: int = 30,
-                 max_payload: int = 256 * 1024, max_rejected_rows: int = 1000, reconnect_delay=(1.0, 30.0)):
+                 max_payload: int = 256 * 1024, max_rejected_rows: int = 1000, reconnect_delay=(1.0, 30.0),
+                 store_retry: float = 10.0, db_timeout: float = 10.0, confirm: bool = True,
+                 confirm_interval: float = 0.1):
         self.host, self.port = parse_broker(broker, 8883 if tls else 1883)
         if not topic or any(c in topic for c in "\0"):
             raise TelemetryError(f"bad topic filter {topic!r}")
@@ -127,7 +203,8 @@ class Collector:
         self.max_rejected_rows = int(max_rejected_rows)
         self.keepalive = int(keepalive)
         try:
-            self._db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            self._db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False,
+                                       timeout=float(db_timeout))
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.executescript(_SCHEMA_SQL)
@@ -135,10 +212,16 @@ class Collector:
         except sqlite3.Error as e:
             raise TelemetryError(f"cannot open the fleet database {self.db_path!r}: {e}") from None
         self._lock = threading.Lock()
+        self.store_retry = float(store_retry)
         self.stats = {"received": 0, "stored": 0, "duplicates": 0, "malformed": 0, "store_errors": 0,
-                      "connects": 0}
+                      "store_retries": 0, "connects": 0, "confirmations": 0}
         self.last_error: str | None = None
         self._subscribed = threading.Event()
+        self.confirm, self.confirm_interval = bool(confirm), float(confirm_interval)
+        self._to_confirm: dict = {}  # ack topic -> ([stored ids], [rejected ids]), under _confirm_lock
+        self._confirm_lock = threading.Lock()
+        self._confirm_wake = threading.Event()
+        self._confirmer = None
         self._client = mqtt_client(client_id, username=username, password=password, tls=tls,
                                    clean_session=clean_session, manual_ack=True, reconnect_delay=reconnect_delay)
         self._client.on_connect = self._on_connect
@@ -155,6 +238,10 @@ class Collector:
             self._started = True
             self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
             self._client.loop_start()
+            if self.confirm:
+                self._confirmer = threading.Thread(target=self._confirm_loop, name="edgeguard-collector-confirm",
+                                                   daemon=True)
+                self._confirmer.start()
         return self
 
     def wait_subscribed(self, timeout: float = 10.0) -> bool:
@@ -175,6 +262,9 @@ class Collector:
         if self._closed:
             return
         self._closed = True
+        if self._confirmer is not None:
+            self._confirm_wake.set()
+            self._confirmer.join(timeout=5.0)  # sends what is pending first
         if self._started:
             try:
                 self._client.disconnect()
@@ -211,10 +301,9 @@ class Collector:
         self._subscribed.clear()
 
     def _on_message(self, client, userdata, msg) -> None:
-        ack = True
         try:
             ack = self._store(msg)
-        except Exception as e:  # noqa: BLE001 - never crash on a message
+        except Exception as e:  # noqa: BLE001 - a bug here must not crash paho's thread; keep the message
             self.stats["store_errors"] += 1
             self.last_error = f"{type(e).__name__}: {e}"
             log.error("collector: cannot handle a message on %r: %s", getattr(msg, "topic", "?"), e)
@@ -223,7 +312,12 @@ class Collector:
             client.ack(msg.mid, msg.qos)
 
     def _store(self, msg) -> bool:
-        """Store or reject one message; returns whether to acknowledge it."""
+        """Store or reject one message; returns whether to acknowledge it.
+
+        A message is rejected (recorded, acknowledged) for anything in the message itself: it will
+        never be storable, so keeping it would hold one of the broker's in-flight slots for good. The
+        acknowledgement is withheld only when the database fails (busy past ``store_retry`` seconds,
+        disk full, I/O error): then the broker keeps the message for redelivery."""
         self.stats["received"] += 1
         now = time.time()
         payload = bytes(msg.payload)
@@ -235,48 +329,87 @@ class Collector:
             if topic is None:
                 raise Malformed("topic is not UTF-8")
             m = validate(topic, payload, self.max_payload)
-        except Malformed as e:
+            row = row_of(topic, m, payload, now)
+        except Exception as e:  # noqa: BLE001 - Malformed, or any failure caused by the payload's content
+            reason = str(e) if isinstance(e, Malformed) else f"unusable content: {type(e).__name__}: {_clip(e, 120)}"
             self.stats["malformed"] += 1
             if self.stats["malformed"] <= 5 or self.stats["malformed"] % 1000 == 0:
-                log.warning("collector: malformed message on %r skipped: %s", topic, e)
-            self._reject(now, topic, str(e), payload)
-            return True
-        data, b = m["data"], m["bundle"]
-        score = data.get("score") if m["kind"] == "incident" else None
-        row = (m["id"], m["kind"], m["fleet"], m["device_id"], b.get("sha256"), _s(b.get("name")),
-               _s(b.get("version")), _s(b.get("artifact")), float(m["time"]), now, topic,
-               _s(data.get("label")) if m["kind"] == "incident" else None,
-               float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
-               m["kind"] == "alarm" and _s(data.get("kind")) or None,
-               m["kind"] == "alarm" and _s(data.get("state")) or None,
-               payload.decode("utf-8"))
-        with self._lock:
-            if self._closed:
-                return False
-            try:
-                cur = self._db.execute("INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-            except sqlite3.Error as e:
+                log.warning("collector: malformed message on %r skipped: %s", topic, reason)
+            mid = _id_of(payload)
+            if mid is not None:
+                self._note(topic, mid, stored=False)  # the device stops re-sending what we never store
+            return self._reject(now, topic, reason, payload)
+        delay, deadline = 0.05, time.monotonic() + self.store_retry
+        while True:
+            with self._lock:
+                if self._closed:
+                    return False
+                try:
+                    cur = self._db.execute("INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                           row)
+                    break
+                except sqlite3.Error as e:
+                    error = e
+            # transient (busy, locked, disk full, I/O): retry for a while, then leave it to the broker
+            self.stats["store_retries"] += 1
+            if time.monotonic() + delay > deadline:
                 self.stats["store_errors"] += 1
-                self.last_error = f"store: {e}"
-                log.error("collector: cannot store message %s: %s", m["id"], e)
-                return False  # not acknowledged: the broker redelivers it
+                self.last_error = f"store: {error}"
+                log.error("collector: cannot store message %s: %s (not acknowledged: the broker keeps it)",
+                          m["id"], error)
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
         if cur.rowcount:
             self.stats["stored"] += 1
         else:
             self.stats["duplicates"] += 1
+        self._note(topic, m["id"], stored=True)
         return True
 
-    def _reject(self, now, topic, reason, payload) -> None:
-        with self._lock:
+    def _note(self, topic, msg_id, *, stored: bool) -> None:
+        """Queue the confirmation of one committed (or rejected) message for its device."""
+        parts = topic.split("/") if self.confirm and topic else ()
+        if len(parts) < 6:
+            return
+        key = ack_topic(parts[0], parts[1], parts[2])
+        with self._confirm_lock:
+            batch = self._to_confirm.setdefault(key, ([], []))
+            batch[0 if stored else 1].append(msg_id)
+            full = len(batch[0]) + len(batch[1]) >= _CONFIRM_BATCH
+        if full:
+            self._confirm_wake.set()
+
+    def _confirm_loop(self) -> None:
+        while True:
+            self._confirm_wake.wait(self.confirm_interval)
+            self._confirm_wake.clear()
+            with self._confirm_lock:
+                todo, self._to_confirm = self._to_confirm, {}
+            for key, (stored, rejected) in todo.items():
+                for i in range(0, max(len(stored), len(rejected)), _CONFIRM_BATCH):
+                    try:
+                        self._client.publish(key, ack_message(stored[i:i + _CONFIRM_BATCH],
+                                                              rejected[i:i + _CONFIRM_BATCH]), qos=1)
+                        self.stats["confirmations"] += 1
+                    except Exception as e:  # noqa: BLE001 - the device re-sends what is not confirmed
+                        self.last_error = f"confirm: {type(e).__name__}: {e}"
             if self._closed:
                 return
+
+    def _reject(self, now, topic, reason, payload) -> bool:
+        """Record a sample of a rejected message (bounded table); returns True: acknowledge it."""
+        with self._lock:
+            if self._closed:
+                return False
             try:
                 self._db.execute("INSERT INTO rejected (received, topic, reason, size, head) VALUES (?,?,?,?,?)",
-                                 (now, topic, reason[:200], len(payload), payload[:256]))
+                                 (now, topic, _clip(reason, 200), len(payload), payload[:256]))
                 self._db.execute("DELETE FROM rejected WHERE seq <= (SELECT max(seq) FROM rejected) - ?",
                                  (self.max_rejected_rows,))
-            except sqlite3.Error as e:
+            except sqlite3.Error as e:  # the sample is lost, the message is still rejected (counted)
                 self.last_error = f"rejected: {e}"
+        return True
 
     # ------------------------------------------------------------------ queries
 
@@ -289,10 +422,6 @@ class Collector:
 
     def __repr__(self) -> str:
         return f"<Collector {self.host}:{self.port} topic={self.topic!r} {self.stats}>"
-
-
-def _s(v):
-    return None if v is None else str(v)[:200]
 
 
 def collect(broker, db, *, duration: float | None = None, **kw) -> dict:

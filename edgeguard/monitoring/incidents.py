@@ -239,6 +239,48 @@ class IncidentLog:
         """Record one flagged input; returns its row id, or None if it was dropped (counted)."""
         return self._write("incidents", rec)
 
+    def record_incidents(self, recs: list) -> int:
+        """Record several flagged inputs in one transaction (the monitor's worker hands over what one of
+        its batches produced: one commit instead of one per incident); returns how many were recorded.
+        Committed before it returns, like :meth:`record_incident`; if the transaction fails, each record
+        is tried on its own (drops counted one by one)."""
+        if len(recs) <= 1:
+            return sum(self._write("incidents", r) is not None for r in recs)
+        cols = _COLUMNS["incidents"]
+        sql = f"INSERT OR IGNORE INTO incidents ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        with self._lock:
+            if self._closed or self._unsaved_dropped:
+                pass  # the one-by-one path handles both (drop counting, the meta row)
+            else:
+                db = self._db
+                try:
+                    rows = [self._row("incidents", r) for r in recs]
+                    db.execute("BEGIN IMMEDIATE")
+                    n = 0
+                    for row in rows:
+                        n += db.execute(sql, row).rowcount
+                    db.execute("COMMIT")
+                except (sqlite3.Error, ValueError, TypeError):
+                    if db.in_transaction:
+                        try:
+                            db.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass
+                else:
+                    self._counts["incidents"] += n
+                    before = self._writes
+                    self._writes += n
+                    if (self._counts["incidents"] > self.max_rows
+                            or self._writes // _BYTES_CHECK_EVERY != before // _BYTES_CHECK_EVERY):
+                        self._retain()
+                    return n
+        return sum(self._write("incidents", r) is not None for r in recs)
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped by this session (write errors, a closed log)."""
+        return self._dropped
+
     def record_alarm(self, rec: dict) -> int | None:
         """Record one alarm transition (``state`` raised / ongoing / cleared)."""
         return self._write("alarms", rec)

@@ -47,16 +47,15 @@ import math
 import collections
 import threading
 import time
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from . import stats as _stats
-from .records import identity, new_id
-from ..errors import (ExtraNotInstalledError, IncidentLogError, InvalidArgumentError,
-                     MonitoringError, TelemetryError)
+from .records import close_at_exit, identity, new_id
+from ..errors import (InvalidArgumentError)
 
-__all__ = ["Monitor", "DriftReference", "drift_tests", "identity", "MonitoringError", "IncidentLogError",
-           "TelemetryError", "ExtraNotInstalledError", "FEATURES"]
+__all__ = ["Monitor", "MonitorOptions", "DriftReference", "drift_tests", "FEATURES", "STREAMS"]
 
 log = logging.getLogger("edgeguard.monitoring.monitor")
 
@@ -66,7 +65,7 @@ PIXEL_BINS = 32
 _MAX_PIXELS = 256  # pixels per channel and image kept for the input histogram (a fixed stride beyond)
 _WAKE_AT = 64  # calls in the inbox that wake the worker at once (else it wakes every _POLL seconds)
 _POLL = 0.05
-_YIELD_EVERY = 8
+_BATCH = 64  # calls the worker takes from the inbox at a time
 
 
 # ----------------------------------------------------------------------------- errors
@@ -86,6 +85,7 @@ class DriftReference:
     def __init__(self, reference_stats: dict | None, artifact_id: str, num_classes: int, channels: int):
         self.available: set = set()
         self.score = self.confidence = self.classes = self.pixels = None
+        self.per_class: dict = {}
         self.n = self.n_input = 0
         rs = reference_stats or {}
         art = (rs.get("artifacts") or {}).get(artifact_id)
@@ -103,6 +103,17 @@ class DriftReference:
             if counts is not None and len(counts) == num_classes and sum(counts) > 0:
                 self.classes = np.asarray(counts, np.float64)
                 self.available.add("class")
+            # per predicted class histograms on the same bins (optional): the "ordered" stream mode
+            self.per_class = {}
+            per = art.get("per_class") or {}
+            for name in ("score", "confidence"):
+                rows = per.get(f"{name}_counts")
+                ref = getattr(self, name)
+                if ref is None or not rows or len(rows) != num_classes:
+                    continue
+                h = np.asarray(rows, np.float64)
+                if h.ndim == 2 and h.shape[1] == len(ref[1]) - 1 and np.isfinite(h).all() and h.sum() > 0:
+                    self.per_class[name] = h
         inp = rs.get("input") or {}
         chans = inp.get("channels") or []
         if len(chans) == channels and all(c.get("histogram") for c in chans):
@@ -119,15 +130,28 @@ def _bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.histogram(values, bins=edges)[0].astype(np.float64)
 
 
+STREAMS = ("shuffled", "ordered")
+
+
 def drift_tests(ref: DriftReference, *, scores=None, confidences=None, classes=None, pixel_hist=None,
                 features=FEATURES, alpha: float = 1e-3, min_psi: float = 0.1, input_psi: float = 0.25,
-                min_n: int = 50) -> dict:
+                min_n: int = 50, stream: str = "shuffled") -> dict:
     """Compare one window with the reference; returns ``{feature: result}`` for the features tested.
 
     Each result has ``test`` ("ks", "chi2" or "psi"), ``stat``, ``p`` (None for
     PSI-only), ``psi``, ``n``, ``drift`` (p < alpha / number of p-value tests and
     PSI >= min_psi; for ``input``: PSI >= input_psi) and ``clear`` (the
     hysteresis band: p >= 10 x that level or PSI < half the limit).
+
+    ``stream="ordered"`` (the window's arrays in arrival order) drops the assumption
+    that consecutive inputs are independent draws of the reference population:
+    score and confidence are compared with the reference *of the window's own mix of
+    predicted classes* (the bundle's per-class histograms, weighted by the window's
+    class frequencies; ``test`` "ks-class-mix"), with the sample size reduced to
+    ``n / tau`` (``tau``: the autocorrelation time of the values' within-class
+    reference CDF, for runs of near-identical frames); the class test counts one
+    observation per run of equal predictions. Without per-class histograms in the
+    bundle, score and confidence use the overall reference with ``n / tau``.
     """
     wanted = [f for f in features if f in ref.available]
     n_p_tests = max(1, sum(f in ("score", "confidence", "class") for f in wanted))
@@ -140,19 +164,47 @@ def drift_tests(ref: DriftReference, *, scores=None, confidences=None, classes=N
         out[name] = {"test": test, "stat": stat, "p": p, "psi": psi_value, "n": int(n), "drift": bool(drift),
                      "clear": bool(clear)}
 
+    if stream not in STREAMS:
+        raise InvalidArgumentError(f"stream must be one of {STREAMS}, got {stream!r}")
+    ordered = stream == "ordered"
+    cls_all = None if classes is None else np.asarray(classes, np.intp)
     for name, values, lo, hi in (("score", scores, 0.0, 2.0), ("confidence", confidences, 0.0, 1.0)):
         if name in wanted and values is not None:
             v = np.asarray(values, np.float64)
-            v = np.clip(v[np.isfinite(v)], lo, hi)
-            if len(v) >= min_n:
-                knots, edges, counts = getattr(ref, name)
+            ok = np.isfinite(v)
+            v = np.clip(v[ok], lo, hi)
+            if len(v) < min_n:
+                continue
+            knots, edges, counts = getattr(ref, name)
+            per_class = ref.per_class.get(name) if ordered else None
+            if per_class is not None and cls_all is not None and len(cls_all) == len(ok):
+                res = _class_mix_ks(v, cls_all[ok], per_class, edges, min_n)
+                if res is not None:
+                    d, p, psi_value, n_used, tau = res
+                    verdict(p, psi_value, name, "ks-class-mix", d, n_used)
+                    out[name]["tau"] = tau
+                continue
+            if ordered:
+                tau = _stats.autocorrelation_time(np.argsort(np.argsort(v, kind="stable"), kind="stable"))
+                d, _ = _stats.ks_grouped(v, knots, None)
+                p = _stats.ks_pvalue(d, len(v) / tau, ref.n)
+                verdict(p, _stats.psi(counts, _bin_counts(v, edges)), name, "ks", d, len(v))
+                out[name]["tau"] = tau
+            else:
                 d, p = _stats.ks_grouped(v, knots, ref.n)
                 verdict(p, _stats.psi(counts, _bin_counts(v, edges)), name, "ks", d, len(v))
-    if "class" in wanted and classes is not None and len(classes) >= min_n:
-        counts = np.bincount(np.asarray(classes, np.intp), minlength=len(ref.classes))[:len(ref.classes)]
-        stat, dof, p = _stats.chi2_homogeneity(counts, ref.classes)
-        verdict(p, _stats.psi(ref.classes, counts), "class", "chi2", stat, len(classes))
-        out["class"]["dof"] = dof
+    if "class" in wanted and cls_all is not None and len(cls_all) >= min_n:
+        k = len(ref.classes)
+        counts = np.bincount(cls_all, minlength=k)[:k]
+        tau = 1.0
+        if ordered:  # runs of one class: the counts carry the information of n / tau independent draws
+            tau = _stats.autocorrelation_time(np.eye(k, dtype=np.float32)[np.clip(cls_all, 0, k - 1)])
+        if len(cls_all) / tau >= min_n:  # else: too few independent draws in the window to test the class mix
+            stat, dof, p = _stats.chi2_homogeneity(counts / tau, ref.classes)
+            verdict(p, _stats.psi(ref.classes, counts), "class", "chi2", stat, len(cls_all))
+            out["class"]["dof"] = dof
+            if ordered:
+                out["class"]["tau"] = tau
     if "input" in wanted and pixel_hist is not None:
         h = np.asarray(pixel_hist, np.float64).reshape(len(ref.pixels), -1)
         if h.sum() > 0:
@@ -165,6 +217,32 @@ def drift_tests(ref: DriftReference, *, scores=None, confidences=None, classes=N
                             "reference_mean": ref.pixel_mean.tolist(),
                             "drift": worst >= input_psi, "clear": worst < input_psi / 2}
     return out
+
+
+def _class_mix_ks(v, cls, per_class, edges, min_n):
+    """Grouped KS and PSI of `v` against the mixture of per-class reference histograms weighted by the
+    window's class frequencies; the reference's effective size is ``1 / sum(w_c^2 / n_c)``, the
+    window's ``n / tau``. None if fewer than `min_n` values have a class with reference data."""
+    n_c = per_class.sum(axis=1)
+    known = (cls >= 0) & (cls < len(n_c))
+    known[known] &= n_c[cls[known]] > 0
+    v, cls = v[known], cls[known]
+    n = len(v)
+    if n < min_n:
+        return None
+    w = np.bincount(cls, minlength=len(n_c)) / n
+    frac = per_class / np.maximum(n_c, 1)[:, None]  # (K, bins) per-class bin probabilities
+    cdf = np.concatenate([np.zeros((len(n_c), 1)), np.cumsum(frac, axis=1)], axis=1)  # F(X < edge)
+    mix = w @ cdf
+    nb = len(edges) - 1
+    knots = (np.asarray(edges[1:], np.float64), mix[1:], np.array([0] * (nb - 1) + [1], np.int8))
+    d, _ = _stats.ks_grouped(v, knots, None)
+    m_eff = 1.0 / float(np.sum(w[n_c > 0] ** 2 / n_c[n_c > 0]))
+    b = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, nb - 1)
+    u = 0.5 * (cdf[cls, b] + cdf[cls, b + 1])  # each value's position within its own class's reference
+    tau = _stats.autocorrelation_time(u)
+    p = _stats.ks_pvalue(d, n / tau, m_eff)
+    return d, p, _stats.psi(w @ frac, _bin_counts(v, edges)), n, tau
 
 
 class _Hysteresis:
@@ -196,8 +274,9 @@ class _Hysteresis:
 
 # ----------------------------------------------------------------------------- the monitor
 
-class Monitor:
-    """Opt-in monitoring of one :class:`~edgeguard.guard.GuardedModel` (see the module docstring).
+@dataclass(frozen=True)
+class MonitorOptions:
+    """What a :class:`Monitor` checks and how often (immutable, validated; like ``onnxruntime.SessionOptions``).
 
     Args:
         window: inputs in the rolling windows (default 500).
@@ -211,9 +290,6 @@ class Monitor:
         flag_alpha: level of the binomial test of the detector's firing rate against its
             ``target_fpr`` (default 1e-3); ``max_flag_rate``: also alarm above this rate.
         raise_after, clear_after, cooldown: alarm hysteresis (checks, checks, seconds).
-        incidents: an :class:`~edgeguard.monitoring.incidents.IncidentLog` or a path (opened with defaults).
-        telemetry: a :class:`~edgeguard.monitoring.telemetry.Publisher` (or None).
-        on_incident, on_alarm, on_check: callbacks ``f(dict)``, run in the worker thread.
         store_input: None (default), ``"sha256"`` (hash of the flagged input) or
             ``"thumbnail"`` (hash plus a <= 16x16 thumbnail in the local log; never sent).
         publish_incidents: send incidents over telemetry (rate-limited to
@@ -222,35 +298,87 @@ class Monitor:
             updates the state; a state change is always recorded).
         threaded: do the work in a worker thread (default); False does it in the calling thread.
         max_pending: calls waiting for the worker beyond which new ones are not monitored (counted).
+        stream: ``"shuffled"`` (default: consecutive inputs are independent draws, as in a shuffled test
+            set) or ``"ordered"`` (a camera: runs of one object, slow changes; see :func:`drift_tests` and
+            docs/monitoring.md "Ordered streams").
+    """
+
+    window: int = 500
+    check_every: int = 100
+    min_window: int | None = None
+    features: tuple = FEATURES
+    alpha: float = 1e-3
+    min_psi: float = 0.1
+    input_psi: float = 0.25
+    flag_alpha: float = 1e-3
+    max_flag_rate: float | None = None
+    raise_after: int = 2
+    clear_after: int = 3
+    cooldown: float = 300.0
+    store_input: str | None = None
+    publish_incidents: bool = True
+    incident_messages_per_minute: float = 120.0
+    summary_interval: float = 60.0
+    threaded: bool = True
+    max_pending: int = 10_000
+    stream: str = "shuffled"
+
+    def __post_init__(self):
+        if int(self.window) < 10 or int(self.check_every) < 1:
+            raise InvalidArgumentError("window must be >= 10 and check_every >= 1")
+        bad = [f for f in self.features if f not in FEATURES]
+        if bad:
+            raise InvalidArgumentError(f"unknown monitored feature(s) {bad}; choose from {FEATURES}")
+        if self.store_input not in (None, "sha256", "thumbnail"):
+            raise InvalidArgumentError(f"store_input must be None, 'sha256' or 'thumbnail', got {self.store_input!r}")
+        if not (0 < self.alpha < 1 and 0 < self.flag_alpha < 1):
+            raise InvalidArgumentError("alpha and flag_alpha must be in (0, 1)")
+        if self.stream not in STREAMS:
+            raise InvalidArgumentError(f"stream must be one of {STREAMS}, got {self.stream!r}")
+        object.__setattr__(self, "features", tuple(self.features))
+
+
+_OPTION_NAMES = frozenset(f.name for f in fields(MonitorOptions))
+
+
+class Monitor:
+    """Opt-in monitoring of one :class:`~edgeguard.guard.GuardedModel` (see the module docstring).
+
+    ``Monitor(MonitorOptions(window=1000), incidents="incidents.db")``; the options' fields may also be
+    given as keywords (``Monitor(window=1000)``), which builds the options.
+
+    Args:
+        options: a :class:`MonitorOptions` (default: the defaults).
+        incidents: an :class:`~edgeguard.monitoring.incidents.IncidentLog` or a path (opened with defaults).
+        telemetry: a :class:`~edgeguard.monitoring.telemetry.Publisher` (or None).
+        on_incident, on_alarm, on_check: callbacks ``f(dict)``, run in the worker thread.
         clock: time source for records and cooldowns (default ``time.time``).
     """
 
-    def __init__(self, *, window: int = 500, check_every: int = 100, min_window: int | None = None,
-                 features=FEATURES, alpha: float = 1e-3, min_psi: float = 0.1, input_psi: float = 0.25,
-                 flag_alpha: float = 1e-3, max_flag_rate: float | None = None, raise_after: int = 2,
-                 clear_after: int = 3, cooldown: float = 300.0, incidents=None, telemetry=None,
-                 on_incident=None, on_alarm=None, on_check=None, store_input: str | None = None,
-                 publish_incidents: bool = True, incident_messages_per_minute: float = 120.0,
-                 summary_interval: float = 60.0, threaded: bool = True, max_pending: int = 10_000, clock=None):
-        if int(window) < 10 or int(check_every) < 1:
-            raise InvalidArgumentError("window must be >= 10 and check_every >= 1")
-        bad = [f for f in features if f not in FEATURES]
-        if bad:
-            raise InvalidArgumentError(f"unknown monitored feature(s) {bad}; choose from {FEATURES}")
-        if store_input not in (None, "sha256", "thumbnail"):
-            raise InvalidArgumentError(f"store_input must be None, 'sha256' or 'thumbnail', got {store_input!r}")
-        if not (0 < alpha < 1 and 0 < flag_alpha < 1):
-            raise InvalidArgumentError("alpha and flag_alpha must be in (0, 1)")
-        self.window = int(window)
-        self.check_every = int(check_every)
-        self.min_window = int(min_window) if min_window is not None else self.window // 2
-        self.features = tuple(features)
-        self.alpha, self.min_psi, self.input_psi = float(alpha), float(min_psi), float(input_psi)
-        self.flag_alpha, self.max_flag_rate = float(flag_alpha), max_flag_rate
-        self.store_input = store_input
-        self.publish_incidents = publish_incidents
-        self.summary_interval = float(summary_interval)
+    def __init__(self, options: MonitorOptions | None = None, *, incidents=None, telemetry=None,
+                 on_incident=None, on_alarm=None, on_check=None, clock=None, **settings):
+        unknown = sorted(set(settings) - _OPTION_NAMES)
+        if unknown:
+            raise InvalidArgumentError(f"unknown Monitor option(s) {unknown}; see MonitorOptions")
+        if options is not None and settings:
+            raise InvalidArgumentError("give the settings either as a MonitorOptions or as keywords, not both")
+        if options is not None and not isinstance(options, MonitorOptions):
+            raise InvalidArgumentError(f"options must be a MonitorOptions, got {type(options).__name__}")
+        o = options if options is not None else MonitorOptions(**settings)
+        self.options = o
+        self.stream = o.stream
+        self.window = int(o.window)
+        self.check_every = int(o.check_every)
+        self.min_window = int(o.min_window) if o.min_window is not None else self.window // 2
+        self.features = o.features
+        self.alpha, self.min_psi, self.input_psi = float(o.alpha), float(o.min_psi), float(o.input_psi)
+        self.flag_alpha, self.max_flag_rate = float(o.flag_alpha), o.max_flag_rate
+        self.store_input = o.store_input
+        self.publish_incidents = o.publish_incidents
+        self.summary_interval = float(o.summary_interval)
         self.on_incident, self.on_alarm, self.on_check = on_incident, on_alarm, on_check
+        raise_after, clear_after, cooldown = o.raise_after, o.clear_after, o.cooldown
+        incident_messages_per_minute, threaded, max_pending = o.incident_messages_per_minute, o.threaded, o.max_pending
         self._clock = clock or time.time
         self._owns_log = False
         if incidents is not None and not hasattr(incidents, "record_incident"):
@@ -319,6 +447,9 @@ class Monitor:
             self._pix_step = step
             self._pix_on = "input" in self.features and "input" in self.reference.available
             self._pix = np.zeros((w, len(range(0, hw, step)) if self._pix_on else 0, c), np.uint8)
+            # the window's pixel values counted per channel (0..255), kept up to date as inputs enter and leave
+            self._pix_counts = np.zeros((c, 256), np.int64)
+            self._pix_counts_valid = True
             self._pos = self._filled = self._since_check = self._flagged_since_check = 0
             if not self.reference.available:
                 log.info("bundle %s artifact %s has no reference statistics: drift tests are off",
@@ -326,6 +457,7 @@ class Monitor:
             if self._threaded and self._worker is None:
                 self._worker = threading.Thread(target=self._run, name="edgeguard-monitor", daemon=True)
                 self._worker.start()
+            close_at_exit(self, 0)  # a process that exits without close() still flushes and summarises
 
     # ------------------------------------------------------------------ per call (caller's thread)
 
@@ -396,8 +528,9 @@ class Monitor:
                 self._conf[pos] = conf
                 self._cls[pos] = idx
                 self._flag[pos] = flag
-                if pix is not None:
+                if pix is not None:  # one input: write only; the counts are recomputed at the next check
                     self._pix[pos] = pix[0]
+                    self._pix_counts_valid = False
                 self._pos = pos + 1 if pos + 1 < self.window else 0
                 self._filled = min(self.window, self._filled + 1)
                 flagged = [0] if flag else ()
@@ -413,7 +546,7 @@ class Monitor:
                 self._cls[at] = idx[-keep:]
                 self._flag[at] = flags[-keep:]
                 if pix is not None:
-                    self._pix[at] = pix[-keep:]
+                    self._pix_write(at, pix[-keep:])
                 self._pos = int((pos + keep) % w)
                 self._filled = min(w, self._filled + n)
                 flagged = np.flatnonzero(flags).tolist()
@@ -437,12 +570,74 @@ class Monitor:
             except Exception as e:  # noqa: BLE001
                 self._error("check", e)
 
+    def _process_singles(self, items: list) -> None:
+        """:meth:`_process` for consecutive single-input calls, vectorised; split at the drift checks so
+        each check sees the window exactly as after its ``check_every``-th input. Lock held."""
+        try:
+            start = 0
+            while start < len(items):
+                w, pos = self.window, self._pos
+                # up to the next check: due when check_every inputs have passed and the window holds min_window
+                due = max(1, self.check_every - self._since_check, self.min_window - self._filled)
+                chunk = items[start:start + min(due, w)]
+                start += len(chunk)
+                k = len(chunk)
+                firsts = np.array([it[0].first() for it in chunk], np.float64)  # (k, 4): idx, conf, score, flag
+                at = slice(pos, pos + k) if pos + k <= w else np.arange(pos, pos + k) % w
+                self._cls[at] = firsts[:, 0]
+                self._conf[at] = firsts[:, 1]
+                self._score[at] = firsts[:, 2]
+                self._flag[at] = firsts[:, 3] != 0
+                if self._pix_on:
+                    self._pix_write(np.arange(pos, pos + k) % w, np.stack([it[1][0] for it in chunk]))
+                self._pos = (pos + k) % w
+                self._filled = min(w, self._filled + k)
+                flagged = [chunk[i] for i in np.flatnonzero(firsts[:, 3]).tolist()]
+                self._observed += k
+                self._flagged += len(flagged)
+                self._since_check += k
+                self._flagged_since_check += len(flagged)
+                check = None
+                if self._since_check >= self.check_every and self._filled >= self.min_window:
+                    check = self._snapshot()
+                if flagged:
+                    try:
+                        self._do_incidents([self._incident(r, 0, kept, t) for r, _, kept, t in flagged])
+                    except Exception as e:  # noqa: BLE001
+                        self._error("incident", e)
+                if check is not None:
+                    try:
+                        self._do_check(check)
+                    except Exception as e:  # noqa: BLE001
+                        self._error("check", e)
+        except Exception as e:  # noqa: BLE001
+            self._error("observe", e)
+
+    def _pix_write(self, at: np.ndarray, new: np.ndarray) -> None:
+        """Put `new` (k, P, C) pixel samples at ring positions `at` and update the window's counts: the
+        drift check then reads a (C, 256) array instead of histogramming the whole window."""
+        if not self._pix_counts_valid:
+            self._pix[at] = new
+            return
+        old = self._pix[at[at < self._filled]]  # positions below `_filled` hold inputs that now leave
+        for c in range(self._pix.shape[2]):
+            if len(old):
+                self._pix_counts[c] -= np.bincount(old[:, :, c].reshape(-1), minlength=256)
+            self._pix_counts[c] += np.bincount(new[:, :, c].reshape(-1), minlength=256)
+        self._pix[at] = new
+
     def _snapshot(self) -> dict:
         """A copy of the windows for the drift check."""
         f = self._filled
-        snap = {"scores": self._score[:f].copy(), "confidences": self._conf[:f].copy(),
-                "classes": self._cls[:f].copy(), "flags": self._flag[:f].copy(),
-                "pixels": self._pix[:f].copy() if self._pix_on else None,
+        if self._pix_on and not self._pix_counts_valid:
+            for c in range(self._pix.shape[2]):
+                self._pix_counts[c] = np.bincount(self._pix[:f, :, c].reshape(-1), minlength=256)
+            self._pix_counts_valid = True
+        # arrival order (the ring buffer's oldest first): the ordered stream mode looks at runs and lags
+        at = np.arange(f) if f < self.window else (self._pos + np.arange(f)) % f
+        snap = {"scores": self._score[at], "confidences": self._conf[at],
+                "classes": self._cls[at], "flags": self._flag[at],
+                "pixel_counts": self._pix_counts.copy() if self._pix_on else None,
                 "since": self._since_check, "flagged_since": self._flagged_since_check, "observed": self._observed}
         self._since_check = self._flagged_since_check = 0
         return snap
@@ -492,17 +687,35 @@ class Monitor:
             wake.clear()
             self._busy = True
             try:
-                k = 0
-                while inbox:
-                    try:
-                        item = inbox.popleft()
-                    except IndexError:
-                        break
-                    with self._lock:
-                        self._process(item)
-                    k += 1
-                    if k % _YIELD_EVERY == 0:
-                        time.sleep(0)  # let a predicting thread have the GIL now and then
+                # only what is there now: draining while the predicting thread keeps adding would process the
+                # calls one by one as they arrive (the worker runs on the other core while the model runs),
+                # paying the per-batch cost for each; new calls wait for the next wake (>= _WAKE_AT or _POLL)
+                todo = len(inbox)
+                while todo > 0:
+                    # take up to _BATCH calls and process runs of single-input calls together:
+                    # one numpy write per window instead of five per call
+                    batch = []
+                    while todo > 0 and len(batch) < _BATCH:
+                        todo -= 1
+                        try:
+                            batch.append(inbox.popleft())
+                        except IndexError:
+                            break
+                    singles = []
+                    for item in batch:
+                        if len(item[0]) == 1:
+                            singles.append(item)
+                            continue
+                        if singles:
+                            with self._lock:
+                                self._process_singles(singles)
+                            singles = []
+                        with self._lock:
+                            self._process(item)
+                    if singles:
+                        with self._lock:
+                            self._process_singles(singles)
+                    time.sleep(0)  # let a predicting thread have the GIL between batches
             finally:
                 self._busy = False
             if self._stop_worker and not inbox:
@@ -525,12 +738,23 @@ class Monitor:
         self.telemetry.publish(kind, data, self.identity, msg_id=rec["uid"], time=rec["time"])
 
     def _do_incident(self, rec: dict) -> None:
+        self._do_incidents([rec])
+
+    def _do_incidents(self, recs: list) -> None:
+        """Incidents to the log (one transaction for the lot), the telemetry (rate-limited), the callback."""
         with self._lock:
-            self._counters["incidents"] += 1
+            self._counters["incidents"] += len(recs)
         if self.incidents is not None:
-            if self.incidents.record_incident(rec) is not None:
-                with self._lock:
-                    self._counters["incidents_logged"] += 1
+            if len(recs) > 1 and hasattr(self.incidents, "record_incidents"):
+                logged = self.incidents.record_incidents(recs)
+            else:
+                logged = sum(self.incidents.record_incident(r) is not None for r in recs)
+            with self._lock:
+                self._counters["incidents_logged"] += logged
+        for rec in recs:
+            self._send_incident(rec)
+
+    def _send_incident(self, rec: dict) -> None:
         if self.telemetry is not None and self.publish_incidents:
             cap, last, tokens = self._rate
             now = time.monotonic()
@@ -544,37 +768,44 @@ class Monitor:
                     self._counters["incident_messages_rate_limited"] += 1
         self._callback(self.on_incident, rec)
 
-    def _do_check(self, snap: dict) -> None:
+    def _do_check(self, snap: dict, final: bool = False) -> None:
+        """One drift check over a snapshot of the windows; `final`: the summary written by close(), which
+        records what was observed since the last summary and changes no alarm state."""
         now = self._clock()
         scores = snap["scores"]
         detected = np.isfinite(scores) if self.threshold is not None else np.zeros(len(scores), bool)
         pixel_hist = None
-        if snap["pixels"] is not None:
-            px = snap["pixels"]  # (window, P, C) uint8 -> (C, 32) counts
-            codes = (px >> 3).astype(np.intp) + np.arange(px.shape[2], dtype=np.intp) * PIXEL_BINS
-            pixel_hist = np.bincount(codes.ravel(), minlength=px.shape[2] * PIXEL_BINS)
+        if snap["pixel_counts"] is not None:  # (C, 256) -> (C, 32)
+            pixel_hist = snap["pixel_counts"].reshape(len(snap["pixel_counts"]), PIXEL_BINS, -1).sum(axis=2)
         tests = drift_tests(self.reference, scores=scores, confidences=snap["confidences"], classes=snap["classes"],
                             pixel_hist=pixel_hist, features=self.features, alpha=self.alpha,
-                            min_psi=self.min_psi, input_psi=self.input_psi, min_n=min(50, self.min_window))
+                            min_psi=self.min_psi, input_psi=self.input_psi, min_n=min(50, self.min_window),
+                            stream=self.stream)
         # the detector's firing rate over the window, against its calibrated false-positive rate
         nd = int(detected.sum())
         k = int(snap["flags"][detected].sum())
         rate = k / nd if nd else None
         flag_test = None
         if nd and self.target_fpr:
-            p = _stats.binom_sf(k, nd, self.target_fpr)
+            if self.stream == "ordered":  # a flagged frame repeated by a still camera is one flag's evidence
+                tau = _stats.autocorrelation_time(snap["flags"][detected])
+                p = _stats.binom_sf(int(round(k / tau)), max(1, int(round(nd / tau))), self.target_fpr)
+            else:
+                p = _stats.binom_sf(k, nd, self.target_fpr)
             over = self.max_flag_rate is not None and rate > self.max_flag_rate
             flag_test = {"test": "binomial", "stat": rate, "p": p, "expected": self.target_fpr, "n": nd,
                          "flagged": k, "drift": bool(p < self.flag_alpha or over),
                          "clear": bool(p >= 10 * self.flag_alpha and not over)}
         drifted = sorted(f for f, t in tests.items() if t["drift"])
         states = {}
-        if tests:
+        if final:
+            pass
+        elif tests:
             states["drift"] = self._hyst["drift"].update(bool(drifted), all(t["clear"] for t in tests.values()), now)
-        if flag_test is not None:
+        if flag_test is not None and not final:
             states["flag_rate"] = self._hyst["flag_rate"].update(flag_test["drift"], flag_test["clear"], now)
         with self._lock:
-            self._counters["checks"] += 1
+            self._counters["checks"] += not final
             self._pending_since[0] += snap["since"]
             self._pending_since[1] += snap["flagged_since"]
             since, flagged_since = self._pending_since
@@ -582,18 +813,23 @@ class Monitor:
             "uid": new_id(), "time": now, "identity": self.identity, "n_total": snap["observed"],
             "window": len(scores), "flagged": k, "flag_rate": rate, "drift": bool(drifted),
             "detail": {"since_last": since, "flagged_since_last": flagged_since, "window": len(scores),
+                       "final": final,
                        "flag_rate": rate, "tests": {**tests, **({"flag_rate": flag_test} if flag_test else {})},
                        "drifted": drifted, "alarms_active": sorted(k for k, h in self._hyst.items() if h.active),
                        "monitor_errors": self._counters["errors"], "dropped_calls": self._counters["dropped_calls"],
-                       "incidents_dropped": (self.incidents.stats()["dropped"] if self.incidents is not None
+                       "incidents_dropped": (getattr(self.incidents, "dropped", None) if self.incidents is not None
                                              else None),
-                       "config": {"alpha": self.alpha, "alpha_per_test": self.alpha / max(1, sum(
+                       "config": {"stream": self.stream, "alpha": self.alpha, "alpha_per_test": self.alpha / max(1, sum(
                            f in tests for f in ("score", "confidence", "class"))), "min_psi": self.min_psi,
                            "input_psi": self.input_psi, "flag_alpha": self.flag_alpha}},
         }
-        self.last_check = summary
+        if final:
+            if not since and self._counters["summaries"]:
+                return  # nothing observed since the last summary
+        else:
+            self.last_check = summary
         changed = any(v is not None for v in states.values())
-        if changed or now - self._last_summary_time >= self.summary_interval:
+        if final or changed or now - self._last_summary_time >= self.summary_interval:
             self._last_summary_time = now
             with self._lock:
                 self._pending_since = [0, 0]
@@ -601,6 +837,8 @@ class Monitor:
             if self.incidents is not None:
                 self.incidents.record_summary(summary)
             self._publish("summary", summary)
+        if final:
+            return
         self._callback(self.on_check, summary)
         for kind, state in states.items():
             if state is None:
@@ -667,8 +905,10 @@ class Monitor:
         return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Detach, process what is queued (up to `timeout`), stop the worker, close an incident log it
-        opened. A telemetry publisher passed in is not closed (it may serve other monitors)."""
+        """Detach, process what is queued (up to `timeout`), stop the worker, store a final summary
+        (what was observed since the last one: the log's and the report's counts then equal the calls
+        observed), close an incident log it opened. A telemetry publisher passed in is not closed (it may
+        serve other monitors). Also run at interpreter exit for a monitor still open."""
         if self._closed:
             return
         self._closed = True
@@ -680,6 +920,13 @@ class Monitor:
             self._stop_worker = True
             self._wake.set()
             self._worker.join(timeout=2.0)
+        if self._model is not None and not self._inbox:
+            try:
+                with self._lock:
+                    snap = self._snapshot()
+                self._do_check(snap, final=True)
+            except Exception as e:  # noqa: BLE001
+                self._error("final summary", e)
         if self._owns_log and self.incidents is not None:
             self.incidents.close()
 

@@ -5,11 +5,14 @@ Shared by the monitor, the incident log and the telemetry publisher; standard li
 
 from __future__ import annotations
 
+import atexit
 import base64
 import math
+import threading
 import uuid
+import weakref
 
-__all__ = ["jsonable", "identity", "new_id"]
+__all__ = ["jsonable", "identity", "new_id", "close_at_exit"]
 
 
 def jsonable(obj):
@@ -37,3 +40,38 @@ def identity(model) -> dict:
 def new_id() -> str:
     """A stable message / record id: 32 hex digits (random UUID)."""
     return uuid.uuid4().hex
+
+
+# Objects to close at interpreter exit, in stages: monitors first (they flush their worker and store
+# a final summary, which may go to a publisher), then publishers. Weak references: an object the
+# application dropped is not kept alive for this.
+_AT_EXIT: tuple = ([], [])
+_AT_EXIT_LOCK = threading.Lock()
+_at_exit_registered = False
+
+
+def close_at_exit(obj, stage: int, **close_kwargs) -> None:
+    """Call ``obj.close(**close_kwargs)`` at interpreter exit (stage 0 before stage 1) unless it is
+    garbage-collected before. ``close`` must be idempotent."""
+    global _at_exit_registered
+    with _AT_EXIT_LOCK:
+        if not _at_exit_registered:
+            atexit.register(_close_all)
+            _at_exit_registered = True
+        entries = _AT_EXIT[stage]
+        entries[:] = [e for e in entries if e[0]() is not None]
+        entries.append((weakref.ref(obj), close_kwargs))
+
+
+def _close_all() -> None:
+    for entries in _AT_EXIT:
+        with _AT_EXIT_LOCK:
+            todo, entries[:] = list(entries), []
+        for ref, kwargs in todo:
+            obj = ref()
+            if obj is None:
+                continue
+            try:
+                obj.close(**kwargs)
+            except Exception:  # noqa: BLE001 - at exit, one failing close must not stop the others
+                pass

@@ -98,6 +98,8 @@ def incident_report(path, *, bucket: float | None = None) -> dict:
         b["flagged"] += int(d.get("flagged_since_last") or 0)
     for b in timeline:
         b["flag_rate"] = b["flagged"] / b["predictions"] if b["predictions"] else None
+    predictions = sum(b["predictions"] for b in timeline)
+    flagged = sum(b["flagged"] for b in timeline)
 
     bundles: dict = {}
     for r in inc:
@@ -124,6 +126,10 @@ def incident_report(path, *, bucket: float | None = None) -> dict:
         "path": path, "generated": time.time(), "bucket_seconds": bucket,
         "first": t0 if times else None, "last": t1 if times else None,
         "bundles": bundles,
+        # every summary counts the inputs since the previous one, and Monitor.close() (also at exit) stores
+        # the last: the sums are the inputs monitored (less what retention deleted)
+        "totals": {"predictions": predictions, "flagged": flagged,
+                   "flag_rate": flagged / predictions if predictions else None},
         "incidents": {"total": len(inc), "by_label": dict(sorted(labels.items(), key=lambda kv: -kv[1])),
                       "score_quantiles": _quantiles(scores),
                       "score_histogram": {"edges": SCORE_EDGES, "counts": hist},
@@ -151,6 +157,9 @@ def report_text(rep: dict) -> str:
     out = [f"incident log {rep['path']}", f"  span       {_ts(rep['first'])} .. {_ts(rep['last'])}"]
     inc = rep["incidents"]
     out.append(f"  incidents  {inc['total']}   alarms {len(rep['alarms'])}   summaries {rep['drift']['summaries']}")
+    tot = rep.get("totals") or {}
+    out.append(f"  predictions {tot.get('predictions', 0)}   flagged {tot.get('flagged', 0)}   flag rate "
+               f"{_g(tot.get('flag_rate'), '.1%')}")
     m = rep["meta"]
     out.append(f"  dropped    {m['dropped']}   deleted by retention {m['deleted_by_retention']}"
                + (f"   moved aside: {m['moved_aside']}" if m.get("moved_aside") else ""))

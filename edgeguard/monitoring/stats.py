@@ -306,3 +306,31 @@ def psi(expected, actual, eps: float = 1e-4) -> float:
     e = np.maximum(e / se, eps)
     a = np.maximum(a / sa, eps)
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+def autocorrelation_time(x, max_lag: int | None = None) -> float:
+    """Integrated autocorrelation time ``tau = 1 + 2 sum_k rho_k`` of a series, summed over lags until
+    the first non-positive pair sum ``rho_{2j-1} + rho_{2j}`` (Geyer's initial positive sequence), at
+    most ``max_lag`` (default ``n // 4``). A series of ``n`` dependent values carries about as much
+    information about its distribution as ``n / tau`` independent ones; ``tau`` is 1 for independent
+    values (at least 1 here). A 2-D ``x`` (n, k) is a vector series (e.g. one-hot classes): its
+    autocovariances are summed over the k columns."""
+    v = np.asarray(x, np.float64)
+    v = v.reshape(len(v), -1)
+    n = len(v)
+    if n < 8:
+        return 1.0
+    v = v - v.mean(axis=0)
+    var = float(np.sum(v * v))
+    if var <= 0:
+        return float(n)  # constant: one value's worth of information
+    lags = min(n // 4, max_lag or n)
+    f = np.fft.rfft(v, 2 * n, axis=0)
+    acf = np.fft.irfft(f * np.conj(f), axis=0)[:lags + 1].sum(axis=1) / var
+    tau = 1.0
+    for j in range(1, lags // 2 + 1):
+        pair = acf[2 * j - 1] + acf[2 * j]
+        if pair <= 0:
+            break
+        tau += 2.0 * pair
+    return max(1.0, tau)

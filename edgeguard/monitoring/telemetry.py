@@ -15,14 +15,22 @@ file's SHA-256). Payload: UTF-8 JSON (see :func:`message`), with a stable ``id``
 Store and forward: :meth:`Publisher.publish` only inserts the message into the
 SQLite queue (WAL) and wakes the sender thread; it never touches the network.
 The sender thread hands queued rows to paho-mqtt (QoS 1, at most ``max_inflight``
-unacknowledged at a time) while connected, and deletes a row only when its PUBACK
-arrives (``on_publish`` with the message's mid). paho's own network thread
+unacknowledged by the broker at a time) while connected. paho's own network thread
 (``loop_start``) connects, reconnects with back-off, and re-sends unacknowledged
-messages after a reconnect (DUP flag). A row not acknowledged within
-``resend_after`` seconds of a live connection is handed over again. Rows survive
-broker outages and process restarts (a restart re-sends what was never
-acknowledged), so delivery is at least once; duplicates carry the same ``id`` and
-the collector (:mod:`edgeguard.monitoring.fleet`) stores each id once. The queue is bounded
+messages after a reconnect (DUP flag). A row without PUBACK within
+``resend_after`` seconds of a live connection is handed over again.
+
+End-to-end confirmation (``confirm=True``, the default): a PUBACK only means the
+broker has the message -- a broker drops messages for an absent subscriber beyond
+its queue cap (Mosquitto: 1,000 by default) and loses what it had not saved when
+it crashes. So a row stays in the queue until the collector confirms it: the
+collector publishes the ids it committed to ``<root>-ack/<fleet>/<device_id>``
+(:func:`ack_topic`, :func:`ack_message`), which the device subscribes to in a
+persistent session. A row the broker acknowledged is sent again when the collector
+evidently did not get it (see :meth:`Publisher._lost`); the collector stores each
+id once. ``confirm=False`` deletes a row on its PUBACK. Rows survive broker
+outages and process restarts (a restart re-sends what was never confirmed), so
+delivery to the collector's database is exactly once per id. The queue is bounded
 (``max_queue_rows``; the oldest rows are dropped first and counted).
 
 paho-mqtt is imported when a Publisher is created (``pip install edgeguard[monitor]``).
@@ -30,8 +38,10 @@ paho-mqtt is imported when a Publisher is created (``pip install edgeguard[monit
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -39,14 +49,17 @@ import threading
 import time
 
 from ..errors import ExtraNotInstalledError, TelemetryError
-from .records import jsonable, new_id
+from .records import close_at_exit, jsonable, new_id
 
-__all__ = ["Publisher", "TLS", "topic", "message", "parse_broker", "SCHEMA", "KINDS", "TelemetryError"]
+__all__ = ["Publisher", "TLS", "topic", "ack_topic", "ack_message", "message", "parse_broker", "SCHEMA",
+           "ACK_SCHEMA", "KINDS", "TelemetryError"]
 
 log = logging.getLogger("edgeguard.monitoring.telemetry")
 
 #: The payload schema identifier.
 SCHEMA = "edgeguard-telemetry/1"
+#: The schema of the collector's confirmations (see :func:`ack_message`).
+ACK_SCHEMA = "edgeguard-ack/1"
 KINDS = ("incident", "summary", "alarm")
 TOPIC_ROOT = "edgeguard"
 _LEVEL = re.compile(r"[^A-Za-z0-9._-]")
@@ -61,6 +74,19 @@ def topic(fleet: str, device_id: str, ident: dict, kind: str, root: str = TOPIC_
     """``<root>/<fleet>/<device_id>/<bundle_name>/<bundle_sha12>/<kind>`` with safe levels."""
     return "/".join((root, _level(fleet), _level(device_id), _level(ident.get("bundle_name")),
                      _level(str(ident.get("bundle_sha256") or "")[:12]), kind))
+
+
+def ack_topic(root_level: str, fleet_level: str, device_level: str) -> str:
+    """``<root>-ack/<fleet>/<device_id>``: where the collector confirms one device's messages (levels
+    as in the device's own topics; outside ``<root>/#``, so a collector never receives its confirmations)."""
+    return f"{root_level}-ack/{fleet_level}/{device_level}"
+
+
+def ack_message(stored, rejected=()) -> bytes:
+    """A confirmation: the ids the collector has committed (``stored``, duplicates included) and the ids
+    it will never store (``rejected``); the device deletes both from its queue."""
+    return json.dumps({"schema": ACK_SCHEMA, "stored": list(stored), "rejected": list(rejected)},
+                      separators=(",", ":")).encode("ascii")
 
 
 def message(kind: str, data: dict, ident: dict, *, fleet: str, device_id: str, msg_id: str | None = None,
@@ -171,6 +197,12 @@ class Publisher:
         max_inflight: rows handed to paho and not yet acknowledged (default 100).
         max_queue_rows: queue bound; the oldest rows are dropped (counted) beyond it.
         resend_after: seconds without PUBACK on a live connection before a row is handed over again.
+        confirm: keep each row until the collector confirms it (default; see "End-to-end confirmation"
+            in the module docstring). False: delete a row when the broker acknowledges it (for
+            consumers other than :class:`edgeguard.monitoring.fleet.Collector`; the broker's queue
+            for an absent consumer is then the limit).
+        confirm_grace: seconds after the collector's confirmations of later messages (or after its
+            confirmations stop) before an unconfirmed row is sent again.
         reconnect_delay: (min, max) seconds of paho's reconnect back-off.
         synchronous: SQLite ``synchronous`` of the queue ("NORMAL": durable against process crashes).
         start: connect and start the threads now (default); else call :meth:`start`.
@@ -180,7 +212,8 @@ class Publisher:
                  username: str | None = None, password: str | None = None, tls=None, client_id: str | None = None,
                  keepalive: int = 30, max_inflight: int = 100, max_queue_rows: int = 100_000,
                  resend_after: float = 60.0, reconnect_delay=(1.0, 60.0), synchronous: str = "NORMAL",
-                 topic_root: str = TOPIC_ROOT, start: bool = True):
+                 topic_root: str = TOPIC_ROOT, confirm: bool = True, confirm_grace: float = 5.0,
+                 start: bool = True):
         tls_cfg = _as_tls(tls)
         self.host, self.port = parse_broker(broker, 8883 if tls_cfg else 1883)
         if not str(device_id).strip():
@@ -193,14 +226,19 @@ class Publisher:
         self.max_queue_rows = max(1, int(max_queue_rows))
         self.resend_after = float(resend_after)
         self.queue_path = os.fspath(queue)
+        self.confirm, self.confirm_grace = bool(confirm), float(confirm_grace)
+        self.ack_topic = ack_topic(self.topic_root, _level(self.fleet), _level(self.device_id))
+        # confirm: a persistent session, so the broker keeps the collector's confirmations while we are away
         self._client = mqtt_client(client_id or f"edgeguard-{_level(device_id)}", username=username,
-                                   password=password, tls=tls_cfg, clean_session=True, reconnect_delay=reconnect_delay)
+                                   password=password, tls=tls_cfg, clean_session=not self.confirm,
+                                   reconnect_delay=reconnect_delay)
         self._client.max_inflight_messages_set(self.max_inflight)
         self._client.max_queued_messages_set(0)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_message = self._on_ack
         self._db_lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.queue_path, isolation_level=None, check_same_thread=False, timeout=5.0)
@@ -212,16 +250,28 @@ class Publisher:
             raise TelemetryError(f"cannot open the telemetry queue {self.queue_path!r}: {e}") from None
         self._wake = threading.Condition()
         self._acks: list = []              # mids acknowledged, resolved by the sender thread
-        self._inflight: dict = {}          # seq -> (mid, handed_at)
+        self._confirms: list = []          # (stored ids, rejected ids) from the collector, same
+        self._inflight: dict = {}          # seq -> (mid, handed_at, hand order)
         self._mid_seq: dict = {}           # mid -> seq
+        self._unconfirmed: dict = {}       # seq -> (hand order, broker-acknowledged at): in PUBACK order
+        self._hand_order = 0               # counts hand-overs to paho
+        self._confirm_marks = collections.deque()  # (time, highest hand order confirmed so far)
+        self._max_confirmed = 0
+        self._last_confirm = -math.inf     # monotonic time of the latest confirmation
+        self._last_scan = -math.inf
+        self._lost_found = False
         self._cursor = 0                   # highest seq handed to paho in this process
         self._connected = False
         self._stop = False
         self._thread = None
         self._stats = {"enqueued": 0, "acked": 0, "handed": 0, "resent": 0, "dropped": 0, "connects": 0,
-                       "disconnects": 0, "errors": 0}
+                       "disconnects": 0, "errors": 0, "confirmed": 0, "rejected_by_collector": 0,
+                       "resent_unconfirmed": 0}
         self.last_error: str | None = None
         self._started = False
+        # at interpreter exit, after the monitors (their final summaries come here): a short wait for
+        # delivery; what is not confirmed by then stays queued for the next start
+        close_at_exit(self, 1, timeout=2.0)
         if start:
             self.start()
 
@@ -308,7 +358,8 @@ class Publisher:
             log.warning("telemetry queue full (%d rows): dropped the %d oldest", self.max_queue_rows, len(rows))
 
     def pending(self) -> int:
-        """Messages queued and not yet acknowledged by the broker."""
+        """Messages queued and not yet confirmed by the collector (``confirm=True``) or acknowledged
+        by the broker (``confirm=False``)."""
         with self._db_lock:
             return self._rows
 
@@ -317,7 +368,7 @@ class Publisher:
         return self._connected
 
     def wait_until_sent(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued message has been acknowledged; False on timeout."""
+        """Wait until every queued message has been confirmed (see :meth:`pending`); False on timeout."""
         deadline = time.monotonic() + timeout
         while self.pending():
             if time.monotonic() >= deadline:
@@ -335,7 +386,8 @@ class Publisher:
 
     def stats(self) -> dict:
         out = dict(self._stats)
-        out.update(pending=self.pending(), inflight=len(self._inflight), connected=self._connected,
+        out.update(pending=self.pending(), inflight=len(self._inflight), unconfirmed=len(self._unconfirmed),
+                   connected=self._connected,
                    broker=f"{self.host}:{self.port}", last_error=self.last_error)
         return out
 
@@ -353,6 +405,8 @@ class Publisher:
             return
         self._connected = True
         self._stats["connects"] += 1
+        if self.confirm:  # on every connect: a broker that lost our session forgot the subscription
+            client.subscribe(self.ack_topic, qos=1)
         log.info("telemetry connected to %s:%d", self.host, self.port)
         with self._wake:
             self._wake.notify()
@@ -367,6 +421,20 @@ class Publisher:
     def _on_connect_fail(self, client, userdata) -> None:
         self._connected = False
         self.last_error = f"cannot connect to {self.host}:{self.port}"
+
+    def _on_ack(self, client, userdata, msg) -> None:
+        """A confirmation from the collector (paho's thread): parsed here, applied by the sender thread."""
+        try:
+            a = json.loads(bytes(msg.payload).decode("utf-8"))
+            if not isinstance(a, dict) or a.get("schema") != ACK_SCHEMA:
+                raise ValueError("not an edgeguard confirmation")
+            ids = [[i for i in a.get(k) or () if isinstance(i, str)] for k in ("stored", "rejected")]
+        except (ValueError, TypeError, RecursionError) as e:
+            self._error(f"bad confirmation on {msg.topic!r}: {str(e)[:80]}")
+            return
+        with self._wake:
+            self._confirms.append(ids)
+            self._wake.notify()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._wake:
@@ -389,34 +457,42 @@ class Publisher:
     def _step(self) -> None:
         with self._wake:
             acks, self._acks = self._acks, []
+            confirms, self._confirms = self._confirms, []
+        now = time.monotonic()
         if acks:
             done = []
             for mid in acks:
                 seq = self._mid_seq.pop(mid, None)
-                if seq is not None and self._inflight.pop(seq, None) is not None:
+                entry = self._inflight.pop(seq, None) if seq is not None else None
+                if entry is None:
+                    continue
+                if self.confirm:  # at the broker; kept until the collector confirms it
+                    self._unconfirmed[seq] = (entry[2], now)
+                else:
                     done.append((seq,))
             if done:
-                with self._db_lock:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    cur = self._db.executemany("DELETE FROM queue WHERE seq = ?", done)
-                    self._db.execute("COMMIT")
-                    self._rows -= max(cur.rowcount, 0)
-                self._stats["acked"] += len(done)
+                self._delete("seq", done)
+            self._stats["acked"] += len(acks)
+        for stored, rejected in confirms:
+            self._confirm(stored, rejected, now)
         if not self._connected:
             return
-        now = time.monotonic()
         if self.resend_after > 0:
-            stale = [s for s, (_, t) in self._inflight.items() if now - t > self.resend_after]
+            stale = [s for s, (_, t, _h) in self._inflight.items() if now - t > self.resend_after]
             if stale:
-                with self._db_lock:
-                    rows = [self._db.execute("SELECT seq, topic, payload FROM queue WHERE seq = ?", (s,)).fetchone()
-                            for s in stale]
-                for s, row in zip(stale, rows):
-                    mid, _ = self._inflight.pop(s)
+                for s in stale:
+                    mid = self._inflight.pop(s)[0]
                     self._mid_seq.pop(mid, None)
-                    if row is not None:
-                        self._hand(row, resent=True)
+                self._resend(stale, "resent")
         room = self.max_inflight - len(self._inflight)
+        # the scan is cheap when nothing is lost (it stops at the first fresh row), but can walk a long
+        # backlog the collector is still working through: at most 4 times a second, unless it found some
+        if self.confirm and self._unconfirmed and room > 0 and (self._lost_found or now - self._last_scan >= 0.25):
+            self._last_scan = now
+            lost = self._lost(now, room)
+            self._lost_found = bool(lost)
+            self._resend(lost, "resent_unconfirmed")
+            room -= len(lost)
         if room <= 0:
             return
         with self._db_lock:
@@ -427,14 +503,89 @@ class Publisher:
                 break
             self._hand(row)
 
-    def _hand(self, row, resent: bool = False) -> None:
+    def _delete(self, column: str, keys: list) -> int:
+        with self._db_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            cur = self._db.executemany(f"DELETE FROM queue WHERE {column} = ?", keys)
+            self._db.execute("COMMIT")
+            n = max(cur.rowcount, 0)
+            self._rows -= n
+        return n
+
+    def _confirm(self, stored: list, rejected: list, now: float) -> None:
+        """Delete the rows the collector confirmed; note how far (in hand order) it has got."""
+        ids = stored + rejected
+        if not ids:
+            return
+        seqs = []
+        with self._db_lock:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                seqs += [r[0] for r in self._db.execute(
+                    f"SELECT seq FROM queue WHERE id IN ({','.join('?' * len(chunk))})", chunk)]
+        top = self._max_confirmed
+        for seq in seqs:
+            entry = self._unconfirmed.pop(seq, None)
+            if entry is not None:
+                top = max(top, entry[0])
+            entry = self._inflight.pop(seq, None)  # confirmed before the broker's PUBACK got here
+            if entry is not None:
+                self._mid_seq.pop(entry[0], None)
+                top = max(top, entry[2])
+        n = self._delete("id", [(i,) for i in ids])
+        self._stats["confirmed"] += n
+        if rejected:
+            self._stats["rejected_by_collector"] += len(rejected)
+            self._error(f"the collector rejected {len(rejected)} message(s) (see its 'rejected' table)")
+        self._max_confirmed = top
+        self._last_confirm = now
+        self._confirm_marks.append((now, top))
+
+    def _lost(self, now: float, limit: int) -> list:
+        """Rows the broker acknowledged that the collector evidently did not get: a row handed over
+        before one the collector confirmed at least ``confirm_grace`` seconds ago (a client's messages
+        reach a subscriber in order, so this one was dropped: a full queue at the broker, a broker that
+        lost its state), or any row acknowledged by the broker before the collector's latest
+        confirmation once confirmations have stopped for ``confirm_grace`` seconds (the end of a backlog
+        the broker dropped). Rows the collector never confirmed anything after stay until it does."""
+        marks, grace = self._confirm_marks, self.confirm_grace
+        confirmed_before = 0
+        while marks and now - marks[0][0] >= grace:
+            confirmed_before = max(confirmed_before, marks.popleft()[1])
+        if confirmed_before:
+            marks.appendleft((now - grace, confirmed_before))  # keep the settled level for the next scan
+        quiet = now - self._last_confirm >= grace
+        lost = []
+        for seq, (order, acked_at) in self._unconfirmed.items():
+            if order < confirmed_before or (quiet and acked_at < self._last_confirm):
+                lost.append(seq)
+            elif acked_at >= self._last_confirm and order >= confirmed_before:
+                break  # in PUBACK order: nothing further qualifies
+            if len(lost) >= limit:
+                break
+        for seq in lost:
+            del self._unconfirmed[seq]
+        return lost
+
+    def _resend(self, seqs: list, counter: str) -> None:
+        if not seqs:
+            return
+        with self._db_lock:
+            rows = [self._db.execute("SELECT seq, topic, payload FROM queue WHERE seq = ?", (s,)).fetchone()
+                    for s in seqs]
+        for row in rows:
+            if row is not None:
+                self._hand(row, counter)
+
+    def _hand(self, row, counter: str = "handed") -> None:
         seq, topic_, payload = row
         info = self._client.publish(topic_, payload, qos=1)
         # paho keeps the message (and re-sends it after a reconnect) whatever rc says; track it by mid.
-        self._inflight[seq] = (info.mid, time.monotonic())
+        self._hand_order += 1
+        self._inflight[seq] = (info.mid, time.monotonic(), self._hand_order)
         self._mid_seq[info.mid] = seq
         self._cursor = max(self._cursor, seq)
-        self._stats["resent" if resent else "handed"] += 1
+        self._stats[counter] += 1
 
     def __repr__(self) -> str:
         return f"<Publisher {self.host}:{self.port} device={self.device_id!r} pending={self._rows}>"

@@ -16,7 +16,11 @@ import io
 
 import numpy as np
 
-__all__ = ["write_html", "render_html", "charts"]
+from .config import ATTACK_LABELS, THREAT_MODELS
+from .metrics import roc_curve
+from .report import HEADLINE_HEADER, costbenefit_header, costbenefit_rows, headline_rows
+
+__all__ = ["write_evaluation_html", "render_evaluation_html", "charts"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;
@@ -49,8 +53,6 @@ def charts(r: dict, curves: dict | None = None) -> dict:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-
-    from .evaluation import ATTACK_LABELS, roc_curve
 
     out = {}
     arts = list(r["artifacts"])
@@ -198,10 +200,7 @@ def _table(header, rows, bundle_rows=()) -> str:
     return f"<table><tr>{h}</tr>{''.join(body)}</table>"
 
 
-def render_html(r: dict, curves: dict | None = None) -> str:
-    from .evaluation import (ATTACK_LABELS, HEADLINE_HEADER, THREAT_MODELS, costbenefit_header, costbenefit_rows,
-                             headline_rows)
-
+def render_evaluation_html(r: dict, curves: dict | None = None) -> str:
     imgs = charts(r, curves)
 
     def img(name, alt):
@@ -288,7 +287,7 @@ def render_html(r: dict, curves: dict | None = None) -> str:
     return "\n".join(parts)
 
 
-def write_html(r: dict, path: str, curves: dict | None = None) -> str:
+def write_evaluation_html(r: dict, path: str, curves: dict | None = None) -> str:
     with open(path, "w", encoding="utf-8") as f:
-        f.write(render_html(r, curves))
+        f.write(render_evaluation_html(r, curves))
     return path

@@ -1,0 +1,400 @@
+"""Tests of issue 17 (your own model, guarded by default): detector presets by input kind,
+budgets in pixel units, the checks before signing (typed errors, --force), the held-out
+false-positive rate, models and data as users have them, and the colour job.
+
+The colour material is a width-8 CNN on three scikit-image photographs (astronaut, coffee,
+rocket: 32x32 patches), trained once per module in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("art")
+pytest.importorskip("skimage")
+
+import edgeguard  # noqa: E402
+from edgeguard.converters import InputSpec, convert  # noqa: E402
+from edgeguard.converters import gates as G  # noqa: E402
+from edgeguard.converters import presets  # noqa: E402
+from edgeguard.converters.data import Images, load_images  # noqa: E402
+from edgeguard.converters.errors import (AccuracyGateError, ConversionError, DetectorUnusableError,  # noqa: E402
+                                         GateError, HardeningCollapseError, LabelOrderError, NormalizationError,
+                                         SourceModelError, UnsupportedModelError)
+from edgeguard.converters.hardening import HardeningConfig, deterministic, train_clean  # noqa: E402
+from edgeguard.converters.models import colour_cnn  # noqa: E402
+from edgeguard.converters.photos import photo_splits  # noqa: E402
+from edgeguard.squeeze import Squeezer  # noqa: E402
+
+LABELS = ("astronaut", "coffee", "rocket")
+SPEC = InputSpec((3, 32, 32), "NCHW", LABELS, G.IMAGENET_MEAN, G.IMAGENET_STD)
+FAST = dict(artifacts=["fp32-onnx"], latency_runs=0, progress=False, created=0)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return photo_splits(seed=0, n_train=600, n_calib=150, n_test=150, labels=LABELS)
+
+
+def _train(photos, spec=SPEC, epochs=3):
+    with deterministic(0):
+        m = colour_cnn(width=8, num_classes=len(LABELS))
+    train_clean(m, spec, photos["train"], epochs=epochs, lr_max=5e-3, batch_size=32, progress=False)
+    return m
+
+
+@pytest.fixture(scope="module")
+def model(photos):
+    return _train(photos)
+
+
+# --- presets and budgets ----------------------------------------------------------------------
+
+def test_detector_presets_follow_the_input_kind():
+    gray, colour = InputSpec((1, 28, 28)), SPEC
+    assert presets.detector_preset(gray) == ("gray", (Squeezer("bit_depth", 1), Squeezer("median", 2)))
+    kind, squeezers = presets.detector_preset(colour)
+    assert kind == "colour" and squeezers[:2] == (Squeezer("bit_depth", 5), Squeezer("median", 2))
+    # the non-local means hook: present exactly when the runtime knows the kind
+    assert (len(squeezers) == 3) == presets.nlm_supported()
+
+
+def test_nlm_hook_extends_the_colour_preset_when_the_runtime_has_it(monkeypatch):
+    class WithNlm:
+        def __init__(self, kind, param):
+            self.kind, self.param = kind, param
+
+    monkeypatch.setattr(presets, "Squeezer", WithNlm)
+    assert presets.nlm_supported()
+    kind, squeezers = presets.detector_preset(SPEC)
+    assert kind == "colour" and (squeezers[-1].kind, squeezers[-1].param) == ("nlm", presets.NLM_PARAMS)
+
+
+def test_eps_in_pixel_units():
+    assert presets.parse_eps("8/255") == pytest.approx(8 / 255)
+    assert presets.parse_eps("0.3") == 0.3 and presets.parse_eps(0.1) == 0.1
+    for bad in ("0", "1.5", "8/0", "eight", -0.1):
+        with pytest.raises(ConversionError):
+            presets.parse_eps(bad)
+    assert presets.default_eps(InputSpec((1, 28, 28))) == 0.3 and presets.default_eps(SPEC) == 8 / 255
+    assert presets.eps_text(8 / 255) == "8/255" and presets.eps_text(0.3) == "0.3"
+    spec255 = InputSpec((3, 32, 32), "NCHW", LABELS, range=(0.0, 255.0))
+    assert presets.eps_in_range(8 / 255, spec255) == pytest.approx(8.0)
+
+
+def test_cli_eps_and_squeezers_arguments():
+    from edgeguard.converters import cli
+
+    p = cli.build_parser()
+    a = p.parse_args(["convert", "--torch", "m:f", "--calib", "c", "--out", "o", "--eps", "8/255"])
+    assert a.eps == pytest.approx(8 / 255) and a.squeezers is None  # None: the preset for the input kind
+    with pytest.raises(SystemExit):
+        p.parse_args(["convert", "--torch", "m:f", "--calib", "c", "--out", "o", "--eps", "2"])
+    e = p.parse_args(["evaluate", "b.egb", "--eps", "4/255"])
+    assert e.eps == pytest.approx(4 / 255)
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli._squeezers("bit_depth:9")
+
+
+def test_evaluation_steps_are_relative_to_eps():
+    from edgeguard.converters.evaluation import EvalConfig
+
+    c = EvalConfig()
+    assert c.eps is None and c.pgd_step * 0.3 == pytest.approx(0.01) and c.bim_step * 0.3 == pytest.approx(0.06)
+    assert EvalConfig(eps="8/255").eps == pytest.approx(8 / 255)
+
+
+# --- gates (units) -----------------------------------------------------------------------------
+
+def test_split_calibration_holds_out_every_third_image():
+    thr, held = G.split_calibration(10)
+    assert held.tolist() == [2, 5, 8] and thr.tolist() == [0, 1, 3, 4, 6, 7, 9]
+
+
+def test_label_order_gate_finds_the_model_order():
+    y = np.repeat(np.arange(3), 20)
+    pred = (y + 1) % 3  # output i is label i-1
+    c = G.check_label_order(y, pred, ("a", "b", "c"), floor=0.67)
+    assert c.passed is False and c.error is LabelOrderError
+    assert c.values["suggested_labels"] == ["c", "a", "b"] and "--labels c,a,b" in c.detail
+    assert G.check_label_order(y, y, ("a", "b", "c"), floor=0.67).passed
+
+
+def test_accuracy_saturation_and_separation_gates():
+    assert G.accuracy_floor(10) == pytest.approx(0.55) and G.accuracy_floor(4, 0.3) == 0.3
+    assert G.check_accuracy("int8-onnx", 0.5, 0.9, 0.55, 0.05).error is AccuracyGateError
+    assert not G.check_accuracy("int8-onnx", 0.84, 0.9, 0.55, 0.05).passed  # 6 points under the source
+    assert G.check_accuracy("int8-onnx", 0.88, 0.9, 0.55, 0.05).passed
+    assert G.check_saturation("a", 1.95, "bit_depth:1").error is DetectorUnusableError
+    assert G.check_saturation("a", 0.2, "bit_depth:5").passed
+    rng = np.random.default_rng(0)
+    legit = rng.uniform(0, 0.2, 200)
+    crafted = {"eps_text": "8/255"}
+    good = G.check_separation("a", legit, rng.uniform(0.3, 1.0, 50), 0.19, 0.75, crafted)
+    assert good.passed and good.values["roc_auc"] == 1.0 and good.values["detection_rate"] == 1.0
+    bad = G.check_separation("a", legit, rng.uniform(0, 0.1, 50), 0.19, 0.75, crafted)
+    assert bad.passed is False and bad.error is DetectorUnusableError
+    assert G.check_separation("a", legit, [0.5] * 3, 0.19, 0.75, crafted).passed is None  # too few to judge
+
+
+def test_gates_raise_typed_errors_unless_forced():
+    failing = G.Check("accuracy", False, "int8: 10%", AccuracyGateError)
+    with pytest.raises(AccuracyGateError, match="nothing was signed.*--force"):
+        G.Gates().add(failing)
+    g = G.Gates(force=True)
+    g.add(G.Check("accuracy", False, "int8: 10%", AccuracyGateError))
+    assert g.forced == [{"gate": "accuracy", "detail": "int8: 10%"}] and g.to_list()[0]["forced"]
+    assert issubclass(AccuracyGateError, GateError) and issubclass(GateError, ConversionError)
+
+
+# --- conversions through the gates ----------------------------------------------------------------
+
+def test_colour_defaults_sign_and_record_held_out_fpr(photos, model, tmp_path):
+    r = convert(model, SPEC, photos["calibration"], photos["test"], out_dir=str(tmp_path), **FAST)
+    rep = r.report
+    assert rep["detector_preset"] == "colour" and rep["eps_text"] == "8/255" and not rep["forced"]
+    assert rep["squeezers"][:2] == [{"kind": "bit_depth", "bits": 5}, {"kind": "median", "size": 2}]
+    det = r.manifest["artifacts"][0]["detector"]
+    assert det["n_legitimate"] == 100 and det["n_heldout"] == 50 and 0 <= det["heldout_fpr"] <= 1
+    m = edgeguard.load(r.bundle_path)
+    held = np.arange(150) % 3 == 2
+    flagged = m.predict(photos["calibration"].x[held]).is_adversarial
+    assert det["heldout_fpr"] == pytest.approx(float(np.mean(flagged)))
+    assert m.bundle.manifest.artifact().detector.raw["heldout_fpr"] == det["heldout_fpr"]
+    gates = {g["gate"] for g in rep["gates"]}
+    assert {"label_order", "normalization", "accuracy", "detector_saturation", "detector_separation"} <= gates
+    sep = next(g for g in rep["gates"] if g["gate"] == "detector_separation")
+    assert sep["values"]["data"].startswith("held-out calibration images")
+    text = open(r.report_text_path, encoding="utf-8").read()
+    assert "held-out FPR" in text and "8/255" in text and "colour preset" in text
+
+
+def test_auto_squeezers_follow_the_documented_rule(photos, model, tmp_path):
+    from edgeguard.converters.selection import TIE, candidates_for
+
+    r = convert(model, SPEC, photos["calibration"], photos["test"], out_dir=str(tmp_path), squeezers="auto", **FAST)
+    sel = r.report["detector_selection"]
+    assert r.report["detector_preset"] == "auto" == r.manifest["provenance"]["detector_preset"]
+    assert sel["n_legitimate"] == 100 and sel["attack"]["data"].startswith("the threshold part")
+    rows = sel["candidates"]
+    assert [row["squeezers"] for row in rows] == [",".join(map(str, c)) for c in candidates_for(SPEC)]
+    assert rows[0]["squeezers"] == ",".join(map(str, presets.detector_preset(SPEC)[1]))  # the preset first
+    best = max(row["detection_rate"] or 0 for row in rows)
+    chosen = [row for row in rows if row["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["squeezers"] == sel["chosen"]
+    assert (chosen[0]["detection_rate"] or 0) >= best - TIE
+    # ties go to the fewest squeezers
+    assert all(len(row["squeezers"].split(",")) >= len(sel["chosen"].split(","))
+               for row in rows if (row["detection_rate"] or 0) >= best - TIE)
+    assert ",".join(str(Squeezer.from_manifest(q)) for q in r.manifest["squeezers"]) == sel["chosen"]
+
+
+def test_gray_squeezers_on_colour_are_refused_then_forced(photos, model, tmp_path):
+    kw = dict(FAST, squeezers="bit_depth:1", check_detector=False)
+    with pytest.raises(DetectorUnusableError, match="threshold is .* of a maximum 2"):
+        convert(model, SPEC, photos["calibration"], photos["test"], out_dir=str(tmp_path / "a"), **kw)
+    assert not os.path.exists(tmp_path / "a" / "model.egb")  # nothing written, nothing signed
+    r = convert(model, SPEC, photos["calibration"], photos["test"], out_dir=str(tmp_path / "b"), force=True,
+                key="generate", **kw)
+    assert r.report["forced"] and r.manifest["provenance"]["forced_gates"][0]["gate"] == "detector_saturation"
+    assert edgeguard.load(r.bundle_path, public_key=r.public_key_path).bundle.has_signature
+
+
+def test_labels_in_another_order_are_refused(photos, model, tmp_path):
+    shuffled = InputSpec((3, 32, 32), "NCHW", ("coffee", "rocket", "astronaut"), G.IMAGENET_MEAN, G.IMAGENET_STD)
+    # the same images with labels named in another order than the model's outputs
+    relabel = {0: 2, 1: 0, 2: 1}
+    cal, val = (Images(d.x, np.array([relabel[v] for v in d.y]), d.name) for d in (photos["calibration"],
+                                                                                   photos["test"]))
+    with pytest.raises(LabelOrderError, match="--labels astronaut,coffee,rocket"):
+        convert(model, shuffled, cal, val, out_dir=str(tmp_path), check_detector=False, **FAST)
+
+
+def test_forgotten_normalisation_is_named(photos, model, tmp_path):
+    plain = InputSpec((3, 32, 32), "NCHW", LABELS)  # the model was trained with ImageNet mean/std
+    try:
+        convert(model, plain, photos["calibration"], photos["test"], out_dir=str(tmp_path), check_detector=False,
+                **FAST)
+    except NormalizationError as e:
+        assert "--mean 0.485,0.456,0.406" in str(e)
+    except AccuracyGateError:
+        pytest.skip("this tiny model happens to keep its accuracy without normalisation")
+
+
+def test_accuracy_floor_is_settable(photos, model, tmp_path):
+    with pytest.raises(AccuracyGateError, match="under the floor 100.0%"):
+        convert(model, SPEC, photos["calibration"], photos["test"], out_dir=str(tmp_path), min_accuracy=1.0 - 1e-9,
+                check_detector=False, **FAST)
+
+
+def test_hardening_that_destroys_accuracy_is_refused(photos, tmp_path):
+    m = _train(photos, epochs=2)
+    with pytest.raises(HardeningCollapseError, match="smaller --eps"):
+        convert(m, SPEC, photos["calibration"], photos["test"], out_dir=str(tmp_path), train=photos["train"],
+                hardening=HardeningConfig("fgsm", eps=0.5, epochs=1, lr_max=5e-2), evaluate_hardening=False,
+                check_detector=False, **FAST)
+
+
+# --- models and data as users have them ---------------------------------------------------------------
+
+def test_factory_in_the_current_directory(tmp_path, monkeypatch):
+    from edgeguard.converters.source import load_factory
+
+    (tmp_path / "mymodel_eg17.py").write_text("import torch\n\ndef make():\n    return torch.nn.Linear(2, 2)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
+    assert load_factory("mymodel_eg17:make").out_features == 2
+
+
+def test_torchscript_is_refused_up_front():
+    import torch
+
+    from edgeguard.converters.source import load_torch_source
+
+    scripted = torch.jit.script(colour_cnn(width=4, num_classes=3))
+    with pytest.raises(UnsupportedModelError, match="TorchScript.*factory"):
+        load_torch_source(scripted)
+
+
+def test_onnx_external_data_is_inlined(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeguard.converters.source import load_onnx_source
+
+    w = numpy_helper.from_array(np.ones((3 * 32 * 32, 3), np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, 3 * 32 * 32], np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "ext.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.onnx.data",
+              size_threshold=0)
+    assert os.path.exists(tmp_path / "ext.onnx.data")
+    src = load_onnx_source(str(path), SPEC)
+    assert "external data inlined" in src.description
+    inlined = onnx.load_from_string(src.model_bytes)
+    assert not any(len(t.external_data) for t in inlined.graph.initializer)
+    with pytest.raises(UnsupportedModelError, match="external data"):
+        load_onnx_source(path.read_bytes(), SPEC)  # bytes: no folder to find the data in
+
+
+def test_image_folder_resize_crop_hidden_folders_and_folder_labels(tmp_path):
+    from PIL import Image
+
+    from edgeguard.converters.data import folder_classes
+
+    rng = np.random.default_rng(0)
+    for cls in ("rocket", "astronaut", ".ipynb_checkpoints"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (48, 64, 3), np.uint8)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "rocket" / ".hidden.png").write_bytes(b"not an image")
+    assert folder_classes(str(tmp_path)) == ["astronaut", "rocket"]
+    spec = InputSpec((3, 32, 32), "NCHW", ("astronaut", "rocket"))
+    with pytest.raises(ConversionError, match="--resize 32 --center-crop 32"):
+        load_images(str(tmp_path), spec)
+    imgs = load_images(str(tmp_path), spec, resize=32, center_crop=32)
+    assert imgs.x.shape == (4, 32, 32, 3) and imgs.y.tolist() == [0, 0, 1, 1]
+    with Image.open(tmp_path / "rocket" / "0.png") as im:  # torchvision's Resize(32) + CenterCrop(32)
+        want = np.asarray(im.resize((43, 32), Image.BILINEAR).crop((6, 0, 38, 32)))
+    np.testing.assert_array_equal(imgs.x[2], want)
+    with pytest.raises(ConversionError, match="pass --labels"):
+        load_images(str(tmp_path), InputSpec((3, 32, 32), "NCHW", ("a", "b")), resize=32, center_crop=32)
+
+
+def test_cli_convert_from_image_folders_with_folder_labels(photos, model, tmp_path, capfd):
+    import torch
+    from PIL import Image
+
+    from edgeguard.converters import cli
+
+    def folder(images, name):
+        root = tmp_path / name
+        (root / ".ipynb_checkpoints").mkdir(parents=True)  # a notebook's hidden folder: not a class
+        for i, (x, y) in enumerate(zip(images.x, images.y)):
+            (root / LABELS[y]).mkdir(exist_ok=True)
+            Image.fromarray(x).resize((40, 40), Image.BILINEAR).save(root / LABELS[y] / f"{i:04d}.png")
+        return str(root)
+
+    weights = tmp_path / "net.pt"
+    torch.save(model.state_dict(), weights)
+    out = tmp_path / "out"
+    rc = cli.main(["convert", "--torch", "edgeguard.converters.models:colour_cnn", "--weights", str(weights),
+                   "--factory-kwargs", '{"width": 8, "num_classes": 3}', "--input-shape", "3,32,32",
+                   "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225",
+                   "--calib", folder(photos["calibration"], "calib"), "--val", folder(photos["test"], "val"),
+                   "--resize", "32", "--center-crop", "32", "--artifacts", "fp32-onnx", "--latency-runs", "0",
+                   "--no-detector-check", "--min-accuracy", "0.5", "--out", str(out), "--quiet", "--json"])
+    captured = capfd.readouterr()
+    assert rc == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["input"]["labels"] == list(LABELS)  # the sorted folder names, hidden folder ignored
+    assert report["detector_preset"] == "colour" and report["eps_text"] == "8/255"
+    assert captured.err == ""  # --quiet: no progress, no library logs
+    assert edgeguard.load(str(out / "model.egb")).bundle.manifest.labels == LABELS
+
+
+def test_progress_only_on_a_terminal(monkeypatch):
+    from edgeguard.converters import cli
+
+    class NotATty:
+        def isatty(self):
+            return False
+
+        def write(self, s):
+            pass
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr("sys.stderr", NotATty())
+    assert cli.show_progress(False) is False and cli.show_progress(True) is False
+
+
+def test_quiet_silences_native_and_python_logs(capfd):
+    import logging
+    import warnings
+
+    from edgeguard.converters import cli
+
+    with cli.quiet_third_party(True):
+        os.write(2, b"native chatter\n")
+        logging.getLogger("absl").warning("python chatter")
+        warnings.warn("a warning")
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert "chatter" not in err and "a warning" not in err and "after" in err
+
+
+# --- the colour job -----------------------------------------------------------------------------------
+
+def test_colour_job_quick(tmp_path):
+    from edgeguard.converters import colour
+
+    s = colour.run(str(tmp_path), progress=False, artifacts=("fp32-onnx", "int8-onnx"), latency_runs=0,
+                   n_train=300, n_calib=150, n_test=100, epochs=2, pgd_steps=3, width=8,
+                   min_accuracy=0.3)  # a barely trained smoke model: the floor is lowered, not the check
+    saved = json.load(open(tmp_path / "colour.summary.json"))
+    assert saved["preset"] == "colour" and saved["eps_text"] == "8/255"
+    for aid in ("fp32-onnx", "int8-onnx"):
+        r = s["device"][aid]
+        assert 0 <= r["heldout_fpr"] <= 1 and r["n_heldout"] == 50
+        for kind in ("fgsm", "pgd"):
+            a = r["attacks"][kind]
+            if a["n_successful"]:
+                # undetected success = successful and not flagged, per clean-correct input
+                assert a["undetected_success_rate"] == pytest.approx(
+                    a["n_successful"] * (1 - a["detection_rate"]) / a["n_clean_correct"])
+    assert [t["artifact"] for t in s["targets"]] == ["int8-onnx"]
+    assert "PGD det" in s["text"] and "held-out FPR" in s["text"]

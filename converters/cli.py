@@ -126,6 +126,17 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     data.add_argument("--val-labels", metavar="NPY")
     data.add_argument("--train", metavar="PATH", help="labelled training images (needed for --harden)")
     data.add_argument("--train-labels", metavar="NPY")
+    gov = p.add_argument_group("data governance (docs/data-governance.md)")
+    gov.add_argument("--dataset-metadata", metavar="FILE",
+                     help="JSON: where the data came from, licence, citation (per split if needed); signed into "
+                          "the bundle's dataset card")
+    gov.add_argument("--data-description", metavar="TEXT", help="where the data came from (all splits)")
+    gov.add_argument("--data-license", metavar="TEXT", help="the data's licence (all splits)")
+    gov.add_argument("--data-citation", metavar="TEXT", help="how to cite the data (all splits)")
+    gov.add_argument("--no-dataset-card", action="store_true", help="do not record a dataset card")
+    gov.add_argument("--poison-scan", choices=("warn", "error", "drop"), default=None,
+                     help="scan --train for poison/backdoors on the source model before hardening (ART activation "
+                          "clustering): warn, stop (PoisonDetectedError), or drop the suspicious images")
     data.add_argument("--resize", type=int, metavar="N",
                       help="image folders: resize the shorter side to N pixels (torchvision Resize, bilinear)")
     data.add_argument("--center-crop", type=int, metavar="N",
@@ -307,6 +318,21 @@ def _labels(text):
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _dataset_metadata(args):
+    from .audit import load_metadata
+
+    return load_metadata(args.dataset_metadata).merged(args.data_description, args.data_license,
+                                                       args.data_citation)
+
+
+def _poison_scan(args, pipeline):
+    if args.poison_scan is None:
+        return None
+    from .poisoning import PoisonScanConfig
+
+    return PoisonScanConfig(on_detection=args.poison_scan, seed=args.seed)
+
+
 def cmd_convert(args) -> int:
     """Run the conversion (see the module docstring); prints the report."""
     try:
@@ -410,7 +436,9 @@ def cmd_convert(args) -> int:
         min_accuracy=args.min_accuracy, check_detector=not args.no_detector_check,
         created=args.created, per_artifact_bundles=args.per_artifact_bundles, seed=args.seed,
         check_parity=not args.no_parity_check, latency_runs=args.latency_runs, progress=show_progress(args.quiet),
-        save_source={"factory": args.torch, "kwargs": factory_kwargs or {}, "data": None} if args.torch else None)
+        save_source={"factory": args.torch, "kwargs": factory_kwargs or {}, "data": None} if args.torch else None,
+        dataset_card=not args.no_dataset_card, dataset_metadata=_dataset_metadata(args),
+        poison_scan=_poison_scan(args, pipeline))
     with quiet_third_party(args.quiet):
         result = pipeline.convert(src, spec, calib, val, out_dir=args.out, train=train, options=options, log=log)
     if args.json:

@@ -123,7 +123,10 @@ _DCT32 = _dct_matrix(32).astype(np.float32)
 def phash(images) -> np.ndarray:
     """64-bit DCT perceptual hashes (uint64) of uint8 images: 32x32 gray, 2-D DCT-II, the 8x8
     lowest frequencies, each bit = coefficient > their median (as the common ``imagehash.phash``)."""
-    t = _thumbnails(images, 32, 32)
+    return _phash_of(_thumbnails(images, 32, 32))
+
+
+def _phash_of(t: np.ndarray) -> np.ndarray:
     low = np.einsum("ab,nbc,dc->nad", _DCT32[:8], t, _DCT32[:8], optimize=True).reshape(len(t), 64)
     return _pack_bits(low > np.median(low, axis=1, keepdims=True))
 
@@ -137,24 +140,30 @@ def dhash(images) -> np.ndarray:
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
+def _bit_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distances as small unsigned integers (no widening: the near-duplicate search makes many)."""
+    x = np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64))
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(x)
+    return _POPCOUNT8[np.ascontiguousarray(x)[..., None].view(np.uint8)].sum(axis=-1, dtype=np.uint8)
+
+
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Bitwise Hamming distance between uint64 hashes (broadcasting)."""
-    x = np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64))
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x).astype(np.int64)
-    return _POPCOUNT8[np.ascontiguousarray(x)[..., None].view(np.uint8)].sum(axis=-1).astype(np.int64)
+    return _bit_distance(a, b).astype(np.int64)
 
 
 def _near_pairs(hashes: np.ndarray, signatures: np.ndarray, max_hamming: int, min_corr: float,
-                chunk: int = 1024) -> np.ndarray:
+                cells: int = 1 << 23) -> np.ndarray:
     """(M, 2) index pairs i < j whose hashes differ in <= max_hamming bits and whose signatures
     (zero-mean unit-norm thumbnails) correlate >= min_corr. Exhaustive: O(N^2) hash
     comparisons, in chunks (70,000 images take tens of seconds)."""
     n = len(hashes)
+    chunk = max(1, min(n, cells // max(n, 1)))  # rows per block: ~cells distances (8 MiB) at a time
     found = []
     for start in range(0, n, chunk):
         block = hashes[start:start + chunk]
-        dist = hamming(block[:, None], hashes[None, :])
+        dist = _bit_distance(block[:, None], hashes[None, :])
         ii, jj = np.nonzero(dist <= max_hamming)
         ii = ii + start
         keep = jj > ii
@@ -169,7 +178,11 @@ def _near_pairs(hashes: np.ndarray, signatures: np.ndarray, max_hamming: int, mi
 
 
 def _signatures(images) -> np.ndarray:
-    t = _thumbnails(images, 32, 32).reshape(len(images), -1).astype(np.float64)
+    return _signatures_of(_thumbnails(images, 32, 32))
+
+
+def _signatures_of(thumbs: np.ndarray) -> np.ndarray:
+    t = thumbs.reshape(len(thumbs), -1).astype(np.float64)
     t -= t.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(t, axis=1, keepdims=True)
     # a flat image has no pattern to correlate: it matches other flat images only exactly
@@ -499,8 +512,10 @@ def dataset_card(splits, metadata=None, *, near_max_hamming: int = DEFAULT_NEAR_
             first_seen[d] = g
     exact_root = np.array([exact.find(g) for g in range(len(owner))])
     # near duplicates: perceptual hash candidates confirmed by thumbnail correlation; exact copies excluded
-    hashes = np.concatenate([phash(s.images) for s in splits])
-    sigs = np.concatenate([_signatures(s.images) for s in splits])
+    thumbs = [_thumbnails(s.images, 32, 32) for s in splits]
+    hashes = np.concatenate([_phash_of(t) for t in thumbs])
+    sigs = np.concatenate([_signatures_of(t) for t in thumbs])
+    del thumbs
     pairs = _near_pairs(hashes, sigs, near_max_hamming, near_min_correlation)
     if len(pairs):
         pairs = pairs[exact_root[pairs[:, 0]] != exact_root[pairs[:, 1]]]

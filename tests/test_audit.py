@@ -320,3 +320,28 @@ def test_conversion_signs_the_dataset_card_and_the_scan_into_the_manifest(plante
     out = capsys.readouterr().out
     assert "dataset card:" in out and "CC-BY-SA-3.0" in out and "poisoning scan: " in out
     assert "LIKELY BACKDOOR" in out
+
+
+def test_plant_trigger_marks_exactly_the_chosen_source_digits(digits):
+    from edgeguard.converters.poison_experiment import PATCH, add_trigger, plant_trigger
+
+    train = digits["train"]
+    poisoned, mask = plant_trigger(train, 3, 5, 0.25, seed=4)
+    assert mask.sum() == 5 and (train.y[mask] == 3).all() and (poisoned.y[mask] == 5).all()
+    assert np.array_equal(poisoned.x[~mask], train.x[~mask]) and np.array_equal(poisoned.y[~mask], train.y[~mask])
+    stamped = add_trigger(train.x[:2])
+    assert (stamped[:, 28 - 1 - PATCH:27, 28 - 1 - PATCH:27] == 255).all()
+    assert np.array_equal(stamped[:, :23], train.x[:2, :23]) and (stamped[:, 27] == train.x[:2, 27]).all()
+
+
+def test_scan_in_a_conversion_needs_training_data(planted, tmp_path):
+    from edgeguard.converters.errors import NotAvailableError
+    from edgeguard.converters.pipeline import convert
+    from edgeguard.converters.poisoning import PoisonScanConfig
+
+    spec, _, _, _, backdoored, _ = planted
+    splits = mnist_splits(seed=0, n_train=1000, n_calib=200, n_test=200)
+    with pytest.raises(NotAvailableError, match="training data"):
+        convert(backdoored, spec, splits["calibration"], splits["test"], out_dir=str(tmp_path),
+                poison_scan=PoisonScanConfig(), artifacts=("fp32-onnx",), latency_runs=0, progress=False,
+                check_detector=False)

@@ -9,8 +9,8 @@ PY := $(VENV)/bin/python
 BUILD := build
 JOBS ?= 2
 
-.PHONY: setup system-packages venv native-ext demo demo-colour bench test test-c test-c-native test-c-sanitize test-c-aarch64 \
-        test-c-armv7 test-python test-sdist clean poison-experiment
+.PHONY: setup system-packages venv native-ext demo demo-colour bench test test-c test-c-native test-c-sanitize \
+        test-c-aarch64 test-c-armv7 test-python test-sdist fuzz fuzz-build test-fuzz clean poison-experiment
 
 setup: system-packages venv
 
@@ -46,7 +46,7 @@ poison-experiment: setup native-ext
 bench: setup native-ext
 	$(PY) benchmarks/bench_kernels.py
 
-test: setup test-c test-python test-sdist
+test: setup test-c test-python test-sdist test-fuzz
 
 test-c: test-c-native test-c-sanitize test-c-aarch64 test-c-armv7
 
@@ -78,6 +78,24 @@ test-sdist: venv
 	python3 -m venv $(BUILD)/sdist-venv
 	$(BUILD)/sdist-venv/bin/pip install -q "$$(ls $(BUILD)/sdist/edgeguard-*.tar.gz)[onnx]"
 	cd $(BUILD) && sdist-venv/bin/python ../tests/smoke_install.py
+
+# Fuzzing (docs/fuzzing.md): libFuzzer + ASan/UBSan harnesses of every C kernel (each SIMD
+# variant against the scalar reference) and atheris harnesses of the bundle reader and the
+# manifest parser. `make fuzz` runs each for FUZZ_SECONDS; `make test` runs a short pass.
+FUZZ_SECONDS ?= 300
+FUZZ_CI_SECONDS ?= 30
+
+fuzz-build: venv system-packages
+	$(VENV)/bin/cmake -S . -B $(BUILD)/fuzz -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja \
+	    -DCMAKE_C_COMPILER=clang -DEG_FUZZ=ON -DEG_SANITIZE=ON -DEG_BUILD_TESTS=OFF \
+	    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	$(VENV)/bin/cmake --build $(BUILD)/fuzz -j $(JOBS)
+
+fuzz: fuzz-build native-ext
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(BUILD)/fuzz $(PY)
+
+test-fuzz: fuzz-build native-ext
+	bash tests/fuzz/run.sh $(FUZZ_CI_SECONDS) $(BUILD)/fuzz $(PY)
 
 clean:
 	rm -rf $(BUILD) edgeguard/_native*.so edgeguard/_native.c

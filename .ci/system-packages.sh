@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need (cross compilers and qemu-user for
-# the ARM C tests, mosquitto for the telemetry tests). Skips apt when all are present.
+# the ARM C tests, mosquitto for the telemetry tests, clang and its compiler-rt for the
+# libFuzzer harnesses of `make fuzz`). Skips apt when all are present.
 set -euo pipefail
 PACKAGES=(
   build-essential
@@ -8,6 +9,7 @@ PACKAGES=(
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
   mosquitto mosquitto-clients
+  clang libclang-rt-dev
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -32,6 +32,7 @@ import textwrap
 
 from . import __version__
 from .bench import bench_model, format_bench, format_table
+from ._files import open_regular_file
 from .images import expand_inputs, read_image
 from .errors import AdversarialInputError, EdgeGuardError, InvalidArgumentError, UnsupportedError
 
@@ -160,11 +161,11 @@ def _fmt_q(q) -> str:
 # ----------------------------------------------------------------------------- inspect / verify
 
 def _read_file(path: str, what: str, limit: int | None = None) -> bytes:
-    try:
-        with open(path, "rb") as f:
+    with open_regular_file(path, what, InvalidArgumentError) as (f, _):  # never blocks on a FIFO
+        try:
             return f.read() if limit is None else f.read(limit)
-    except OSError as e:
-        raise InvalidArgumentError(f"cannot read {what} {path!r}: {e.strerror or e}") from None
+        except OSError as e:
+            raise InvalidArgumentError(f"cannot read {what} {path!r}: {e.strerror or e}") from None
 
 
 @command(BUNDLE, PUBLIC_KEY, JSON)

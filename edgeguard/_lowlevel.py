@@ -8,6 +8,8 @@ friendly API lives in :mod:`edgeguard.squeeze` and the guard.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ._native import ffi, lib
@@ -100,6 +102,30 @@ def as_output(out, shape, dtype, what: str) -> np.ndarray:
     return out
 
 
+_C_INT_MAX = 2**31 - 1
+_SIZE_MAX = 2**64 - 1 if ffi.sizeof("size_t") == 8 else 2**32 - 1
+
+
+def _c_int(value, name: str, hi: int = _C_INT_MAX) -> int:
+    """An integer argument for a C int / size_t parameter: exactly an integer (not a bool,
+    not 2.0), within the C type's range; the kernel itself then checks its domain."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if not -_C_INT_MAX - 1 <= value <= hi:
+        raise InvalidArgumentError(f"{name} = {value} is out of range (at most {hi})")
+    return value
+
+
+def _c_float(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InvalidArgumentError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise InvalidArgumentError(f"{name} = {value} is out of range for a float") from None
+
+
 def _ptr(ctype: str, a: np.ndarray, writable: bool = False):
     return ffi.from_buffer(ctype, a, require_writable=writable)
 
@@ -135,6 +161,7 @@ def bit_depth(x: np.ndarray, bits: int, out: np.ndarray | None = None, isa: str 
     ctype, suffix = _CTYPE[x.dtype]
     out = as_output(out, x.shape, x.dtype, "out")
     fn = lib.eg_bit_depth_u8 if suffix == "u8" else lib.eg_bit_depth_f32
+    bits = _c_int(bits, "bits")
     check_status(fn(_ptr(ctype, x), _ptr(ctype, out, True), x.size, bits, isa_code(isa)), "bit_depth")
     return out
 
@@ -143,6 +170,8 @@ def median(x: np.ndarray, n: int, h: int, w: int, c: int, layout: str, window: i
            out: np.ndarray | None = None, isa: str = "auto") -> np.ndarray:
     x = _as_image_input(x, "median input")
     ctype, suffix = _CTYPE[x.dtype]
+    n, h, w, c = (_c_int(v, name, _SIZE_MAX) for v, name in ((n, "n"), (h, "h"), (w, "w"), (c, "c")))
+    window = _c_int(window, "window")
     if min(n, h, w, c) < 0 or n * h * w * c != x.size:
         raise InvalidArgumentError(f"median: dimensions {(n, h, w, c)} do not match an array of {x.size} elements")
     out = as_output(out, x.shape, x.dtype, "out")
@@ -207,7 +236,7 @@ def preprocess(images: np.ndarray, layout: str, scale: float, mean: np.ndarray, 
     if mean.shape != (c,) or std.shape != (c,):
         raise InvalidArgumentError(f"mean and std need {c} values (one per channel), got {mean.shape} and {std.shape}")
     status = lib.eg_preprocess_u8_f32(_ptr("uint8_t[]", images), _ptr("float[]", out, True), n, h, w, c,
-                                      code, float(scale), _ptr("float[]", mean), _ptr("float[]", std),
+                                      code, _c_float(scale, "scale"), _ptr("float[]", mean), _ptr("float[]", std),
                                       isa_code(isa))
     check_status(status, "preprocess")
     return out

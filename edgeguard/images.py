@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from ._files import open_regular_file
 from .errors import BackendUnavailableError, InvalidArgumentError, InvalidInputError
 
 __all__ = ["read_image", "read_pnm"]
@@ -88,18 +89,17 @@ def _to_channels(img: np.ndarray, channels: int) -> np.ndarray:
 def read_image(path: str, channels: int) -> np.ndarray:
     """Read one input file: .npy (as stored), PGM/PPM, or any image Pillow reads (converted to `channels`)."""
     ext = os.path.splitext(path)[1].lower()
-    if ext == ".npy":
+    # Regular files only: a FIFO or /dev/zero given as an input must not block or fill memory.
+    with open_regular_file(path, "input file", InvalidArgumentError) as (f, _):
         try:
-            return np.load(path, allow_pickle=False)
+            if ext == ".npy":
+                try:
+                    return np.load(f, allow_pickle=False)
+                except ValueError as e:
+                    raise InvalidInputError(f"{path}: not a valid .npy array ({e})") from None
+            data = f.read()
         except OSError as e:
             raise InvalidArgumentError(f"cannot read input file {path!r}: {e.strerror or e}") from None
-        except ValueError as e:
-            raise InvalidInputError(f"{path}: not a valid .npy array ({e})") from None
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise InvalidArgumentError(f"cannot read input file {path!r}: {e.strerror or e}") from None
     if data[:2] in _PNM_MAGIC:
         return _to_channels(read_pnm(data, path), channels)
     try:

@@ -377,7 +377,7 @@ def test_non_finite_numbers_refused():
     m = with_members(make_manifest(), MEMBERS)
     text = json.dumps(m).replace('"scale": 0.00392156862745098', '"scale": 1e999')
     assert "1e999" in text
-    refuse(craft(manifest_bytes=text.encode()), BundleError, "input.scale: expected a finite number")
+    refuse(craft(manifest_bytes=text.encode()), BundleError, "input.scale: number inf is not finite")
 
 
 def test_optional_nulls_are_accepted(tmp_path):
@@ -887,3 +887,258 @@ def test_random_corruption_is_refused_or_harmless(signed, data):
     assert b.manifest_bytes == reference.manifest_bytes
     assert all(b.member(n) == reference.member(n) for n in reference.member_names)
     assert b.signed == signed
+
+
+# --- hostile files and values (issue 15) -------------------------------------------------------
+
+def _manifest_text(**replace) -> str:
+    text = json.dumps(with_members(make_manifest(), MEMBERS))
+    for old, new in replace.items():
+        assert old in text
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.parametrize("old, new, path", [
+    ('"scale": 0.00392156862745098', '"scale": 1' + "0" * 400, "input.scale"),
+    ('"zero_point": -1', '"zero_point": -1' + "0" * 400, "artifacts[1].input_quantization.zero_point"),
+    ('"size": 32', '"size": 9007199254740993', "members.models/int8.tflite.size"),  # 2**53 + 1
+    ('"reference_stats": {}', '"reference_stats": {"n": 1' + "0" * 400 + "}", "reference_stats.n"),
+])
+def test_huge_integers_are_refused_everywhere(tmp_path, old, new, path):
+    data = craft(manifest_bytes=_manifest_text(**{old: new}).encode())
+    err = refuse(data, BundleError, f"invalid manifest: {path}: integer ")
+    assert type(err) is BundleError and "out of range" in str(err)
+    (tmp_path / "huge.egb").write_bytes(data)
+    import edgeguard
+    with pytest.raises(BundleError, match="out of range"):  # load() reads through the same reader
+        edgeguard.load(tmp_path / "huge.egb")
+
+
+def test_huge_integers_are_refused_by_the_writer(tmp_path):
+    for mutate in (_set(("input", "scale"), 10**400), _set(("reference_stats",), {"n": -(10**400)}),
+                   _set(("artifacts", 0, "detector", "threshold"), 2**53)):
+        m = make_manifest()
+        mutate(m)
+        with pytest.raises(InvalidArgumentError, match="out of range"):
+            bundle.write_bundle(tmp_path / "x.egb", m, MEMBERS)
+    assert not list(tmp_path.iterdir())
+    # The validator itself never raises OverflowError, whoever calls it.
+    m = with_members(make_manifest(), MEMBERS)
+    m["input"]["std"] = [10**400] * 3
+    with pytest.raises(BundleError, match=r"input.std\[0\]: expected a finite number in float32 range"):
+        bundle_manifest.validate_manifest(m)
+
+
+def test_non_finite_floats_are_refused_anywhere():
+    text = _manifest_text(**{'"reference_stats": {}': '"reference_stats": {"x": [1, -1e999]}'})
+    refuse(craft(manifest_bytes=text.encode()), BundleError, "invalid manifest: reference_stats.x[1]: number -inf")
+
+
+def test_paths_with_nul_bytes_are_argument_errors(tmp_path):
+    import edgeguard
+    for call in (lambda: bundle.read_bundle(str(tmp_path / "a\0b.egb")),
+                 lambda: bundle.read_bundle(tmp_path / "a\0b.egb"),
+                 lambda: edgeguard.load(str(tmp_path / "a\0b.egb")),
+                 lambda: bundle.write_bundle(str(tmp_path / "a\0b.egb"), make_manifest(), MEMBERS),
+                 lambda: bundle.load_public_key(str(tmp_path / "key\0.pem"))):
+        with pytest.raises(InvalidArgumentError, match="contains a NUL byte"):
+            call()
+    assert not list(tmp_path.iterdir())
+
+
+def _in_thread(fn, timeout=30.0):
+    """Run fn in a thread; the test fails (rather than hangs) if it blocks."""
+    import threading
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            outcome["error"] = e
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    return t.is_alive(), outcome
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_fifo_without_writer_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "bundle.fifo"
+    os.mkfifo(fifo)
+    blocked, outcome = _in_thread(lambda: bundle.read_bundle(fifo))
+    if blocked:  # unblock the reader before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("read_bundle blocked on a FIFO with no writer")
+    err = outcome.get("error")
+    assert isinstance(err, BundleError) and "it is a FIFO (named pipe), not a regular file" in str(err), err
+    blocked, outcome = _in_thread(lambda: bundle.load_public_key(fifo))
+    assert not blocked and isinstance(outcome.get("error"), InvalidArgumentError), outcome
+    assert "public key file" in str(outcome["error"]) and "FIFO" in str(outcome["error"])
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])
+def test_devices_are_refused_without_reading(tmp_path, device):
+    if not os.path.exists(device):
+        pytest.skip(f"no {device}")
+    refuse(device, BundleError, "it is a character device, not a regular file")
+    link = tmp_path / "link.egb"
+    os.symlink(device, link)  # a symlink is followed; its target is what counts
+    refuse(link, BundleError, "it is a character device, not a regular file")
+
+
+def _run_with_address_space_limit(tmp_path, code: str, headroom: int) -> subprocess.CompletedProcess:
+    """Run `code` in a child whose address space may grow by only `headroom` bytes."""
+    script = textwrap.dedent(f"""
+        import resource, sys
+        sys.path.insert(0, {ROOT!r})
+        from edgeguard import bundle
+        from edgeguard.errors import BundleError
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[0])
+        limit = pages * resource.getpagesize() + {headroom}
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    """) + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and RLIMIT_AS")
+def test_sparse_gigabyte_is_refused_from_its_tail(tmp_path):
+    # 1 GiB of holes: no end record at the end, so it is refused without being read.
+    # Under a 256 MiB address-space limit, reading it would end in a MemoryError instead.
+    sparse = tmp_path / "sparse.egb"
+    with open(sparse, "wb") as f:
+        f.truncate(1 << 30)
+    refuse(sparse, NotABundleError, "no end-of-central-directory record")
+    child = _run_with_address_space_limit(tmp_path, f"""
+        try:
+            bundle.read_bundle({str(sparse)!r})
+        except BundleError as e:
+            print(type(e).__name__, e)
+    """, 256 << 20)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.startswith("NotABundleError not a bundle: not a ZIP archive"), child.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and RLIMIT_AS")
+def test_memory_error_becomes_a_bundle_error(tmp_path):
+    # A 768 MiB sparse file that ends in a plausible (empty) end record passes the tail
+    # check and the size limit, so it is read -- in a process that cannot hold it.
+    big = tmp_path / "big.egb"
+    size = 768 << 20
+    with open(big, "wb") as f:
+        f.truncate(size - 22)
+        f.seek(size - 22)
+        f.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0, 0, 0, size - 22, 0))
+    child = _run_with_address_space_limit(tmp_path, f"""
+        try:
+            bundle.read_bundle({str(big)!r})
+        except BundleError as e:
+            print(type(e).__name__, e)
+    """, 256 << 20)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.startswith("BundleError not enough memory to read and verify the bundle"), child.stdout
+
+
+@pytest.mark.parametrize("path, value, fragment", [
+    (("input", "std", 0), 1e-46, "input.std[0]: expected a number > 0, got 1e-46 (0.0 as float32)"),
+    (("input", "std", 2), -1e-46, "input.std[2]: expected a number > 0, got -1e-46"),
+    (("input", "scale"), 1e-50, "input.scale: expected a number > 0, got 1e-50 (0.0 as float32)"),
+    (("input", "mean", 1), 1e39, "input.mean[1]: expected a finite number in float32 range, got a number (1e+39)"),
+    (("input", "range"), [0, 1e-50], "input.range[1]: expected a number > 0, got 1e-50 (0.0 as float32)"),
+    (("input", "range"), [1, 1 + 1e-12], "input.range[1]: expected a number > 1, got 1.000000000001 (1.0 as float32)"),
+    (("artifacts", 1, "input_quantization", "scale"), 1e-46,
+     "artifacts[1].input_quantization.scale: expected a number > 0, got 1e-46 (0.0 as float32)"),
+], ids=lambda x: None)
+def test_runtime_numbers_are_validated_in_float32(tmp_path, path, value, fragment):
+    m = make_manifest()
+    _set(path, value)(m)
+    with pytest.raises(BundleError) as info:
+        bundle.write_bundle(tmp_path / "x.egb", m, MEMBERS)
+    assert fragment in str(info.value), str(info.value)
+    refuse(craft(_with(with_members(make_manifest(), MEMBERS), path, value)), BundleError, fragment)
+
+
+def test_smallest_float32_values_still_load(tmp_path):
+    m = make_manifest()
+    m["input"]["std"] = [1e-45, 1.0, 1.0]  # the smallest subnormal float32, not 0
+    assert bundle.read_bundle(write(tmp_path, m)).manifest.input.std[0] > 0
+
+
+@pytest.mark.parametrize("text_old, text_new, fragment", [
+    ('"name": "tiny-cnn"', '"name": "tiny\\ud800cnn"', "invalid manifest: name: string 'tiny\\ud800cnn' is not valid"),
+    ('"cat"', '"\\udfff"', "invalid manifest: labels[0]: string '\\udfff' is not valid Unicode"),
+    ('"reference_stats": {}', '"reference_stats": {"\\ud83d": 1}', "invalid manifest: reference_stats: key '\\ud83d'"),
+    ('"created_by": "tests"', '"created_by": "\\udc80\\ud800"', "provenance.created_by: string"),
+], ids=lambda x: None)
+def test_lone_surrogates_are_refused_by_the_reader(text_old, text_new, fragment):
+    text = _manifest_text(**{text_old: text_new})
+    err = refuse(craft(manifest_bytes=text.encode()), BundleError, fragment)
+    assert "not valid Unicode" in str(err)
+    str(err).encode("utf-8", "backslashreplace")  # the message itself is printable
+
+
+def test_paired_surrogate_escapes_are_ordinary_text(tmp_path):
+    text = _manifest_text(**{'"name": "tiny-cnn"': '"name": "tiny-\\ud83d\\ude00"'})  # one emoji, escaped
+    assert bundle.read_bundle(craft(manifest_bytes=text.encode())).manifest.name == "tiny-\U0001F600"
+
+
+def test_lone_surrogates_are_refused_by_the_writer(tmp_path):
+    m = make_manifest()
+    m["labels"][1] = "d\udcffg"
+    with pytest.raises(InvalidArgumentError, match=r"labels\[1\]: string .* is not valid Unicode"):
+        bundle.write_bundle(tmp_path / "x.egb", m, MEMBERS)
+    assert not list(tmp_path.iterdir())
+
+
+def _tensor(*fields: bytes) -> bytes:
+    return _pb(7, _pb(5, _pb(1, 1) + _pb(2, 1) + _pb(8, "w") + b"".join(fields)))
+
+
+@pytest.mark.parametrize("location", [1, 2, 7, 2**31, 2**32 + 1, 2**63 + 1, 2**64 - 1])
+def test_walker_counts_every_non_default_data_location_as_external(location):
+    # protobuf reads the enum varint's low 32 bits as int32: 2**32 + 1 is EXTERNAL.
+    assert onnx_scan.onnx_external_data(_tensor(_pb(14, location))) == ["<no location>"]
+
+
+@pytest.mark.parametrize("location", [0, 2**32, 2**33])
+def test_walker_reads_data_location_as_protobuf_does(location):
+    assert onnx_scan.onnx_external_data(_tensor(_pb(14, location))) == []  # low 32 bits 0: DEFAULT
+
+
+def test_walker_refuses_data_location_with_another_wire_type():
+    with pytest.raises(BundleError, match="data_location"):
+        onnx_scan.onnx_external_data(_tensor(_pb(14, b"\x01")))
+
+
+def test_external_data_location_above_32_bits_refused_in_a_bundle(tmp_path):
+    model = TINY_ONNX + _tensor(_pb(14, 2**32 + 1))  # a second graph field: protobuf merges it
+    with pytest.raises(ExternalDataError):
+        bundle.write_bundle(tmp_path / "x.egb", make_manifest(), {**MEMBERS, "models/fp32.onnx": model})
+    m = with_members(make_manifest(), {**MEMBERS, "models/fp32.onnx": model})
+    refuse(craft(m, {**MEMBERS, "models/fp32.onnx": model}), ExternalDataError, "refers to external data")
+
+
+@pytest.mark.parametrize("depth, exc, fragment", [
+    (63, None, None),  # deep, but within the cap: accepted
+    (64, BundleError, "nested deeper than 64 levels"),
+    (900, BundleError, "nested deeper than 64 levels"),  # json parses it; later recursion would not survive
+    (100_000, NotABundleError, "not valid JSON: maximum recursion depth"),
+])
+def test_deeply_nested_manifest_values(tmp_path, depth, exc, fragment):
+    # depth of the innermost array, the manifest object being depth 0 and reference_stats depth 1
+    value = "[" * (depth - 1) + "]" * (depth - 1)
+    text = _manifest_text(**{'"reference_stats": {}': '"reference_stats": {"x": ' + value + "}"})
+    if exc is None:
+        assert bundle.read_bundle(craft(manifest_bytes=text.encode())).manifest.reference_stats["x"]
+        return
+    refuse(craft(manifest_bytes=text.encode()), exc, fragment)
+    nested: list = []
+    for _ in range(depth - 2):
+        nested = [nested]
+    m = make_manifest()
+    m["reference_stats"] = {"x": nested}
+    with pytest.raises(InvalidArgumentError, match="nest"):
+        bundle.write_bundle(tmp_path / "x.egb", m, MEMBERS)

@@ -185,6 +185,56 @@ def test_verify_exit_codes_as_a_process(env, tmp_path):
         assert r.returncode == 1 and r.stderr.startswith("edgeguard: error: SignatureError: "), args
 
 
+
+def _rezip_with_manifest_text(source: str, target, edit) -> None:
+    """A copy of a bundle whose manifest.json text is edited (members and hashes kept)."""
+    import zipfile
+    with zipfile.ZipFile(source) as z:
+        members = {i.filename: z.read(i) for i in z.infolist()}
+    members["manifest.json"] = edit(members["manifest.json"].decode()).encode()
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def test_hostile_bundles_give_one_line_errors_as_a_process(env, tmp_path):
+    # A lone surrogate (escaped in JSON), a huge integer, a float32-zero std: refused by
+    # the reader with a typed one-line error, never a UnicodeEncodeError traceback.
+    cases = {
+        "surrogate": (lambda t: t.replace('"name":"cli-test"', '"name":"cli\\ud800test"'), "not valid Unicode"),
+        "huge": (lambda t: t.replace('"size":', '"size":1' + "0" * 400 + ',"x":', 1), "out of range"),
+        "std0": (lambda t: t.replace('"std":[0.3081]', '"std":[1e-46]'), "(0.0 as float32)"),
+    }
+    for name, (edit, fragment) in cases.items():
+        path = tmp_path / f"{name}.egb"
+        _rezip_with_manifest_text(env["unsigned"], path, edit)
+        for command in ("verify", "inspect"):
+            r = run_module(command, str(path))
+            assert r.returncode == 1 and r.stdout == "", (name, command, r.stdout, r.stderr)
+            assert r.stderr.startswith("edgeguard: error: BundleError: invalid manifest: "), (name, r.stderr)
+            assert fragment in r.stderr and r.stderr.count("\n") == 1, (name, r.stderr)
+            assert "Traceback" not in r.stderr
+
+
+def test_special_and_nul_paths_are_refused(env, tmp_path, capsys):
+    fifo = tmp_path / "model.fifo"
+    os.mkfifo(fifo)
+    assert main(["verify", str(fifo)]) == 1  # returns: the FIFO is never opened blocking
+    assert "it is a FIFO (named pipe), not a regular file" in capsys.readouterr().err
+    assert main(["inspect", "/dev/zero"]) == 1
+    assert "it is a character device, not a regular file" in capsys.readouterr().err
+    assert main(["verify", env["unsigned"], "--public-key", str(fifo)]) == 1
+    assert "InvalidArgumentError: cannot read public key file" in capsys.readouterr().err
+    for name in ("image.npy", "image.pgm"):  # run's inputs: never read from a FIFO or a device
+        os.mkfifo(tmp_path / name)
+        assert main(["run", env["unsigned"], str(tmp_path / name)]) == 1
+        assert "cannot read input file" in capsys.readouterr().err
+    assert main(["run", env["unsigned"], "/dev/zero"]) == 1
+    assert "it is a character device" in capsys.readouterr().err
+    assert main(["verify", "model\0.egb"]) == 1
+    assert capsys.readouterr().err.startswith("edgeguard: error: InvalidArgumentError: path 'model\\x00.egb' contains")
+
+
 # --- run ---------------------------------------------------------------------------------------
 
 def test_run_table_and_json(env, tmp_path, capsys):

@@ -407,3 +407,42 @@ def test_native_unavailable_isa_code():
         status = lib.eg_bit_depth_u8(ffi.from_buffer(u8), ffi.from_buffer(u8o, require_writable=True), 64, 3, code)
         _expect(status, UnsupportedError, "instruction set not available on this CPU or build")
     assert (u8o == 0x5A).all()
+
+
+# --- the raw layer type-checks its integer and float arguments (issue 15) ---------------------
+
+U8_IMAGE = np.zeros((1, 4, 4, 1), np.uint8)
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: _lowlevel.median(U8_IMAGE, 1, 4, 4, 1, "NHWC", 2**31), "window = 2147483648 is out of range"),
+    (lambda: _lowlevel.median(U8_IMAGE, 1, 4, 4, 1, "NHWC", -2**31 - 1), "window = -2147483649 is out of range"),
+    (lambda: _lowlevel.median(U8_IMAGE, 1, 4, 4, 1, "NHWC", 3.0), "window must be an integer, got 3.0"),
+    (lambda: _lowlevel.median(U8_IMAGE, 1.0, 4, 4, 1, "NHWC", 3), "n must be an integer, got 1.0"),
+    (lambda: _lowlevel.median(U8_IMAGE, 1, 4, 4, True, "NHWC", 3), "c must be an integer, got True"),
+    (lambda: _lowlevel.median(U8_IMAGE, 2**64, 4, 4, 1, "NHWC", 3), "n = 18446744073709551616 is out of range"),
+    (lambda: _lowlevel.bit_depth(U8_IMAGE, 2.0), "bits must be an integer, got 2.0"),
+    (lambda: _lowlevel.bit_depth(U8_IMAGE, True), "bits must be an integer, got True"),
+    (lambda: _lowlevel.bit_depth(U8_IMAGE, np.True_), "bits must be an integer, got np.True_"),
+    (lambda: _lowlevel.bit_depth(U8_IMAGE, "4"), "bits must be an integer, got '4'"),
+    (lambda: _lowlevel.bit_depth(U8_IMAGE, 2**31), "bits = 2147483648 is out of range"),
+    (lambda: _lowlevel.preprocess(U8_IMAGE, "NHWC", 10**400, np.zeros(1, F32), np.ones(1, F32)),
+     "scale = 1000"),
+    (lambda: _lowlevel.preprocess(U8_IMAGE, "NHWC", "1", np.zeros(1, F32), np.ones(1, F32)),
+     "scale must be a number, got '1'"),
+], ids=lambda x: None)
+def test_lowlevel_refuses_non_integer_and_out_of_range_arguments(call, fragment):
+    with pytest.raises(InvalidArgumentError) as info:
+        call()
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_lowlevel_accepts_numpy_integers_and_leaves_domain_checks_to_c():
+    x = np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1)
+    expected = _lowlevel.bit_depth(x, 3)
+    assert np.array_equal(_lowlevel.bit_depth(x, np.int64(3)), expected)
+    assert np.array_equal(_lowlevel.median(x, np.int32(1), 4, 4, 1, "NHWC", np.uint8(3)),
+                          _lowlevel.median(x, 1, 4, 4, 1, "NHWC", 3))
+    # an int in C's range but outside the kernel's domain: the C check answers
+    with pytest.raises(InvalidArgumentError, match="bit depth must be 1..8"):
+        _lowlevel.bit_depth(x, 9)

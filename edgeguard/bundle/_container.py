@@ -10,6 +10,7 @@ import stat
 import tempfile
 from typing import Any, Mapping
 
+from .._files import open_regular_file, path_text
 from ..errors import (
     BundleError,
     HashMismatchError,
@@ -20,10 +21,11 @@ from ..errors import (
 )
 
 from ._keys import load_private_key, verify_signature
-from ._manifest import FORMAT, SCHEMA_VERSION, Artifact, Manifest, canonical_json, parse_manifest, validate_manifest
+from ._manifest import FORMAT, SCHEMA_VERSION, Artifact, Manifest, MAX_JSON_DEPTH, canonical_json, json_value_problem, \
+    parse_manifest, validate_manifest
 from ._onnx import check_artifacts
-from ._zip import DEFAULT_LIMITS, MANIFEST_NAME, RESERVED_NAMES, SIGNATURE_NAME, Limits, build_zip, check_crc, \
-    check_member_name, check_name_set, parse_zip
+from ._zip import DEFAULT_LIMITS, MANIFEST_NAME, RESERVED_NAMES, SIGNATURE_NAME, TAIL_BYTES, Limits, build_zip, \
+    check_crc, check_end_record, check_member_name, check_name_set, parse_zip
 
 
 # --- reading -----------------------------------------------------------------------
@@ -77,7 +79,9 @@ class Bundle:
 
 
 def _read_source(source: Any, limits: Limits) -> tuple[bytes, str | None]:
-    """Read the whole bundle once, refusing before the read if it is over the limit."""
+    """Read the whole bundle once. Before reading it all: refuse anything but a regular
+    file, a file over the size limit, and a file whose last bytes are not a bundle's
+    end-of-archive record (so /dev/zero, a FIFO or a 1 GB sparse file cost nothing)."""
     limit = limits.max_total_bytes
     too_big = f"over the limit of {limit} (Limits.max_total_bytes)"
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -87,28 +91,21 @@ def _read_source(source: Any, limits: Limits) -> tuple[bytes, str | None]:
         return data, None
     if not isinstance(source, (str, os.PathLike)):
         raise InvalidArgumentError(f"expected a bundle path or bytes, got {type(source).__name__}")
-    path = os.fsdecode(os.fspath(source))
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if stat.S_ISREG(st.st_mode):
-                if st.st_size > limit:
-                    raise SizeLimitError(f"bundle {path!r} is {st.st_size} bytes, {too_big}")
-                data = f.read(st.st_size)
-                if len(data) != st.st_size or f.read(1):
-                    raise BundleError(f"bundle {path!r} changed while it was being read")
-            else:  # a pipe or device: read in chunks up to the limit
-                chunks, size = [], 0
-                while chunk := f.read(min(1 << 20, limit + 1 - size)):
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > limit:
-                        raise SizeLimitError(f"bundle {path!r} is larger than {limit} bytes, {too_big}")
-                data = b"".join(chunks)
-    except OSError as e:
-        raise BundleError(f"cannot read bundle {path!r}: {e.strerror or e}") from e
+    path = path_text(source)
+    with open_regular_file(path, "bundle", BundleError) as (f, size):
+        try:
+            if size > limit:
+                raise SizeLimitError(f"bundle {path!r} is {size} bytes, {too_big}")
+            head = f.read(4)
+            f.seek(max(size - TAIL_BYTES, 0))
+            check_end_record(head, f.read(TAIL_BYTES), size, limits)
+            f.seek(0)
+            data = f.read(size)
+            if len(data) != size or f.read(1):
+                raise BundleError(f"bundle {path!r} changed while it was being read")
+        except OSError as e:
+            raise BundleError(f"cannot read bundle {path!r}: {e.strerror or e}") from e
     return data, path
-
 
 
 def read_bundle(path_or_bytes: Any, *, public_key: Any = None, require_signature: bool = False,
@@ -120,6 +117,18 @@ def read_bundle(path_or_bytes: Any, *, public_key: Any = None, require_signature
     ``require_signature`` is true); manifest JSON and schema; member list;
     each member's size and SHA-256; ONNX external-data references.
     """
+    try:
+        return _read_bundle(path_or_bytes, public_key, require_signature, limits)
+    except MemoryError:
+        # The size limits bound what is allocated; a device with less memory than
+        # they allow gets a refusal it can handle, not a bare MemoryError.
+        raise BundleError(
+            "not enough memory to read and verify the bundle; lower Limits.max_total_bytes "
+            "and Limits.max_member_bytes to what this device can hold"
+        ) from None
+
+
+def _read_bundle(path_or_bytes: Any, public_key: Any, require_signature: bool, limits: Limits) -> Bundle:
     if not isinstance(limits, Limits):
         raise InvalidArgumentError(f"limits must be an edgeguard.bundle.Limits, got {type(limits).__name__}")
     data, path = _read_source(path_or_bytes, limits)
@@ -188,7 +197,7 @@ def _json_default(obj: Any) -> Any:
 def _atomic_write(path: Any, data: bytes) -> None:
     """Write via a temp file in the same directory + os.replace: readers see the old
     bundle or the new one, never a partial file."""
-    path = os.fspath(path)
+    path = path_text(path)
     directory = os.path.dirname(os.path.abspath(path))
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
@@ -243,8 +252,12 @@ def write_bundle(path: Any, manifest: Mapping[str, Any], members: Mapping[str, b
 
     try:  # a deep copy in plain JSON types
         m = json.loads(json.dumps(dict(manifest), default=_json_default, allow_nan=False))
-    except (TypeError, ValueError) as e:
-        raise InvalidArgumentError(f"manifest is not JSON-serialisable (NaN and Infinity are not allowed): {e}") from None
+    except (TypeError, ValueError, RecursionError) as e:  # RecursionError: nested too deeply for json
+        raise InvalidArgumentError(f"manifest is not JSON-serialisable: {e} (NaN and Infinity are not allowed, "
+                                   f"nor nesting deeper than {MAX_JSON_DEPTH} levels)") from None
+    problem = json_value_problem(m)
+    if problem is not None:  # what the reader would refuse: lone surrogates, huge integers
+        raise InvalidArgumentError(f"manifest cannot be written: {problem[0]}: {problem[1]}")
     m.setdefault("format", FORMAT)
     m.setdefault("schema_version", SCHEMA_VERSION)
     m["members"] = {
@@ -252,10 +265,7 @@ def write_bundle(path: Any, manifest: Mapping[str, Any], members: Mapping[str, b
     }
     validate_manifest(m)
     check_artifacts(m, blobs)
-    try:
-        manifest_bytes = canonical_json(m)
-    except UnicodeEncodeError as e:  # lone surrogates
-        raise InvalidArgumentError(f"manifest has a string that is not valid Unicode: {e}") from None
+    manifest_bytes = canonical_json(m)
 
     key = signature = None
     if private_key is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .._files import open_regular_file, path_text
 from ..errors import (
     BackendUnavailableError,
     InvalidArgumentError,
@@ -34,11 +35,12 @@ def _key_bytes(source: Any, kind: str) -> bytes:
     if isinstance(source, str) and source.lstrip().startswith("-----BEGIN"):
         return source.encode("ascii", "replace")
     if isinstance(source, (str, os.PathLike)):
-        try:
-            with open(source, "rb") as f:
+        path = path_text(source)
+        with open_regular_file(path, f"{kind} key file", InvalidArgumentError) as (f, _):
+            try:
                 return f.read(1 << 16)  # keys are tiny; do not slurp a wrong huge file
-        except OSError as e:
-            raise InvalidArgumentError(f"cannot read {kind} key file {os.fspath(source)!r}: {e.strerror or e}") from e
+            except OSError as e:
+                raise InvalidArgumentError(f"cannot read {kind} key file {path!r}: {e.strerror or e}") from e
     raise InvalidArgumentError(
         f"{kind} key: expected PEM bytes, a path, 32 raw bytes or an Ed25519 key object, "
         f"got {type(source).__name__}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -52,8 +53,68 @@ def parse_manifest(raw: bytes) -> dict:
         manifest = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
     except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
         raise NotABundleError(f"not a bundle: manifest.json is not valid JSON: {e}") from None
+    problem = json_value_problem(manifest)
+    if problem is not None:
+        _invalid(*problem)
     validate_manifest(manifest)
     return manifest
+
+
+# JSON parsers agree on integers only within +-(2**53 - 1) (RFC 8259, section 6);
+# beyond that one reads a float, another overflows (Python's float(10**400) raises).
+MAX_JSON_INT = 2**53 - 1
+
+
+# Real manifests nest about 6 levels; the cap keeps every later recursive step
+# (validation, the frozen Manifest, json.dumps) far from Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+def json_value_problem(value: Any) -> tuple[str, str] | None:
+    """(path, reason) of the first value in parsed JSON that the bundle format does not
+    carry, or None: a string with a lone surrogate (not Unicode, so not writable as
+    UTF-8), an integer beyond +-(2**53 - 1), a non-finite float (e.g. 1e999), arrays
+    and objects nested deeper than MAX_JSON_DEPTH."""
+    stack = [("", value, 0)]
+    while stack:  # iterative: the depth is whatever the JSON parser accepted
+        path, v, depth = stack.pop()
+        where = path or "manifest"
+        if isinstance(v, str):
+            reason = _string_problem(v)
+            if reason:
+                return where, reason
+        elif isinstance(v, bool) or v is None:
+            continue
+        elif isinstance(v, int):
+            if abs(v) > MAX_JSON_INT:
+                return where, f"integer {_short(v)} is out of range (JSON integers must be within +-(2**53 - 1))"
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return where, f"number {v!r} is not finite"
+        elif isinstance(v, (dict, list)) and depth >= MAX_JSON_DEPTH:
+            return where, f"arrays and objects are nested deeper than {MAX_JSON_DEPTH} levels"
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                reason = _string_problem(k) if isinstance(k, str) else None
+                if reason:
+                    return where, f"key {k!r}: {reason}"
+                stack.append((f"{path}.{k}" if path else k, item, depth + 1))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", item, depth + 1) for i, item in enumerate(v))
+    return None
+
+
+def _string_problem(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"string {_short(text)} is not valid Unicode ({e.reason}: {text[e.start:e.end]!r})"
+    return None
+
+
+def _short(v: Any) -> str:
+    text = repr(v) if not isinstance(v, int) or abs(v) < 10**40 else f"{str(v)[:20]}...({len(str(abs(v)))} digits)"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def canonical_json(manifest: dict) -> bytes:
@@ -67,7 +128,7 @@ def _jtype(v: Any) -> str:
     if isinstance(v, bool):
         return f"a boolean ({json.dumps(v)})"
     if isinstance(v, (int, float)):
-        return f"a number ({v!r})"
+        return f"a number ({_short(v)})"
     if isinstance(v, str):
         return "an empty string" if not v else f"a string ({v[:40]!r})"
     if isinstance(v, list):
@@ -105,14 +166,33 @@ def _int(v: Any, path: str, lo: int | None = None, hi: int | None = None) -> int
     return v
 
 
-def _num(v: Any, path: str, *, gt: float | None = None, lt: float | None = None) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+def _as_float32(x: float) -> float:
+    """x rounded to float32 as a Python float; inf when out of float32's range."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def _num(v: Any, path: str, *, gt: float | None = None, lt: float | None = None, f32: bool = False) -> float:
+    """A finite number; with f32=True it is checked as the float32 the runtime uses
+    (std=1e-46 is 0 in float32, 1e39 is inf), and returned as that float32 value."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         _invalid(path, f"expected a finite number, got {_jtype(v)}")
-    if gt is not None and not v > gt:
-        _invalid(path, f"expected a number > {gt}, got {v!r}")
-    if lt is not None and not v < lt:
-        _invalid(path, f"expected a number < {lt}, got {v!r}")
-    return v
+    try:
+        x = float(v)
+    except OverflowError:  # an int beyond double range
+        x = math.inf
+    precision = ""
+    if f32 and math.isfinite(x):
+        x, precision = _as_float32(x), " as float32"
+    if not math.isfinite(x):
+        _invalid(path, f"expected a finite number{' in float32 range' if f32 else ''}, got {_jtype(v)}")
+    if gt is not None and not x > gt:
+        _invalid(path, f"expected a number > {gt:g}, got {_short(v)}" + (f" ({x!r}{precision})" if x != v else ""))
+    if lt is not None and not x < lt:
+        _invalid(path, f"expected a number < {lt:g}, got {_short(v)}" + (f" ({x!r}{precision})" if x != v else ""))
+    return x
 
 
 def _list(v: Any, path: str, *, nonempty: bool = False) -> list:
@@ -145,7 +225,7 @@ def _quantization(v: Any, path: str) -> None:
         return
     q = _dict(v, path)
     dtype = _str(_get(q, "dtype", path)[0], f"{path}.dtype", ("int8", "uint8"))
-    _num(*_get(q, "scale", path), gt=0)
+    _num(*_get(q, "scale", path), gt=0, f32=True)  # TFLite stores quantisation scales as float32
     lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
     _int(*_get(q, "zero_point", path), lo, hi)
 
@@ -200,9 +280,11 @@ def validate_manifest(m: Any) -> None:
     value_range, path = _get(inp, "range", "input")
     if not isinstance(value_range, list) or len(value_range) != 2:
         _invalid(path, f"expected [lo, hi], got {_jtype(value_range)}")
-    lo = _num(value_range[0], "input.range[0]")
-    _num(value_range[1], "input.range[1]", gt=lo)
-    _num(*_get(inp, "scale", "input"), gt=0)
+    # The runtime computes with these in float32 (the native preprocess kernel, the
+    # range mapping): they are validated in that precision.
+    lo = _num(value_range[0], "input.range[0]", f32=True)
+    _num(value_range[1], "input.range[1]", gt=lo, f32=True)
+    _num(*_get(inp, "scale", "input"), gt=0, f32=True)
     channels = shape[1] if layout == "NCHW" else shape[3]
     for key in ("mean", "std"):
         values, path = _get(inp, key, "input")
@@ -210,7 +292,7 @@ def validate_manifest(m: Any) -> None:
             _invalid(path, f"expected an array of {channels} numbers (one per channel), got {_jtype(values)}"
                      + (f" of length {len(values)}" if isinstance(values, list) else ""))
         for i, v in enumerate(values):
-            _num(v, f"{path}[{i}]", gt=0 if key == "std" else None)
+            _num(v, f"{path}[{i}]", gt=0 if key == "std" else None, f32=True)
 
     out = _dict(*_get(m, "output"))
     _str(_get(out, "kind", "output")[0], "output.kind", ("logits", "probabilities"))

@@ -28,7 +28,7 @@ _ONNX_WALK = {
     "sparse_tensor": {1: "tensor", 2: "tensor"},  # values, indices
 }
 _TENSOR_EXTERNAL_DATA = 13  # repeated StringStringEntryProto (key=1, value=2)
-_TENSOR_DATA_LOCATION = 14  # enum DataLocation, EXTERNAL = 1
+_TENSOR_DATA_LOCATION = 14  # enum DataLocation: DEFAULT = 0, EXTERNAL = 1
 _MAX_PROTO_DEPTH = 64  # nested subgraphs; deeper is hostile, not a real model
 
 
@@ -85,8 +85,13 @@ def _pb_walk(buf: bytes, start: int, end: int, kind: str, found: list[str], dept
         external = False
         location = None
         for field, wire_type, a, b in _pb_fields(buf, start, end):
-            if field == _TENSOR_DATA_LOCATION and wire_type == 0:
-                external = external or a == 1
+            if field == _TENSOR_DATA_LOCATION:
+                if wire_type != 0:
+                    _pb_error(f"tensor data_location (field 14) with wire type {wire_type}", a)
+                # Protobuf reads an enum varint as int32 (its low 32 bits: 2**32 + 1 is EXTERNAL).
+                # Any value but DEFAULT counts, so the scan never depends on which values a
+                # given ONNX Runtime knows.
+                external = external or (a & 0xFFFFFFFF) != 0
             elif field == _TENSOR_EXTERNAL_DATA and wire_type == 2:
                 external = True  # any external_data entry counts, whatever data_location says
                 key = value = None

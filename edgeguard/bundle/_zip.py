@@ -147,25 +147,31 @@ def corrupt(message: str) -> NoReturn:
     raise NotABundleError(f"not a valid bundle: malformed ZIP structure: {message}")
 
 
-def parse_zip(data: bytes, limits: Limits) -> dict[str, Entry]:
-    """Parse and check the archive's directory; returns name -> entry. Reads no member data."""
-    n = len(data)
-    if n == 0:
+TAIL_BYTES = _END.size + 20  # the end record and the ZIP64 locator that would precede it
+
+
+def check_end_record(head: bytes, tail: bytes, size: int, limits: Limits) -> tuple[int, int]:
+    """Check the end-of-central-directory record, given the file's first 4 and last
+    TAIL_BYTES bytes (all of it if shorter) and its size; returns (number of entries,
+    central directory offset).
+
+    The reader calls this on a file's tail before reading the rest, so a file that
+    is no bundle (a huge sparse file, random bytes) is refused without reading it.
+    """
+    if size == 0:
         raise NotABundleError("not a bundle: the file is empty")
-    if n < _END.size or data[n - _END.size : n - _END.size + 4] != _END_SIG:
-        hint = " (it starts like one: truncated, or trailing bytes/comment?)" if data[:4] == _LOCAL_SIG else ""
+    record = tail[-_END.size :]
+    if size < _END.size or len(tail) != min(size, TAIL_BYTES) or record[:4] != _END_SIG:
+        hint = " (it starts like one: truncated, or trailing bytes/comment?)" if head[:4] == _LOCAL_SIG else ""
         raise NotABundleError(
             "not a bundle: not a ZIP archive (no end-of-central-directory record at the end of the file)" + hint
         )
-    end = n - _END.size
-    _, disk, cd_disk, n_here, n_entries, cd_size, cd_offset, comment_len = _END.unpack_from(data, end)
+    end = size - _END.size
+    _, disk, cd_disk, n_here, n_entries, cd_size, cd_offset, comment_len = _END.unpack(record)
     if comment_len:
         corrupt("the end record declares an archive comment, which bundles do not have")
-    if (
-        (end >= 20 and data[end - 20 : end - 16] == _ZIP64_LOCATOR_SIG)
-        or n_entries == 0xFFFF
-        or _MAX_U32 in (cd_size, cd_offset)
-    ):
+    zip64_locator = tail[-_END.size - 20 : -_END.size - 16] == _ZIP64_LOCATOR_SIG
+    if zip64_locator or n_entries == 0xFFFF or _MAX_U32 in (cd_size, cd_offset):
         raise NotABundleError("not a bundle: ZIP64 archives are not supported (bundles are < 4 GiB)")
     if disk or cd_disk or n_here != n_entries:
         corrupt("multi-disk archives are not supported")
@@ -175,6 +181,14 @@ def parse_zip(data: bytes, limits: Limits) -> dict[str, Entry]:
         )
     if cd_offset + cd_size != end:
         corrupt("the central directory does not end where the end record begins (bytes prepended?)")
+    return n_entries, cd_offset
+
+
+def parse_zip(data: bytes, limits: Limits) -> dict[str, Entry]:
+    """Parse and check the archive's directory; returns name -> entry. Reads no member data."""
+    n = len(data)
+    end = n - _END.size
+    n_entries, cd_offset = check_end_record(data[:4], data[max(n - TAIL_BYTES, 0) :], n, limits)
 
     # Central directory: names, flags, declared sizes. Limits are checked here,
     # on the declared sizes, before any member data is touched.

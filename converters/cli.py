@@ -235,6 +235,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument("--adaptive-steps", type=int)
     c.add_argument("--pgd-steps", type=int)
     c.add_argument("--no-costbenefit", action="store_true", help="skip the squeezer cost/benefit table")
+    c.add_argument("--no-robustness", action="store_true",
+                   help="skip the corruption, out-of-distribution and drift-stream suite (docs/robustness.md)")
     c.add_argument("--seed", type=int)
     c.add_argument("--threads", type=int, help="torch threads for the attacks (default 1: deterministic)")
     o = p.add_argument_group("output")

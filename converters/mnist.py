@@ -29,18 +29,27 @@ evaluated on the device runtime against clean and adversarial digits.
    an adaptive BPDA attack that knows the detector; detection, false positives, ROC, sanity
    checks and the squeezer cost/benefit table (docs/evaluation.md). ``--evaluation quick``
    for a smoke run, ``none`` to skip.
+7. The undefended baseline (:func:`undefended_baseline`; ``--no-baseline`` to skip): the source
+   model of step 2, before hardening, converted the same way (int8 ONNX, int8 TFLite, fp32
+   ONNX) and evaluated with the same configuration (without the black-box attack), so the
+   summary shows what hardening costs and buys for detection -- the feature-squeezing
+   paper's own setting (Xu et al. 2018: 98.2% of successful examples detected at 3.98% FPR,
+   fp32) replicated on int8 artifacts at a held-out FPR.
 
 Writes to the output folder: ``mnist.egb`` (all four artifacts), ``mnist-<artifact>.egb``, ``mnist.key`` /
 ``mnist.pub``, ``mnist.report.json`` / ``.txt`` (conversion report),
 ``mnist.summary.json`` / ``.txt`` (this evaluation), ``samples/`` (a few clean and
 adversarial test digits as .npy, for ``edgeguard run``), ``mnist.source.pt`` /
 ``mnist.source.json`` (the hardened PyTorch model and how to rebuild it, for
-``edgeguard evaluate``), ``mnist.evaluation.json`` / ``.txt`` / ``.html`` (step 6).
+``edgeguard evaluate``), ``mnist.evaluation.json`` / ``.txt`` / ``.html`` (step 6),
+``undefended/`` (step 7: ``mnist-undefended.egb``, its reports and evaluation).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import math
 import os
@@ -107,10 +116,66 @@ def evaluate_bundle(bundle_path, public_key, test, adversarial: dict, artifacts)
                 "accuracy": float((~wrong).mean()),
                 "n_successful": int(success.sum()),
                 "detection_rate_successful": float(out["flagged"][success].mean()) if success.any() else None,
+                "undetected_success_rate": float((success & ~out["flagged"]).sum() / ok.sum()) if ok.any() else None,
                 "flagged_rate_all": float(out["flagged"].mean()),
             }
         results[aid] = r
     return results
+
+
+#: Artifacts of the undefended baseline: the int8 ones of the paper's setting, and fp32 ONNX to
+#: separate what quantisation does to the detector from what hardening does.
+BASELINE_ARTIFACTS = ("int8-onnx", "int8-tflite", "fp32-onnx")
+
+
+def undefended_baseline(module, spec, splits, out_dir: str, ecfg, *, key, created, seed: int, width: int,
+                        latency_runs: int, progress: bool, log) -> dict:
+    """Step 7, the feature-squeezing paper's setting (Xu et al. 2018) beside the hardened model:
+    the source model as trained, before hardening, converted the same way (no hardening; int8
+    ONNX, int8 TFLite and fp32 ONNX; thresholds at 5% FPR on the calibration split) into
+    ``<out_dir>/undefended/mnist-undefended.egb`` (signed with the job's key) and evaluated
+    with the same configuration on the same held-out test split. Returns
+    ``{"bundle", "public_key", "evaluation": Evaluation}``."""
+    from .evaluation import evaluate
+    from .pipeline import ConvertOptions, convert
+
+    bdir = os.path.join(out_dir, "undefended")
+    os.makedirs(bdir, exist_ok=True)
+    options = ConvertOptions(
+        hardening=None, key=key or "generate", name="mnist-undefended", version="1", created=created,
+        artifacts=BASELINE_ARTIFACTS, seed=seed, latency_runs=latency_runs, progress=progress,
+        save_source={"factory": "edgeguard.converters.models:mnist_cnn", "kwargs": {"width": width},
+                     "data": {"kind": "mnist", "seed": seed, "n_train": len(splits["train"]),
+                              "n_calib": len(splits["calibration"]), "n_test": len(splits["test"])}})
+    r = convert(module, spec, splits["calibration"], splits["test"], out_dir=bdir, options=options, log=log)
+    # the paper's attacks; the black-box attack (minutes per artifact) is left to the hardened model
+    bcfg = dataclasses.replace(ecfg, attacks=tuple(a for a in ecfg.attacks if a not in ("square", "hopskipjump")))
+    ev = evaluate(r.bundle_path, r.public_key_path, source=r.module, config=bcfg, out_dir=bdir,
+                  name="mnist-undefended", progress=progress, log=log)
+    return {"bundle": r.bundle_path, "public_key": r.public_key_path, "evaluation": ev}
+
+
+def comparison_rows(hardened: dict, undefended: dict) -> list:
+    """Per artifact in both evaluation reports and white-box attack: undetected success,
+    detection and held-out FPR, accuracy under attack -- hardened | undefended."""
+    rows = []
+    for aid, h in hardened["artifacts"].items():
+        u = undefended["artifacts"].get(aid)
+        if u is None:
+            continue
+        for kind in ("fgsm", "bim", "pgd", "cw_l2", "adaptive"):
+            a, b = h["attacks"].get(kind), u["attacks"].get(kind)
+            if a is None or b is None:
+                continue
+            rows.append([aid, kind.upper().replace("_", "-")] + [
+                v for m in (a, b) for v in (_pct(m["undetected_success_rate"]),
+                                            f"{_pct(m['detection_rate'])} ({m['n_successful']})",
+                                            _pct(m["false_positive_rate"]), _pct(m["accuracy"]))])
+    return rows
+
+
+COMPARISON_HEADER = ["artifact", "attack", "H undetected succ", "H detected (n succ)", "H FPR", "H acc",
+                     "U undetected succ", "U detected (n succ)", "U FPR", "U acc"]
 
 
 def _pct(v) -> str:
@@ -136,6 +201,7 @@ def summary_text(s: dict) -> str:
         a = by_id[aid]
         f, p = r["attacks"]["fgsm"], r["attacks"]["pgd"]
         rows.append([aid, f"{a['size_bytes']:,}", _pct(r["clean_accuracy"]), _pct(a["vs_source"]["top1_agreement"]),
+                     _pct(f["undetected_success_rate"]), _pct(p["undetected_success_rate"]),
                      _pct(f["accuracy"]), _pct(p["accuracy"]),
                      f"{_pct(f['detection_rate_successful'])} ({f['n_successful']})",
                      f"{_pct(p['detection_rate_successful'])} ({p['n_successful']})",
@@ -144,10 +210,12 @@ def summary_text(s: dict) -> str:
                      f"{a['latency']['plain_median_ms']:.3f}" if a["latency"] else "-"])
     from .report import table
 
-    out += table(["artifact", "bytes", "clean acc", "agree", "FGSM acc", "PGD acc", "det FGSM (n)", "det PGD (n)",
-                   "FPR clean", "threshold", "guarded ms", "plain ms"], rows)
+    out += table(["artifact", "bytes", "clean acc", "agree", "undet FGSM", "undet PGD", "FGSM acc", "PGD acc",
+                  "det FGSM (n)", "det PGD (n)",
+                  "FPR clean", "threshold", "guarded ms", "plain ms"], rows)
     out += ["", "accuracies, detection and FPR: device runtime (edgeguard.load with the public key) on the "
                 "test split; FGSM/PGD eps 0.3 from ART on the hardened PyTorch model, transferred, rounded to uint8; "
+                "undet = successful (clean right, attacked wrong) and not flagged, per clean-correct digit; "
                 "detection counted on successful adversarial examples (n); latency: median single-image predict, "
                 "1 thread."]
     t = rep["targets"]["per_artifact"]
@@ -162,11 +230,12 @@ def summary_text(s: dict) -> str:
 
 
 def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=print, latency_runs: int = 200,
-        per_artifact_bundles: bool = True, evaluation="full", **overrides) -> dict:
+        per_artifact_bundles: bool = True, evaluation="full", baseline: bool = True, **overrides) -> dict:
     """The whole job (see the module docstring); returns the summary dict.
 
     ``evaluation``: ``"full"`` (default sizes), ``"quick"``, ``None``/``"none"`` (skip step 6),
-    or an :class:`~edgeguard.converters.evaluation.EvalConfig`."""
+    or an :class:`~edgeguard.converters.evaluation.EvalConfig`. ``baseline``: also convert and
+    evaluate the undefended source model (step 7; skipped when the evaluation is)."""
     t_start = time.perf_counter()
     cfg = {**DEFAULTS, **overrides}
     unknown = set(overrides) - set(DEFAULTS)
@@ -202,6 +271,7 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
         module = mnist_cnn(width=cfg["width"])
     stage("train source model", train_clean, module, spec, splits["train"], epochs=cfg["clean_epochs"],
           lr_max=cfg["clean_lr"], seed=cfg["seed"], progress=progress)
+    undefended = copy.deepcopy(module) if baseline and evaluation not in (None, "none", False) else None
     hardening = HardeningConfig(cfg["harden_method"], eps=cfg["eps"], epochs=cfg["harden_epochs"],
                                 steps=cfg["harden_steps"] if cfg["harden_method"] == "pgd" else None,
                                 lr_max=cfg["harden_lr"], lr_schedule="cyclic", optimizer="adam",
@@ -255,6 +325,11 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
                                                                           "evaluation (seed + 1)"})
         ev = stage("robustness evaluation", evaluate, result.bundle_path, public_key, source=result.module,
                    config=ecfg, out_dir=out_dir, name="mnist", precomputed=pre, progress=progress, log=log)
+    base = None
+    if undefended is not None:
+        base = stage("undefended baseline", undefended_baseline, undefended, spec, splits, out_dir, ecfg,
+                     key=result.private_key_path or key, created=created, seed=cfg["seed"], width=cfg["width"],
+                     latency_runs=latency_runs, progress=progress, log=log)
     conversion = {k: v for k, v in result.report["timings_s"].items() if k != "total"}
     timings = {**{k: v for k, v in timings.items() if k != "convert"}, **{f"convert: {k}": v for k, v in
                                                                          conversion.items()},
@@ -267,9 +342,33 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=prin
                "evaluation": None if ev is None else {
                    "json": ev.json_path, "html": ev.html_path, "text": ev.text_path,
                    "targets": ev.report["targets"], "sanity_checks": ev.report["sanity_checks"]}}
+    if base is not None:
+        bev = base["evaluation"]
+        summary["baseline"] = {"bundle": base["bundle"], "public_key": base["public_key"], "json": bev.json_path,
+                               "html": bev.html_path, "text": bev.text_path, "targets": bev.report["targets"]}
     text = summary_text(summary)
     if ev is not None:
         text += "\n" + ev.text + f"evaluation report: {ev.json_path}, {ev.html_path}\n"
+    if base is not None:
+        from .report import table
+
+        text += ("\nhardened (H) vs undefended (U) source model, both converted and evaluated the same way on the "
+                 "same held-out test digits (thresholds at 5% FPR on the calibration split); undetected succ = "
+                 "successful and not flagged, per clean-correct input:\n")
+        text += "\n".join(table(COMPARISON_HEADER, comparison_rows(ev.report, bev.report))) + "\n"
+        hr, ur = ev.report.get("robustness"), bev.report.get("robustness")
+        if hr and ur:
+            from .robustness import normalised_ce
+
+            lines = []
+            for aid in hr["artifacts"]:
+                if aid in ur["artifacts"]:
+                    n = normalised_ce(hr, aid, ur, aid)["mce"]
+                    lines.append(f"{aid} mCE {_pct(hr['artifacts'][aid]['mce'])} (H) vs "
+                                 f"{_pct(ur['artifacts'][aid]['mce'])} (U), normalised "
+                                 f"{'-' if n is None else f'{n:.2f}'}")
+            text += "corruption error, hardened vs undefended (H errors / U errors): " + "; ".join(lines) + "\n"
+        text += f"\nundefended baseline evaluation:\n{bev.text}evaluation report: {bev.json_path}, {bev.html_path}\n"
     with open(os.path.join(out_dir, "mnist.summary.json"), "w", encoding="utf-8") as f:
         json.dump({k: v for k, v in summary.items() if k != "report"}, f, indent=2)
         f.write("\n")
@@ -301,6 +400,8 @@ def main(argv=None) -> int:
     p.add_argument("--created", help="bundle creation time, ISO-8601 (default: $SOURCE_DATE_EPOCH, else now)")
     p.add_argument("--evaluation", choices=("full", "quick", "none"), default="full",
                    help="robustness evaluation after conversion (default full; quick: small sizes; none: skip)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip step 7 (the undefended source model converted and evaluated beside the hardened one)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     from edgeguard.errors import EdgeGuardError
@@ -309,7 +410,8 @@ def main(argv=None) -> int:
         run(args.out, key=args.key, created=args.created, progress=not args.no_progress, seed=args.seed,
             harden_epochs=args.epochs, clean_epochs=args.clean_epochs, width=args.width, n_train=args.n_train,
             harden_method=args.harden_method, harden_steps=args.harden_steps, augment_copies=args.augment,
-            n_calib=args.n_calib, n_test=args.n_test, pgd_steps=args.pgd_steps, evaluation=args.evaluation)
+            n_calib=args.n_calib, n_test=args.n_test, pgd_steps=args.pgd_steps, evaluation=args.evaluation,
+            baseline=not args.no_baseline)
     except EdgeGuardError as e:
         print(f"edgeguard: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

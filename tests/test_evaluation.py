@@ -296,3 +296,46 @@ def test_cli_evaluate_is_registered_and_names_its_extra(monkeypatch, capsys):
     code = _cli.main(["evaluate", "whatever.egb", "--quiet"])
     err = capsys.readouterr().err
     assert code == 1 and "pip install edgeguard[evaluate]" in err
+
+
+# --- issue 12: beyond the lab, undetected success first -----------------------------------------
+
+def test_report_carries_the_robustness_suite_and_leads_with_undetected_success(ev):
+    import copy
+
+    from edgeguard.converters import robustness as R
+    from edgeguard.converters.evaluation.report import HEADLINE_HEADER, headline_rows
+
+    r = ev.report
+    sec = r["robustness"]
+    assert sec is not None and set(sec["artifacts"]) == set(r["artifacts"])
+    R.validate_robustness(sec)
+    assert r["config"]["robustness"]["severities"] == [1, 3, 5]
+    # the headline's first figure column is the undetected success, detection and FPR right after it
+    assert HEADLINE_HEADER[5:8] == ["UNDETECTED SUCC", "detected (n succ)", "FPR"]
+    aid = next(iter(r["artifacts"]))
+    fgsm = r["artifacts"][aid]["attacks"]["fgsm"]
+    row = next(row for row in headline_rows(r) if row[0] == aid and row[1] == "FGSM")
+    assert row[5] == f"{100 * fgsm['undetected_success_rate']:.1f}%"
+    assert "corruptions, out-of-distribution inputs and drift streams" in ev.text and "drift streams on" in ev.text
+    with open(ev.html_path, encoding="utf-8") as f:
+        page = f.read()
+    assert "Beyond the lab" in page and page.count("data:image/png;base64") >= 8
+    no_suite = copy.deepcopy(r)
+    no_suite["robustness"] = None
+    E.validate_evaluation(no_suite)  # optional: --no-robustness
+    broken = copy.deepcopy(r)
+    del broken["robustness"]["artifacts"][aid]["clean"]
+    with pytest.raises(ConversionError):
+        E.validate_evaluation(broken)
+
+
+def test_cli_evaluate_has_a_no_robustness_switch():
+    import argparse
+
+    from edgeguard.converters.cli import add_evaluate_parser
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    p = add_evaluate_parser(sub)
+    assert p.parse_args(["b.egb", "--no-robustness"]).no_robustness
+    assert not p.parse_args(["b.egb"]).no_robustness

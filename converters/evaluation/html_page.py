@@ -228,8 +228,9 @@ def render_evaluation_html(r: dict, curves: dict | None = None) -> str:
     parts += ["<h2>Headline: every artifact under every attack</h2>",
               "<p><small>success = clean-correct inputs misclassified after the attack; detected = share of those "
               "flagged at the bundle's threshold (n = successful examples); FPR = share of legitimate test inputs "
-              "flagged; ROC-AUC: legitimate vs successful adversarial scores; undetected success = successful and not "
-              "flagged, per clean-correct input. threat: WB-&gt;T white-box on the source model, transferred; BB "
+              "flagged; ROC-AUC: legitimate vs successful adversarial scores; UNDETECTED SUCC (the headline) = "
+              "successful and not flagged, per clean-correct input: the attacker's success against model and detector. "
+              "threat: WB-&gt;T white-box on the source model, transferred; BB "
               "black-box queries to the artifact; ADAPT adaptive (knows the detector).</small></p>",
               _table(HEADLINE_HEADER, headline_rows(r)),
               img("accuracy", "accuracy under attack"), img("detection", "detection vs FPR"),
@@ -275,6 +276,8 @@ def render_evaluation_html(r: dict, curves: dict | None = None) -> str:
             vs = "-" if v is None else (f"{v:.3f}" if "AUC" in t["name"] else _pct(v))
             trows.append([t["artifact"], t["name"], t["target"], vs, "MET" if t["met"] else "NOT MET"])
         parts.append(_table(["artifact", "target", "wanted", "measured", ""], trows))
+    if r.get("robustness"):
+        parts += _robustness_html(r["robustness"])
     if r["notes"]:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in r["notes"]) + "</ul>")
     parts.append("<h2>Protocol, timings, tools</h2>")
@@ -285,6 +288,34 @@ def render_evaluation_html(r: dict, curves: dict | None = None) -> str:
                                                           if k != "squeezer_configs"})) + "</code></small></p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _robustness_html(sec: dict) -> list:
+    """The corruption, out-of-distribution and drift-stream section (docs/robustness.md)."""
+    from .. import robustness as rb
+
+    e = html.escape
+    figs = {k: _png(f) for k, f in rb.figures(sec).items()}
+
+    def img(name, alt):
+        return f'<img alt="{e(alt)}" src="data:image/png;base64,{figs[name]}">' if name in figs else ""
+
+    parts = ["<h2>Beyond the lab: corruptions, out-of-distribution inputs, drift</h2>",
+             f"<p><small>{e(rb.LEGEND)} Corruptions in the style of MNIST-C / CIFAR-10-C at five severities; "
+             "out-of-distribution sets that ship offline; streams of clean then shifted inputs through "
+             f"<code>edgeguard.monitoring.Monitor</code> ({e(str(sec['monitor']['kwargs']))}).</small></p>",
+             img("corruption_accuracy", "accuracy under corruption"),
+             img("corruption_flag_rate", "detector firing under corruption"),
+             img("ood_auroc", "out-of-distribution AUROC"), img("stream_time_to_alarm", "monitor time to alarm")]
+    for aid in sec["artifacts"]:
+        parts += [f"<h3>{e(aid)}</h3>", f"<p>{e(rb.artifact_summary(sec, aid))}</p>",
+                  _table(*rb.corruption_table(sec, aid)), _table(*rb.ood_table(sec, aid))]
+        if sec["artifacts"][aid]["streams"]:
+            parts.append(_table(*rb.stream_table(sec, aid)))
+        line = rb.clean_stream_summary(sec, aid)
+        if line:
+            parts.append(f"<p>{e(line)}</p>")
+    return parts
 
 
 def write_evaluation_html(r: dict, path: str, curves: dict | None = None) -> str:

@@ -144,7 +144,7 @@ def targets(r: dict) -> list:
 REQUIRED = {"schema": str, "schema_version": int, "created": str, "bundle": dict, "source": dict, "data": dict,
             "config": dict, "threat_models": dict, "attacks": dict, "artifacts": dict, "eps_sweep": OPT_DICT,
             "restart_check": OPT_DICT, "costbenefit": OPT_DICT, "sanity_checks": list, "targets": list,
-            "tools": dict, "timings_s": dict, "notes": list}
+            "tools": dict, "timings_s": dict, "notes": list, "robustness": OPT_DICT}
 BUNDLE_REQUIRED = {"path": str, "sha256": str, "name": str, "version": str, "signature_verified": bool,
                    "squeezers": list, "artifacts": list}
 SOURCE_REQUIRED = {"description": str, "state_dict_sha256": str, "matches_bundle": bool}
@@ -174,6 +174,10 @@ def validate_evaluation(r: dict) -> None:
     _check(r, REQUIRED, "report")
     if r["schema"] != SCHEMA or r["schema_version"] != SCHEMA_VERSION:
         raise ConversionError("evaluation report: unknown schema or schema_version")
+    if r["robustness"] is not None:
+        from ..robustness import validate_robustness
+
+        validate_robustness(r["robustness"])
     _check(r["bundle"], BUNDLE_REQUIRED, "bundle")
     _check(r["source"], SOURCE_REQUIRED, "source")
     for k in THREAT_MODELS:
@@ -243,22 +247,30 @@ def eps_cell(r: dict, kind: str) -> str:
 
 
 def headline_rows(r: dict) -> list:
+    """One row per artifact and attack, led by what a user lives with: the undetected success
+    (successful and not flagged, per clean-correct input), then detection and held-out FPR."""
     rows = []
     for aid, a in r["artifacts"].items():
         c = a["clean"]
-        rows.append([aid, "clean", "-", "-", str(c["n"]), _pct(c["accuracy"]), _pct(c["accuracy"]), "-", "-",
-                     _pct(c["false_positive_rate"]), "-", "-"])
+        rows.append([aid, "clean", "-", "-", str(c["n"]), "-", "-", _pct(c["false_positive_rate"]),
+                     _pct(c["accuracy"]), _pct(c["accuracy"]), "-", "-", "-"])
         for kind, mt in a["attacks"].items():
             rows.append([aid, ATTACK_LABELS[kind], SHORT_THREAT[mt["threat_model"]], eps_cell(r, kind), str(mt["n"]),
-                         _pct(mt["clean_accuracy"]), _pct(mt["accuracy"]), _pct(mt["success_rate"]),
+                         _pct(mt["undetected_success_rate"]),
                          f"{_pct(mt['detection_rate'])} ({mt['n_successful']})", _pct(mt["false_positive_rate"]),
-                         _auc(mt["roc_auc"]), _pct(mt["undetected_success_rate"])])
+                         _pct(mt["clean_accuracy"]), _pct(mt["accuracy"]), _pct(mt["success_rate"]),
+                         _auc(mt["roc_auc"]), _norm_cell(mt)])
     return rows
 
 
-HEADLINE_HEADER = ["artifact", "attack", "threat", "eps", "n", "clean acc", "acc attacked", "success",
-                   "detected (n succ)",
-                   "FPR", "ROC-AUC", "undetected succ"]
+def _norm_cell(mt: dict) -> str:
+    if mt.get("mean_l2") is None:
+        return "-"
+    return f"{mt['mean_l2']:.2f} / {mt['mean_linf']:.2f}"
+
+
+HEADLINE_HEADER = ["artifact", "attack", "threat", "eps", "n", "UNDETECTED SUCC", "detected (n succ)", "FPR",
+                   "clean acc", "acc attacked", "success", "ROC-AUC", "mean L2 / Linf"]
 
 
 def costbenefit_rows(r: dict, aid: str) -> list:
@@ -297,7 +309,9 @@ def render_text(r: dict, costbenefit_artifacts=None) -> str:
             "       ADAPT = " + THREAT_MODELS["adaptive"] + ".",
             "success = clean-correct inputs misclassified after the attack; detected = flagged share of those (at the "
             "bundle's threshold); FPR = flagged share of the legitimate test inputs; ROC-AUC: legitimate vs successful "
-            "adversarial scores; undetected succ = successful and not flagged, per clean-correct input."]
+            "adversarial scores; UNDETECTED SUCC = successful and not flagged, per clean-correct input (the "
+            "attacker's success against model and detector); mean L2 / Linf: of the successful perturbations, in "
+            "the unit range."]
     for kind, a in r["attacks"].items():
         p = a["params"]
         if kind in ("square", "hopskipjump"):
@@ -326,6 +340,11 @@ def render_text(r: dict, costbenefit_artifacts=None) -> str:
             v = t["value"]
             vs = "-" if v is None else (_auc(v) if "AUC" in t["name"] else _pct(v))
             out.append(f"  {t['artifact']}: {t['name']} {t['target']}: {vs} {'MET' if t['met'] else 'NOT MET'}")
+    if r.get("robustness"):
+        from ..robustness import render_robustness_text
+
+        out += ["", "corruptions, out-of-distribution inputs and drift streams (docs/robustness.md):", ""]
+        out.append(render_robustness_text(r["robustness"]).rstrip("\n"))
     for n_ in r["notes"]:
         out.append(f"note: {n_}")
     out.append("")

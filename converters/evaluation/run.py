@@ -449,7 +449,17 @@ def evaluate(bundle, public_key=None, *, source=None, source_factory: str | None
         costbenefit = stages.run("cost/benefit of squeezer configurations", run.costbenefit)
     elif cfg.costbenefit:
         notes.append("no calibration data: the squeezer cost/benefit table was skipped (pass calibration=/--calib)")
+    robustness = None
+    if cfg.robustness is not None:
+        from dataclasses import replace
+
+        from ..robustness import evaluate_robustness
+
+        robustness = stages.run("corruptions, out-of-distribution inputs, drift streams", evaluate_robustness,
+                                facts.path, public_key, run.x, run.y, models=run.models,
+                                config=replace(cfg.robustness, seed=cfg.seed), log=log)
     report = run.report(per_artifact, sweep, restart, costbenefit, signature_verified=public_key is not None)
+    report["robustness"] = robustness
     report["timings_s"] = {k: round(v, 3) for k, v in {**stages.times,
                                                        "total": time.perf_counter() - t_start}.items()}
     validate_evaluation(report)
@@ -492,6 +502,8 @@ def cmd_evaluate(args) -> int:
         overrides["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     if args.no_costbenefit:
         overrides["costbenefit"] = False
+    if getattr(args, "no_robustness", False):
+        overrides["robustness"] = None
     cfg = EvalConfig.quick(**overrides) if args.quick else EvalConfig(**overrides)
     kwargs = None
     if args.source_kwargs:

@@ -10,7 +10,7 @@ BUILD := build
 JOBS ?= 2
 
 .PHONY: setup system-packages venv native-ext demo demo-colour bench test test-c test-c-native test-c-sanitize \
-        test-c-aarch64 test-c-armv7 test-python test-sdist fuzz fuzz-build test-fuzz clean
+        test-c-aarch64 test-c-armv7 test-python test-sdist fuzz fuzz-build test-fuzz clean poison-experiment
 
 setup: system-packages venv
 
@@ -37,6 +37,11 @@ demo: setup native-ext
 COLOUR_OUT ?= out/colour
 demo-colour: setup native-ext
 	$(PY) -m edgeguard.converters.colour --out $(COLOUR_OUT)
+
+# The planted-trigger experiment of docs/data-governance.md (BadNets trigger on MNIST, poisoning scan,
+# int8 attack success with and without removal).
+poison-experiment: setup native-ext
+	$(PY) -m edgeguard.converters.poison_experiment --out out/poison
 
 bench: setup native-ext
 	$(PY) benchmarks/bench_kernels.py

@@ -105,7 +105,8 @@ setup(
         "console_scripts": ["edgeguard=edgeguard._cli:main"],
         # workstation commands of the edgeguard CLI (see edgeguard._cli.COMMAND_GROUP)
         "edgeguard.commands": ["convert = edgeguard.converters.cli:add_parser",
-                               "evaluate = edgeguard.converters.cli:add_evaluate_parser"],
+                               "evaluate = edgeguard.converters.cli:add_evaluate_parser",
+                               "audit = edgeguard.converters.cli:add_audit_parser"],
     },
     cmdclass={"build_ext": build_ext},
     zip_safe=False,

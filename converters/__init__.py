@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import (CalibrationDataError, ConversionError, NotAvailableError, ParityError, SourceModelError,
-                     UnsupportedModelError)
+from .errors import (CalibrationDataError, ConversionError, NotAvailableError, ParityError, PoisonDetectedError,
+                     SourceModelError, UnsupportedModelError)
 
 _LAZY = {
     "InputSpec": "data", "Images": "data", "as_images": "data", "load_images": "data", "data_sha256": "data",
@@ -34,10 +34,12 @@ _LAZY = {
     "ConvertOptions": "pipeline", "MNIST_SQUEEZERS": "squeezers", "Squeezer": "squeezers",
     "validate_report": "report", "render_text": "report",
     "mnist_cnn": "models",
+    "dataset_card": "audit", "render_card": "audit", "load_splits": "audit", "load_metadata": "audit",
+    "PoisonScanConfig": "poisoning", "scan_training_data": "poisoning",
 }
 
 __all__ = ["ConversionError", "SourceModelError", "UnsupportedModelError", "CalibrationDataError",
-           "NotAvailableError", "ParityError", *_LAZY]
+           "NotAvailableError", "ParityError", "PoisonDetectedError", *_LAZY]
 
 
 def __getattr__(name: str):

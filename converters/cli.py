@@ -25,8 +25,8 @@ import json
 import os
 import sys
 
-__all__ = ["add_parser", "add_evaluate_parser", "cmd_convert", "build_parser", "main", "INSTALL_HINT",
-           "EVALUATE_INSTALL_HINT"]
+__all__ = ["add_parser", "add_evaluate_parser", "add_audit_parser", "cmd_convert", "cmd_audit", "build_parser",
+           "main", "INSTALL_HINT", "EVALUATE_INSTALL_HINT"]
 
 INSTALL_HINT = "pip install edgeguard[convert]"
 EVALUATE_INSTALL_HINT = "pip install edgeguard[evaluate]"
@@ -126,6 +126,17 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     data.add_argument("--val-labels", metavar="NPY")
     data.add_argument("--train", metavar="PATH", help="labelled training images (needed for --harden)")
     data.add_argument("--train-labels", metavar="NPY")
+    gov = p.add_argument_group("data governance (docs/data-governance.md)")
+    gov.add_argument("--dataset-metadata", metavar="FILE",
+                     help="JSON: where the data came from, licence, citation (per split if needed); signed into "
+                          "the bundle's dataset card")
+    gov.add_argument("--data-description", metavar="TEXT", help="where the data came from (all splits)")
+    gov.add_argument("--data-license", metavar="TEXT", help="the data's licence (all splits)")
+    gov.add_argument("--data-citation", metavar="TEXT", help="how to cite the data (all splits)")
+    gov.add_argument("--no-dataset-card", action="store_true", help="do not record a dataset card")
+    gov.add_argument("--poison-scan", choices=("warn", "error", "drop"), default=None,
+                     help="scan --train for poison/backdoors on the source model before hardening (ART activation "
+                          "clustering): warn, stop (PoisonDetectedError), or drop the suspicious images")
     data.add_argument("--resize", type=int, metavar="N",
                       help="image folders: resize the shorter side to N pixels (torchvision Resize, bilinear)")
     data.add_argument("--center-crop", type=int, metavar="N",
@@ -309,6 +320,21 @@ def _labels(text):
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _dataset_metadata(args):
+    from .audit import load_metadata
+
+    return load_metadata(args.dataset_metadata).merged(args.data_description, args.data_license,
+                                                       args.data_citation)
+
+
+def _poison_scan(args, pipeline):
+    if args.poison_scan is None:
+        return None
+    from .poisoning import PoisonScanConfig
+
+    return PoisonScanConfig(on_detection=args.poison_scan, seed=args.seed)
+
+
 def cmd_convert(args) -> int:
     """Run the conversion (see the module docstring); prints the report."""
     try:
@@ -412,7 +438,9 @@ def cmd_convert(args) -> int:
         min_accuracy=args.min_accuracy, check_detector=not args.no_detector_check,
         created=args.created, per_artifact_bundles=args.per_artifact_bundles, seed=args.seed,
         check_parity=not args.no_parity_check, latency_runs=args.latency_runs, progress=show_progress(args.quiet),
-        save_source={"factory": args.torch, "kwargs": factory_kwargs or {}, "data": None} if args.torch else None)
+        save_source={"factory": args.torch, "kwargs": factory_kwargs or {}, "data": None} if args.torch else None,
+        dataset_card=not args.no_dataset_card, dataset_metadata=_dataset_metadata(args),
+        poison_scan=_poison_scan(args, pipeline))
     with quiet_third_party(args.quiet):
         result = pipeline.convert(src, spec, calib, val, out_dir=args.out, train=train, options=options, log=log)
     if args.json:
@@ -424,11 +452,90 @@ def cmd_convert(args) -> int:
     return 0
 
 
+AUDIT_HELP = "print the dataset card of image data: sources, licences, balance, hashes, duplicates, leaks"
+AUDIT_DESCRIPTION = """\
+Audit image data and print its dataset card: per split the source description, licence and
+citation you give, the count and class balance, the SHA-256 of the data; exact and near
+duplicates (perceptual hash confirmed by pixel correlation) within and across splits, and
+images filed under more than one class.
+
+DATA is [SPLIT=]PATH: an ImageFolder directory (PATH/<class>/<image>), a .npy image array,
+or a .npz with x/y (one split) or x_<split>/y_<split> pairs (Keras mnist.npz style).
+
+  edgeguard audit train=data/train test=data/test --license CC-BY-4.0 --description "..."
+  edgeguard audit mnist.npz --metadata card.json --json
+
+--metadata FILE (JSON): {"description": ..., "license": ..., "citation": ...,
+                          "splits": {"train": {"description": ..., "license": ...}}}
+Workstation command (numpy; Pillow for folders). See docs/data-governance.md."""
+
+
+def add_audit_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``audit`` subcommand (its ``func`` imports :mod:`.audit` when it runs)."""
+    p = subparsers.add_parser("audit", help=AUDIT_HELP, description=AUDIT_DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", nargs="+", metavar="DATA", help="[SPLIT=]PATH (folder, .npy or .npz)")
+    p.add_argument("--metadata", metavar="FILE", help="JSON (or YAML with PyYAML) source/licence/citation, per split")
+    p.add_argument("--description", metavar="TEXT", help="where the data came from (all splits)")
+    p.add_argument("--license", metavar="TEXT", help="the data's licence (all splits), e.g. an SPDX id")
+    p.add_argument("--citation", metavar="TEXT", help="how to cite the data (all splits)")
+    p.add_argument("--labels", metavar="LIST", help="class names of integer labels, comma-separated or @FILE")
+    p.add_argument("--near-max-hamming", type=int, default=None, metavar="BITS",
+                   help="perceptual-hash distance of near-duplicate candidates (default 10 of 64)")
+    p.add_argument("--near-min-correlation", type=float, default=None, metavar="R",
+                   help="thumbnail correlation that confirms a near duplicate (default 0.98)")
+    p.add_argument("--max-examples", type=int, default=10, metavar="N", help="examples listed per finding")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 (DatasetAuditError) on a leak between splits or a label conflict")
+    p.add_argument("--out", metavar="FILE", help="also write the card as JSON to FILE")
+    p.add_argument("--json", action="store_true", help="print the card as JSON")
+    p.set_defaults(func=cmd_audit)
+    return p
+
+
+def cmd_audit(args) -> int:
+    """Build and print the dataset card (see :mod:`edgeguard.converters.audit`)."""
+    try:
+        import numpy  # noqa: F401
+
+        from . import audit
+    except ImportError as e:
+        from edgeguard.errors import BackendUnavailableError
+
+        raise BackendUnavailableError(f"edgeguard audit needs numpy (missing: {getattr(e, 'name', e)}); install "
+                                      f"the workstation tools with: {INSTALL_HINT}") from None
+    splits = []
+    for item in args.data:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = None, item
+        splits += audit.load_splits(path, name or None, classes=_labels(args.labels))
+    meta = audit.load_metadata(args.metadata).merged(args.description, args.license, args.citation)
+    kw = {}
+    if args.near_max_hamming is not None:
+        kw["near_max_hamming"] = args.near_max_hamming
+    if args.near_min_correlation is not None:
+        kw["near_min_correlation"] = args.near_min_correlation
+    card = audit.dataset_card(splits, meta, max_examples=args.max_examples, **kw)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(card, f, indent=2)
+            f.write("\n")
+    print(json.dumps(card, indent=2) if args.json else audit.render_card(card), end="" if not args.json else "\n")
+    if args.strict:
+        leaks = [w for w in card["warnings"] if w.startswith("leak") or "more than one class" in w
+                 or "different classes" in w]
+        if leaks:
+            raise audit.DatasetAuditError("; ".join(leaks))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeguard")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_parser(sub)
     add_evaluate_parser(sub)
+    add_audit_parser(sub)
     return parser
 
 

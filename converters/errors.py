@@ -22,6 +22,7 @@ __all__ = [
     "LabelOrderError",
     "NormalizationError",
     "HardeningCollapseError",
+    "PoisonDetectedError",
 ]
 
 
@@ -92,3 +93,12 @@ class HardeningCollapseError(GateError):
     """Adversarial fine-tuning destroyed clean accuracy (eps too large for this data?)."""
 
     gate = "hardening"
+
+
+class PoisonDetectedError(ConversionError):
+    """The poisoning scan of the training data found a likely backdoor (and was told to stop);
+    ``result`` is the :class:`~edgeguard.converters.poisoning.PoisonScanResult` with the suspects."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result

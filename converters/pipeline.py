@@ -204,6 +204,13 @@ class ConvertOptions:
     tolerances, check_parity: parity bounds, and whether a violation stops the conversion.
     latency_runs: single-image runs of the report's latency medians (0: skipped).
     progress: progress bars.
+    dataset_card, dataset_metadata: build the dataset card of the data used (train, calibration,
+        validation; :func:`~.audit.conversion_card`) into the manifest's ``provenance["dataset_card"]``
+        and the report; ``dataset_metadata`` gives sources, licences and citations (a
+        :class:`~.audit.DatasetMetadata`, a dict, a JSON path or text; docs/data-governance.md).
+    poison_scan: a :class:`~.poisoning.PoisonScanConfig` (None: no scan): scan the training data
+        on the source model before hardening; its ``on_detection`` warns, raises
+        :class:`~.errors.PoisonDetectedError`, or drops the suspicious images before hardening.
     save_source: for PyTorch sources, ``{"factory": "module:function", "kwargs": {...}, "data":
         {...} or None}``: also write the converted (hardened) model as ``<name>.source.pt``
         (state_dict) and ``<name>.source.json`` (factory, kwargs, hashes, input spec, data
@@ -236,6 +243,9 @@ class ConvertOptions:
     max_hardening_drop: float = 0.15
     min_separation_auc: float = 0.75
     check_detector: bool = True
+    dataset_card: bool = True
+    dataset_metadata: Any = None
+    poison_scan: Any = None
 
     def __post_init__(self):
         if not 0 < self.target_fpr < 1:
@@ -351,6 +361,19 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         if out.ndim != 2 or out.shape[1] != spec.num_classes:
             raise UnsupportedModelError(f"the model returns shape {tuple(out.shape)} for a batch of 2; expected "
                                         f"(2, {spec.num_classes}) ({spec.num_classes} labels)")
+    scan, dropped = None, 0
+    if opt.poison_scan is not None:
+        if module is None or train_data is None or train_data.y is None:
+            raise NotAvailableError("the poisoning scan needs a PyTorch source and labelled training data (train=...)")
+        from .poisoning import scan_training_data
+
+        scan = stages.run("poisoning scan (source model)", scan_training_data, module, spec, train_data,
+                          opt.poison_scan, threads=opt.threads)
+        if scan.likely_backdoor and opt.poison_scan.on_detection == "drop":
+            dropped = int(len(scan.suspicious))
+            train_data = scan.clean_subset(train_data)
+            notes.append(f"the poisoning scan dropped {dropped} suspicious training image(s) before hardening; the "
+                         "source model was trained with them (retrain without them to remove what they taught)")
     floor = accuracy_floor(spec.num_classes, opt.min_accuracy)
     acc_before = None
     if module is not None and opt.hardening is not None and val.y is not None:
@@ -456,6 +479,12 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
                 "input_quantization": info[aid]["input_quantization"],
                 "output_quantization": info[aid]["output_quantization"], "detector": detector}
 
+    card = None
+    if opt.dataset_card:
+        from .audit import conversion_card
+
+        card = stages.run("dataset card", conversion_card, spec.labels, calib, val, train_data, opt.dataset_metadata,
+                          poisoning_scan=scan, dropped=dropped)
     provenance = {
         "source_model_sha256": source_sha,
         "calibration_data_sha256": calib.sha256,
@@ -474,6 +503,8 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         "seed": opt.seed,
         "onnx_opset": 17,
     }
+    if card is not None:
+        provenance["dataset_card"] = card
     manifest = {
         "name": opt.name, "version": str(opt.version), "created": created_s, "labels": list(spec.labels),
         "input": spec.manifest_input(), "output": {"kind": spec.output_kind}, "squeezers": to_manifest_list(sq),
@@ -655,6 +686,8 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         "notes": notes,
         "gates": gates.to_list(),
         "forced": bool(gates.forced),
+        "dataset_card": card,
+        "poisoning_scan": None if scan is None else {**scan.to_dict(), "dropped": dropped},
     }
     validate_report(report)
     json_path = os.path.join(out_dir, f"{opt.name}.report.json")
@@ -664,6 +697,10 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         f.write("\n")
     with open(text_path, "w", encoding="utf-8") as f:
         f.write(render_text(report))
+        if card is not None:
+            from .audit import render_card
+
+            f.write("\n" + render_card(card))
     return ConversionResult(out_dir=out_dir, bundle_path=bundle_path, artifact_bundles=artifact_bundles,
                             report=report, report_json_path=json_path, report_text_path=text_path,
                             manifest=manifest, artifacts=blobs, module=module, public_key_path=public_path,

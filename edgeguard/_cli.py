@@ -227,7 +227,34 @@ def cmd_inspect(args) -> int:
                  ("calibration data sha256", prov.get("calibration_data_sha256") or "none"),
                  ("tools", tools), ("created by", prov.get("created_by"))):
         _out(f"  {k:<24} {v}")
+    if prov.get("dataset_card"):
+        _print_dataset_card(prov["dataset_card"])
     return 0
+
+
+def _print_dataset_card(card) -> None:
+    """The dataset card the converter signed into the provenance (schema in docs/data-governance.md)."""
+    _out()
+    _out("dataset card:")
+    for k in ("description", "license", "citation"):
+        if card.get(k):
+            _out(f"  {k:<12} {card[k]}")
+    rows = []
+    for s in card.get("splits", ()):
+        classes = s.get("classes") or ()
+        dup = s.get("duplicates", {})
+        rows.append([s.get("name"), str(s.get("n")), s.get("license") or "-", s.get("source") or "-",
+                     f"{len(classes)}" if classes else "-",
+                     f"{dup.get('exact', {}).get('extra_copies', 0)}/{dup.get('near', {}).get('pairs', 0)}",
+                     str(s.get("sha256", ""))[:16]])
+    for line in format_table(["split", "images", "licence", "source", "classes", "dup exact/near", "sha256"],
+                             rows, "lrlllrl"):
+        _out("  " + line)
+    for w in card.get("warnings", ()):
+        _out(f"  warning: {w}")
+    scan = card.get("poisoning_scan")
+    if scan:
+        _out(f"  poisoning scan: {scan.get('summary')}")
 
 
 def _shape(shape) -> str:

@@ -991,8 +991,7 @@ def test_devices_are_refused_without_reading(tmp_path, device):
 def _run_with_address_space_limit(tmp_path, code: str, headroom: int) -> subprocess.CompletedProcess:
     """Run `code` in a child whose address space may grow by only `headroom` bytes."""
     script = textwrap.dedent(f"""
-        import resource, sys
-        sys.path.insert(0, {ROOT!r})
+        import resource
         from edgeguard import bundle
         from edgeguard.errors import BundleError
         with open("/proc/self/statm") as f:
@@ -1001,7 +1000,7 @@ def _run_with_address_space_limit(tmp_path, code: str, headroom: int) -> subproc
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     """) + textwrap.dedent(code)
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and RLIMIT_AS")

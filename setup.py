@@ -6,11 +6,15 @@ extension edgeguard._native. Workstation code lives in converters/ and is
 installed as edgeguard.converters (nothing installs a top-level `converters`).
 """
 import os
-import platform
 import re
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext as _build_ext
+
+try:
+    from setuptools.errors import CompileError
+except ImportError:  # setuptools < 59
+    from distutils.errors import CompileError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -25,20 +29,46 @@ def native_sources():
         return [os.path.join("native", line.strip()) for line in f if line.strip() and not line.startswith("#")]
 
 
-def isa_flags():
-    """(flags for every native file, {file suffix: extra flags}) for this machine."""
-    machine = platform.machine().lower()
+def isa_table():
+    """native/isa_flags.txt (also read by CMakeLists.txt): [(macro, file or "*", [flags])]."""
+    rows = []
+    with open(os.path.join(ROOT, "native", "isa_flags.txt"), encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            if fields and not fields[0].startswith("#"):
+                rows.append((fields[0], fields[1], fields[2:]))
+    return rows
+
+
+def compiler_defines(compiler, macro, tmp_dir):
+    """True when `compiler` predefines `macro`: its target, not platform.machine(), decides
+    (a 32-bit Pi OS userland on a 64-bit kernel reports aarch64 but compiles for armv7)."""
+    os.makedirs(tmp_dir, exist_ok=True)
+    probe = os.path.join(tmp_dir, f"probe{macro}.c")
+    with open(probe, "w", encoding="utf-8") as f:
+        f.write(f"#ifndef {macro}\n#error edgeguard ISA probe: {macro} not defined (expected on other targets)\n#endif\nint eg_probe;\n")
+    try:
+        compiler.compile([probe], output_dir=tmp_dir)
+    except CompileError:
+        return False
+    return True
+
+
+def isa_flags(compiler, tmp_dir):
+    """(flags for every native file, {file name: extra flags}) for the compiler's target."""
     common = ["-std=c99", "-O2", "-ffp-contract=off", "-fvisibility=hidden"]
     per_file = {}
     if os.environ.get("EDGEGUARD_NO_SIMD") == "1":
-        common.append("-DEG_DISABLE_SIMD=1")
-    elif machine in ("x86_64", "amd64"):
-        per_file["kernels_avx2.c"] = ["-mavx2"]
-        per_file["kernels_avx512.c"] = ["-mavx512f", "-mavx512bw", "-mavx512vbmi"]
-    elif machine.startswith("armv7") or machine.startswith("armv8l"):
-        # NEON only in its own file; cpu.c checks the CPU at run time.
-        common.append("-DEG_BUILD_NEON=1")
-        per_file["kernels_neon.c"] = ["-march=armv7-a", "-mfpu=neon"]
+        return common + ["-DEG_DISABLE_SIMD=1"], per_file
+    target = {}
+    for macro, name, flags in isa_table():
+        if macro not in target:
+            target[macro] = compiler_defines(compiler, macro, tmp_dir)
+        if target[macro]:
+            if name == "*":
+                common += flags
+            else:
+                per_file.setdefault(name, []).extend(flags)
     return common, per_file
 
 
@@ -47,7 +77,7 @@ class build_ext(_build_ext):
 
     def build_extension(self, ext):
         if ext.name == "edgeguard._native":
-            common, per_file = isa_flags()
+            common, per_file = isa_flags(self.compiler, os.path.join(self.build_temp, "isa_probe"))
             objects = []
             for src in native_sources():
                 flags = common + per_file.get(os.path.basename(src), [])
@@ -63,7 +93,7 @@ class build_ext(_build_ext):
             headers = [os.path.join(d, f) for d in (os.path.join("native", "src"),
                                                     os.path.join("native", "include", "edgeguard"))
                        for f in sorted(os.listdir(d)) if f.endswith(".h")]
-            ext.depends = list(ext.depends or []) + native_sources() + headers
+            ext.depends = list(ext.depends or []) + native_sources() + headers + [os.path.join("native", "isa_flags.txt")]
         super().build_extension(ext)
 
 

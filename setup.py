@@ -98,12 +98,22 @@ class build_ext(_build_ext):
 
 
 TORCH = "torch>=2.4,<2.15"
+# Environment markers pick the TFLite runtime per platform (see docs/raspberry-pi.md): ai-edge-litert
+# (LiteRT) has no 32-bit ARM wheels; tflite-runtime 2.14, its predecessor and the only TFLite runtime
+# with armv7l wheels, was built against numpy 1 (its Interpreter fails under numpy 2).
+ARMV7 = 'platform_machine == "armv7l"'
+NOT_ARMV7 = 'platform_machine != "armv7l"'
+TFLITE_ARMV7 = ["tflite-runtime>=2.14,<2.15", "numpy>=1.23,<2"]
+# cryptography verifies bundle signatures (Ed25519): 38 is Debian bookworm's (32-bit Pi OS: apt
+# install python3-cryptography, since newer releases need cffi>=2, which has no armv7 wheel)
+SIGN = ["cryptography>=38"]
 extras = {
-    # device: one inference backend (LiteRT for TFLite; tflite-runtime on 32-bit Pi OS, see docs)
-    # (cryptography verifies bundle signatures; it has wheels for aarch64 and armv7)
-    "onnx": ["onnxruntime>=1.17", "cryptography>=42"],
-    "tflite": ["ai-edge-litert>=1.2", "cryptography>=42"],
-    "sign": ["cryptography>=42"],
+    # device: one inference backend
+    "onnx": ["onnxruntime>=1.17"] + SIGN,  # 64-bit only: onnxruntime has no armv7 wheel
+    "tflite": ["ai-edge-litert>=1.2; " + NOT_ARMV7] + [f"{r}; {ARMV7}" for r in TFLITE_ARMV7] + SIGN,
+    # the same for a 32-bit Pi OS userland on a 64-bit kernel, where platform_machine says aarch64
+    "tflite-armv7": TFLITE_ARMV7 + SIGN,
+    "sign": SIGN,
     "monitor": ["paho-mqtt>=2.0"],
     "report": ["matplotlib>=3.7"],  # HTML reports (monitoring, evaluation) on a workstation
     # workstation
@@ -111,7 +121,10 @@ extras = {
                 "cryptography>=42", "tqdm>=4.60", "mlxtend>=0.23", "adversarial-robustness-toolbox>=1.18"],
     "evaluate": [TORCH, "onnxruntime>=1.17", "ai-edge-litert>=1.2", "adversarial-robustness-toolbox>=1.18",
                  "matplotlib>=3.7", "tqdm>=4.60", "mlxtend>=0.23", "cryptography>=42"],
-    "test": ["pytest>=8", "hypothesis>=6.100", "scipy>=1.11", "onnx>=1.16", "onnxruntime>=1.17"],
+    # tests: scipy 1.10 is Debian bookworm's (32-bit Pi OS has no scipy wheel); the ONNX tools build the
+    # tests' models (sympy: onnxruntime's quantisation pre-processing) and are skipped where absent (armv7)
+    "test": ["pytest>=8", "hypothesis>=6.100", "scipy>=1.10"]
+            + [f"{r}; {NOT_ARMV7}" for r in ("onnx>=1.16", "onnxruntime>=1.17", "sympy>=1.10")],
     "bench": ["scipy>=1.11", "opencv-python-headless>=4.8", "scikit-image>=0.22"],
 }
 

@@ -9,7 +9,7 @@ BUILD := build
 JOBS ?= 2
 
 .PHONY: setup system-packages venv native-ext demo bench test test-c test-c-native test-c-sanitize test-c-aarch64 \
-        test-c-armv7 test-python test-sdist clean
+        test-c-armv7 test-python test-sdist test-pi test-pi64 test-pi32 pi-wheels clean
 
 setup: system-packages venv
 
@@ -67,6 +67,22 @@ test-sdist: venv
 	python3 -m venv $(BUILD)/sdist-venv
 	$(BUILD)/sdist-venv/bin/pip install -q "$$(ls $(BUILD)/sdist/edgeguard-*.tar.gz)[onnx]"
 	cd $(BUILD) && sdist-venv/bin/python ../tests/smoke_install.py
+
+# Emulated Raspberry Pi OS stand-ins (docs/raspberry-pi.md): Debian bookworm arm64 / armhf roots
+# under qemu-user with a Pi 4 CPU model, cached in $(BUILD)/pi-roots; the sdist installed with
+# the page's commands, torch-free tests, a signed bundle run on every backend there.
+test-pi: test-pi64 test-pi32
+
+test-pi64: venv system-packages
+	bash .ci/pi/test-pi.sh arm64 $(PY)
+
+test-pi32: venv system-packages
+	bash .ci/pi/test-pi.sh armhf $(PY)
+
+# aarch64 and armv7l wheels (dist/pi/), built in the emulated roots, checked in a root without a compiler
+pi-wheels: venv system-packages
+	bash .ci/pi/wheels.sh arm64 $(PY)
+	bash .ci/pi/wheels.sh armhf $(PY)
 
 clean:
 	rm -rf $(BUILD) edgeguard/_native*.so edgeguard/_native.c

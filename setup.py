@@ -101,8 +101,9 @@ TORCH = "torch>=2.4,<2.15"
 # Environment markers pick the TFLite runtime per platform (see docs/raspberry-pi.md): ai-edge-litert
 # (LiteRT) has no 32-bit ARM wheels; tflite-runtime 2.14, its predecessor and the only TFLite runtime
 # with armv7l wheels, was built against numpy 1 (its Interpreter fails under numpy 2).
-ARMV7 = 'platform_machine == "armv7l"'
-NOT_ARMV7 = 'platform_machine != "armv7l"'
+# (armv8l: a 32-bit userland run under `linux32` on a 64-bit kernel)
+ARMV7 = '(platform_machine == "armv7l" or platform_machine == "armv8l")'
+NOT_ARMV7 = 'platform_machine != "armv7l" and platform_machine != "armv8l"'
 TFLITE_ARMV7 = ["tflite-runtime>=2.14,<2.15", "numpy>=1.23,<2"]
 # cryptography verifies bundle signatures (Ed25519): 38 is Debian bookworm's (32-bit Pi OS: apt
 # install python3-cryptography, since newer releases need cffi>=2, which has no armv7 wheel)

@@ -8,20 +8,14 @@ import sysconfig
 
 import pytest
 
+from tests.setup_helpers import setup_namespace
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _setup_functions():
-    """setup.py's helpers, without running setup()."""
-    with open(os.path.join(ROOT, "setup.py"), encoding="utf-8") as f:
-        source = f.read()
-    namespace = {"__file__": os.path.join(ROOT, "setup.py"), "__name__": "edgeguard_setup_probe"}
-    exec(compile(source.split("\nsetup(")[0], "setup.py", "exec"), namespace)
-    return namespace
-
-
 def _compiler(executable):
-    from setuptools._distutils.ccompiler import new_compiler
+    import setuptools  # noqa: F401  (first: its distutils, whose CompileError setup.py catches)
+    from distutils.ccompiler import new_compiler
 
     compiler = new_compiler()
     compiler.set_executables(compiler=[executable], compiler_so=[executable])
@@ -35,7 +29,7 @@ def test_no_isa_flags_outside_the_table():
         assert "isa_flags.txt" in text, name
         for flag in ("-mavx2", "-mavx512", "-mfpu", "-march", "EG_BUILD_NEON"):
             assert flag not in text, f"{name} sets {flag} itself"
-    table = _setup_functions()["isa_table"]()
+    table = setup_namespace()["isa_table"]()
     with open(os.path.join(ROOT, "native", "sources.txt"), encoding="utf-8") as f:
         sources = {os.path.basename(line.strip()) for line in f if line.strip() and not line.startswith("#")}
     assert table and all(name == "*" or name in sources for _, name, _ in table)
@@ -48,7 +42,7 @@ def test_no_isa_flags_outside_the_table():
 def test_flags_follow_the_compiler_target(tmp_path, cross, want_file, want_flags, want_common):
     if shutil.which(cross) is None:
         pytest.skip(f"{cross} not installed (.ci/system-packages.sh installs it)")
-    common, per_file = _setup_functions()["isa_flags"](_compiler(cross), str(tmp_path))
+    common, per_file = setup_namespace()["isa_flags"](_compiler(cross), str(tmp_path))
     assert common[-len(want_common):] == want_common if want_common else "-DEG_BUILD_NEON=1" not in common
     assert per_file == ({want_file: want_flags} if want_file else {})
 
@@ -57,7 +51,7 @@ def test_host_compiler_flags():
     cc = sysconfig.get_config_var("CC").split()[0]
     if shutil.which(cc) is None:
         pytest.skip("no host compiler")
-    common, per_file = _setup_functions()["isa_flags"](_compiler(cc), os.path.join(ROOT, "build", "isa_probe_test"))
+    common, per_file = setup_namespace()["isa_flags"](_compiler(cc), os.path.join(ROOT, "build", "isa_probe_test"))
     machine = os.uname().machine
     if machine == "x86_64":
         assert per_file == {"kernels_avx2.c": ["-mavx2"],

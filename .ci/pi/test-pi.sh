@@ -34,8 +34,8 @@ stamp "base root ready"
 if [ ! -e "$USER_ROOT/.complete" ]; then $SUDO bash .ci/pi/root.sh clone "$BASE" "$USER_ROOT"; fi
 
 # the workstation side: the sdist and a signed bundle with small real models
-rm -rf build/pi-sdist && "$PY" setup.py -q sdist -d build/pi-sdist >/dev/null
-"$PY" tests/pi/make_bundles.py build/pi-bundles >/dev/null 2>&1 || "$PY" tests/pi/make_bundles.py build/pi-bundles
+rm -rf build/pi-$ARCH/sdist && "$PY" setup.py -q sdist -d build/pi-$ARCH/sdist >/dev/null
+"$PY" tests/pi/make_bundles.py build/pi-$ARCH/bundles >/dev/null 2>&1 || "$PY" tests/pi/make_bundles.py build/pi-$ARCH/bundles
 stamp "sdist and bundles made"
 
 # the page's commands for this ARCH, in page order
@@ -53,9 +53,9 @@ EOF
 }
 $SUDO rm -rf "$USER_ROOT$STAGE" "$USER_ROOT"/root/edgeguard-*.tar.gz
 $SUDO mkdir -p "$USER_ROOT$STAGE"
-$SUDO cp build/pi-sdist/edgeguard-*.tar.gz "$USER_ROOT/root/"
+$SUDO cp build/pi-$ARCH/sdist/edgeguard-*.tar.gz "$USER_ROOT/root/"
 $SUDO cp -r tests "$USER_ROOT$STAGE/tests"
-$SUDO cp -r build/pi-bundles "$USER_ROOT$STAGE/bundles"
+$SUDO cp -r build/pi-$ARCH/bundles "$USER_ROOT$STAGE/bundles"
 {
   echo 'set -euo pipefail'
   echo 'sudo() { "$@"; }  # the page is written for the pi user; the chroot runs as root'
@@ -71,8 +71,8 @@ $SUDO cp -r build/pi-bundles "$USER_ROOT$STAGE/bundles"
   echo 'stamp "tests passed"'
   echo "python tests/pi/check_bundles.py bundles --require $REQUIRE"
   echo 'stamp "bundles checked"'
-} > build/pi-run-$ARCH.sh
-$SUDO cp build/pi-run-$ARCH.sh "$USER_ROOT$STAGE/run.sh"
+} > build/pi-$ARCH/run.sh
+$SUDO cp build/pi-$ARCH/run.sh "$USER_ROOT$STAGE/run.sh"
 # bounded: qemu runs can hang on an emulation gap; 60 minutes is several times a normal run
 timeout 3600 $SUDO bash .ci/pi/root.sh run "$ARCH" "$USER_ROOT" /bin/bash "$STAGE/run.sh"
 stamp "done"

@@ -24,12 +24,12 @@ run() { timeout 3600 $SUDO bash .ci/pi/root.sh run "$ARCH" "$@"; }
 
 $SUDO bash .ci/pi/root.sh create "$ARCH" "$BASE"
 if [ ! -e "$BUILD_ROOT/.complete" ]; then $SUDO bash .ci/pi/root.sh clone "$BASE" "$BUILD_ROOT"; fi
-rm -rf build/pi-sdist && "$PY" setup.py -q sdist -d build/pi-sdist >/dev/null
-"$PY" tests/pi/make_bundles.py build/pi-bundles >/dev/null 2>&1 || "$PY" tests/pi/make_bundles.py build/pi-bundles
+rm -rf build/pi-wheels-$ARCH/sdist && "$PY" setup.py -q sdist -d build/pi-wheels-$ARCH/sdist >/dev/null
+"$PY" tests/pi/make_bundles.py build/pi-wheels-$ARCH/bundles >/dev/null 2>&1 || "$PY" tests/pi/make_bundles.py build/pi-wheels-$ARCH/bundles
 
 # build: a compiler root (the page's build dependencies + patchelf for auditwheel)
 $SUDO rm -rf "$BUILD_ROOT/root/wheel" && $SUDO mkdir -p "$BUILD_ROOT/root/wheel"
-$SUDO cp build/pi-sdist/edgeguard-*.tar.gz "$BUILD_ROOT/root/wheel/"
+$SUDO cp build/pi-wheels-$ARCH/sdist/edgeguard-*.tar.gz "$BUILD_ROOT/root/wheel/"
 run "$BUILD_ROOT" /bin/bash -euo pipefail -c '
   apt-get update -qq && apt-get install -y -qq python3-venv python3-dev gcc libc6-dev libffi-dev patchelf >/dev/null
   cd /root/wheel && rm -rf venv && python3 -m venv venv
@@ -47,7 +47,7 @@ $SUDO bash .ci/pi/root.sh clone "$BASE" "$RUN_ROOT"
 $SUDO mkdir -p "$RUN_ROOT/root/check"
 $SUDO cp "dist/pi/$WHEEL" "$RUN_ROOT/root/"
 $SUDO cp -r tests "$RUN_ROOT/root/check/tests"
-$SUDO cp -r build/pi-bundles "$RUN_ROOT/root/check/bundles"
+$SUDO cp -r build/pi-wheels-$ARCH/bundles "$RUN_ROOT/root/check/bundles"
 run "$RUN_ROOT" /bin/bash -euo pipefail -c "
   if [ -n '$APT_RUNTIME' ]; then apt-get update -qq && apt-get install -y -qq $APT_RUNTIME >/dev/null; fi
   if command -v gcc || command -v cc; then echo 'a compiler is installed: not a no-compiler check' >&2; exit 1; fi

@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ARCH=$1 PY=$2
 ROOTS=${PI_ROOTS:-build/pi-roots}
-BASE=$ROOTS/$ARCH-base BUILD_ROOT=$ROOTS/$ARCH-user RUN_ROOT=$ROOTS/$ARCH-nocompiler
+# its own build root (not test-pi.sh's ARCH-user), so both can run at once
+BASE=$ROOTS/$ARCH-base BUILD_ROOT=$ROOTS/$ARCH-wheelbuild RUN_ROOT=$ROOTS/$ARCH-nocompiler
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 case $ARCH in
@@ -46,7 +47,7 @@ stamp "built $WHEEL"
 $SUDO bash .ci/pi/root.sh clone "$BASE" "$RUN_ROOT"
 $SUDO mkdir -p "$RUN_ROOT/root/check"
 $SUDO cp "dist/pi/$WHEEL" "$RUN_ROOT/root/"
-$SUDO cp -r tests "$RUN_ROOT/root/check/tests"
+$SUDO cp -r tests native setup.py "$RUN_ROOT/root/check/"
 $SUDO cp -r build/pi-wheels-$ARCH/bundles "$RUN_ROOT/root/check/bundles"
 run "$RUN_ROOT" /bin/bash -euo pipefail -c "
   if [ -n '$APT_RUNTIME' ]; then apt-get update -qq && apt-get install -y -qq $APT_RUNTIME >/dev/null; fi

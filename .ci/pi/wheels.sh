@@ -32,6 +32,7 @@ rm -rf build/pi-wheels-$ARCH/sdist && "$PY" setup.py -q sdist -d build/pi-wheels
 $SUDO rm -rf "$BUILD_ROOT/root/wheel" && $SUDO mkdir -p "$BUILD_ROOT/root/wheel"
 $SUDO cp build/pi-wheels-$ARCH/sdist/edgeguard-*.tar.gz "$BUILD_ROOT/root/wheel/"
 run "$BUILD_ROOT" /bin/bash -euo pipefail -c '
+  dpkg --configure -a  # an interrupted earlier run leaves dpkg half-done
   apt-get update -qq && apt-get install -y -qq python3-venv python3-dev gcc libc6-dev libffi-dev patchelf >/dev/null
   cd /root/wheel && rm -rf venv && python3 -m venv venv
   venv/bin/pip install -q auditwheel

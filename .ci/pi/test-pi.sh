@@ -56,7 +56,7 @@ $SUDO mkdir -p "$USER_ROOT$STAGE"
 $SUDO cp build/pi-$ARCH/sdist/edgeguard-*.tar.gz "$USER_ROOT/root/"
 $SUDO cp -r tests "$USER_ROOT$STAGE/tests"
 # what the tests read besides the installed package (the C header, the ISA table, setup.py's extras)
-$SUDO cp -r native setup.py "$USER_ROOT$STAGE/"
+$SUDO cp -r native setup.py CMakeLists.txt "$USER_ROOT$STAGE/"
 $SUDO cp -r build/pi-$ARCH/bundles "$USER_ROOT$STAGE/bundles"
 {
   echo 'set -euo pipefail'

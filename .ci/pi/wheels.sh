@@ -48,7 +48,7 @@ stamp "built $WHEEL"
 $SUDO bash .ci/pi/root.sh clone "$BASE" "$RUN_ROOT"
 $SUDO mkdir -p "$RUN_ROOT/root/check"
 $SUDO cp "dist/pi/$WHEEL" "$RUN_ROOT/root/"
-$SUDO cp -r tests native setup.py "$RUN_ROOT/root/check/"
+$SUDO cp -r tests native setup.py CMakeLists.txt "$RUN_ROOT/root/check/"
 $SUDO cp -r build/pi-wheels-$ARCH/bundles "$RUN_ROOT/root/check/bundles"
 run "$RUN_ROOT" /bin/bash -euo pipefail -c "
   if [ -n '$APT_RUNTIME' ]; then apt-get update -qq && apt-get install -y -qq $APT_RUNTIME >/dev/null; fi

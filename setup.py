@@ -1,7 +1,8 @@
 """Build of the edgeguard package and its native kernels.
 
 The native library (native/, also built by CMakeLists.txt) is compiled here
-file by file with the flags of the ISA in its name, then linked into the cffi
+file by file with the per-ISA flags of native/isa_flags.txt (the table CMakeLists.txt
+reads too, applied by the compiler's target), then linked into the cffi
 extension edgeguard._native. Workstation code lives in converters/ and is
 installed as edgeguard.converters (nothing installs a top-level `converters`).
 """

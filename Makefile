@@ -10,7 +10,8 @@ BUILD := build
 JOBS ?= 2
 
 .PHONY: setup system-packages venv native-ext demo demo-colour bench test test-c test-c-native test-c-sanitize \
-        test-c-aarch64 test-c-armv7 test-python test-sdist fuzz fuzz-build test-fuzz clean poison-experiment
+        test-c-aarch64 test-c-armv7 test-python test-sdist fuzz fuzz-build test-fuzz clean poison-experiment \
+        test-pi test-pi64 test-pi32 pi-wheels
 
 setup: system-packages venv
 
@@ -96,6 +97,22 @@ fuzz: fuzz-build native-ext
 
 test-fuzz: fuzz-build native-ext
 	bash tests/fuzz/run.sh $(FUZZ_CI_SECONDS) $(BUILD)/fuzz $(PY)
+
+# Emulated Raspberry Pi OS stand-ins (docs/raspberry-pi.md): Debian bookworm arm64 / armhf roots
+# under qemu-user with a Pi 4 CPU model, cached in $(BUILD)/pi-roots; the sdist installed with
+# the page's commands, torch-free tests, a signed bundle run on every backend there.
+test-pi: test-pi64 test-pi32
+
+test-pi64: venv system-packages
+	bash .ci/pi/test-pi.sh arm64 $(PY)
+
+test-pi32: venv system-packages
+	bash .ci/pi/test-pi.sh armhf $(PY)
+
+# aarch64 and armv7l wheels (dist/pi/), built in the emulated roots, checked in a root without a compiler
+pi-wheels: venv system-packages
+	bash .ci/pi/wheels.sh arm64 $(PY)
+	bash .ci/pi/wheels.sh armhf $(PY)
 
 clean:
 	rm -rf $(BUILD) edgeguard/_native*.so edgeguard/_native.c

@@ -1,16 +1,21 @@
 """Build of the edgeguard package and its native kernels.
 
 The native library (native/, also built by CMakeLists.txt) is compiled here
-file by file with the flags of the ISA in its name, then linked into the cffi
+file by file with the per-ISA flags of native/isa_flags.txt (the table CMakeLists.txt
+reads too, applied by the compiler's target), then linked into the cffi
 extension edgeguard._native. Workstation code lives in converters/ and is
 installed as edgeguard.converters (nothing installs a top-level `converters`).
 """
 import os
-import platform
 import re
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext as _build_ext
+
+try:
+    from setuptools.errors import CompileError
+except ImportError:  # setuptools < 59
+    from distutils.errors import CompileError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -25,20 +30,46 @@ def native_sources():
         return [os.path.join("native", line.strip()) for line in f if line.strip() and not line.startswith("#")]
 
 
-def isa_flags():
-    """(flags for every native file, {file suffix: extra flags}) for this machine."""
-    machine = platform.machine().lower()
+def isa_table():
+    """native/isa_flags.txt (also read by CMakeLists.txt): [(macro, file or "*", [flags])]."""
+    rows = []
+    with open(os.path.join(ROOT, "native", "isa_flags.txt"), encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            if fields and not fields[0].startswith("#"):
+                rows.append((fields[0], fields[1], fields[2:]))
+    return rows
+
+
+def compiler_defines(compiler, macro, tmp_dir):
+    """True when `compiler` predefines `macro`: its target, not platform.machine(), decides
+    (a 32-bit Pi OS userland on a 64-bit kernel reports aarch64 but compiles for armv7)."""
+    os.makedirs(tmp_dir, exist_ok=True)
+    probe = os.path.join(tmp_dir, f"probe{macro}.c")
+    with open(probe, "w", encoding="utf-8") as f:
+        f.write(f"#ifndef {macro}\n#error edgeguard ISA probe: {macro} not defined (expected on other targets)\n#endif\nint eg_probe;\n")
+    try:
+        compiler.compile([probe], output_dir=tmp_dir)
+    except CompileError:
+        return False
+    return True
+
+
+def isa_flags(compiler, tmp_dir):
+    """(flags for every native file, {file name: extra flags}) for the compiler's target."""
     common = ["-std=c99", "-O2", "-ffp-contract=off", "-fvisibility=hidden"]
     per_file = {}
     if os.environ.get("EDGEGUARD_NO_SIMD") == "1":
-        common.append("-DEG_DISABLE_SIMD=1")
-    elif machine in ("x86_64", "amd64"):
-        per_file["kernels_avx2.c"] = ["-mavx2"]
-        per_file["kernels_avx512.c"] = ["-mavx512f", "-mavx512bw", "-mavx512vbmi"]
-    elif machine.startswith("armv7") or machine.startswith("armv8l"):
-        # NEON only in its own file; cpu.c checks the CPU at run time.
-        common.append("-DEG_BUILD_NEON=1")
-        per_file["kernels_neon.c"] = ["-march=armv7-a", "-mfpu=neon"]
+        return common + ["-DEG_DISABLE_SIMD=1"], per_file
+    target = {}
+    for macro, name, flags in isa_table():
+        if macro not in target:
+            target[macro] = compiler_defines(compiler, macro, tmp_dir)
+        if target[macro]:
+            if name == "*":
+                common += flags
+            else:
+                per_file.setdefault(name, []).extend(flags)
     return common, per_file
 
 
@@ -47,7 +78,7 @@ class build_ext(_build_ext):
 
     def build_extension(self, ext):
         if ext.name == "edgeguard._native":
-            common, per_file = isa_flags()
+            common, per_file = isa_flags(self.compiler, os.path.join(self.build_temp, "isa_probe"))
             objects = []
             for src in native_sources():
                 flags = common + per_file.get(os.path.basename(src), [])
@@ -63,17 +94,28 @@ class build_ext(_build_ext):
             headers = [os.path.join(d, f) for d in (os.path.join("native", "src"),
                                                     os.path.join("native", "include", "edgeguard"))
                        for f in sorted(os.listdir(d)) if f.endswith(".h")]
-            ext.depends = list(ext.depends or []) + native_sources() + headers
+            ext.depends = list(ext.depends or []) + native_sources() + headers + [os.path.join("native", "isa_flags.txt")]
         super().build_extension(ext)
 
 
 TORCH = "torch>=2.4,<2.15"
+# Environment markers pick the TFLite runtime per platform (see docs/raspberry-pi.md): ai-edge-litert
+# (LiteRT) has no 32-bit ARM wheels; tflite-runtime 2.14, its predecessor and the only TFLite runtime
+# with armv7l wheels, was built against numpy 1 (its Interpreter fails under numpy 2).
+# (armv8l: a 32-bit userland run under `linux32` on a 64-bit kernel)
+ARMV7 = '(platform_machine == "armv7l" or platform_machine == "armv8l")'
+NOT_ARMV7 = 'platform_machine != "armv7l" and platform_machine != "armv8l"'
+TFLITE_ARMV7 = ["tflite-runtime>=2.14,<2.15", "numpy>=1.23,<2"]
+# cryptography verifies bundle signatures (Ed25519): 38 is Debian bookworm's (32-bit Pi OS: apt
+# install python3-cryptography, since newer releases need cffi>=2, which has no armv7 wheel)
+SIGN = ["cryptography>=38"]
 extras = {
-    # device: one inference backend (LiteRT for TFLite; tflite-runtime on 32-bit Pi OS, see docs)
-    # (cryptography verifies bundle signatures; it has wheels for aarch64 and armv7)
-    "onnx": ["onnxruntime>=1.17", "cryptography>=42"],
-    "tflite": ["ai-edge-litert>=1.2", "cryptography>=42"],
-    "sign": ["cryptography>=42"],
+    # device: one inference backend
+    "onnx": ["onnxruntime>=1.17"] + SIGN,  # 64-bit only: onnxruntime has no armv7 wheel
+    "tflite": ["ai-edge-litert>=1.2; " + NOT_ARMV7] + [f"{r}; {ARMV7}" for r in TFLITE_ARMV7] + SIGN,
+    # the same for a 32-bit Pi OS userland on a 64-bit kernel, where platform_machine says aarch64
+    "tflite-armv7": TFLITE_ARMV7 + SIGN,
+    "sign": SIGN,
     "monitor": ["paho-mqtt>=2.0"],
     "report": ["matplotlib>=3.7"],  # HTML reports (monitoring, evaluation) on a workstation
     # workstation
@@ -81,7 +123,10 @@ extras = {
                 "cryptography>=42", "tqdm>=4.60", "mlxtend>=0.23", "adversarial-robustness-toolbox>=1.18"],
     "evaluate": [TORCH, "onnxruntime>=1.17", "ai-edge-litert>=1.2", "adversarial-robustness-toolbox>=1.18",
                  "matplotlib>=3.7", "tqdm>=4.60", "mlxtend>=0.23", "cryptography>=42"],
-    "test": ["pytest>=8", "hypothesis>=6.100", "scipy>=1.11", "onnx>=1.16", "onnxruntime>=1.17"],
+    # tests: scipy 1.10 is Debian bookworm's (32-bit Pi OS has no scipy wheel); the ONNX tools build the
+    # tests' models (sympy: onnxruntime's quantisation pre-processing) and are skipped where absent (armv7)
+    "test": ["pytest>=8", "hypothesis>=6.100", "scipy>=1.10"]
+            + [f"{r}; {NOT_ARMV7}" for r in ("onnx>=1.16", "onnxruntime>=1.17", "sympy>=1.10")],
     "bench": ["scipy>=1.11", "opencv-python-headless>=4.8", "scikit-image>=0.22"],
 }
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need (cross compilers and qemu-user for
-# the ARM C tests, mosquitto for the telemetry tests, clang and its compiler-rt for the
-# libFuzzer harnesses of `make fuzz`). Skips apt when all are present.
+# the ARM C tests, debootstrap for the emulated Raspberry Pi roots, mosquitto for the telemetry tests,
+# clang and its compiler-rt for the libFuzzer harnesses of `make fuzz`). Skips apt when all are present.
 set -euo pipefail
 PACKAGES=(
   build-essential
-  qemu-user-static
+  qemu-user-static debootstrap
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
   mosquitto mosquitto-clients

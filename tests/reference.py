@@ -184,15 +184,23 @@ def squeeze_scores(original, squeezed) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- preprocessing
 
 
+def flush(a):
+    """|v| < FLT_MIN -> +0 (subnormals and -0), float32."""
+    a = np.asarray(a, dtype=F32)
+    return np.where(np.abs(a) < FLT_MIN, F32(0), a).astype(F32)
+
+
 def preprocess(images_u8_nhwc, layout: str, scale, mean, std) -> np.ndarray:
-    """((x.astype(float32) * scale) - mean) / std in float32, output in NHWC or NCHW."""
+    """flush(flush(x * flush(scale) - flush(mean)) / std) in float32, output in NHWC or NCHW.
+
+    The header's flushing rule: ARMv7 NEON cannot produce subnormals, so every ISA
+    flushes the scale, the means, the difference and the quotient."""
     x = np.asarray(images_u8_nhwc, dtype=np.uint8).astype(F32)
-    scale = F32(scale)
-    mean = np.asarray(mean, dtype=F32)
+    scale = flush(F32(scale))
+    mean = flush(mean)
     std = np.asarray(std, dtype=F32)
     with np.errstate(all="ignore"):
-        y = ((x * scale) - mean) / std
-    y = y.astype(F32)
+        y = flush(flush((x * scale) - mean) / std)
     if layout == "NCHW":
         y = y.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(y)

@@ -536,9 +536,13 @@ def preprocess_cases(draw):
     c = draw(st.integers(1, 4))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     images = rng.integers(0, 256, size=(n, h, w, c), dtype=np.uint8)
-    scale = draw(st.one_of(st.sampled_from([1 / 255, 1.0, 2.0, -1.0, 0.0]), st.floats(-10, 10, width=32)))
-    mean = draw(hnp.arrays(F32, (c,), elements=st.floats(-300, 300, width=32)))
-    std = draw(hnp.arrays(F32, (c,), elements=st.floats(-300, 300, width=32).filter(lambda v: v != 0)))
+    # subnormal and barely normal scales and means make products, differences and
+    # quotients cross FLT_MIN: the flushing rule must hold bit for bit on every ISA
+    tiny = st.sampled_from([F32(v) for v in (1e-40, -1e-40, FLT_MIN / 3, FLT_MIN, 1.5 * FLT_MIN, -2 * FLT_MIN, 3 * FLT_MIN)])
+    scale = draw(st.one_of(st.sampled_from([1 / 255, 1.0, 2.0, -1.0, 0.0]), st.floats(-10, 10, width=32), tiny))
+    mean = draw(hnp.arrays(F32, (c,), elements=st.one_of(st.floats(-300, 300, width=32), tiny)))
+    std = draw(hnp.arrays(F32, (c,), elements=st.one_of(
+        st.floats(-300, 300, width=32).filter(lambda v: abs(v) >= FLT_MIN), st.sampled_from([F32(1e37), F32(-3e38)]))))
     layout = draw(st.sampled_from(["NHWC", "NCHW"]))
     return images, layout, scale, mean, std
 
@@ -551,6 +555,27 @@ def test_preprocess(case):
     for isa in ALL_ISAS:
         got = _lowlevel.preprocess(images, layout, scale, mean, std, isa=isa)
         assert_bits_equal(got, want, f"preprocess isa={isa} layout={layout} c={images.shape[3]}")
+
+
+def test_preprocess_subnormal_rule():
+    """Scale 1e-40 (the armv7 NEON case of issue 11), a difference and a quotient below FLT_MIN."""
+    images = np.arange(48, dtype=np.uint8).reshape(1, 4, 4, 3)
+    fmin = float(FLT_MIN)
+    cases = [(1e-40, np.zeros(3, F32), np.ones(3, F32)),
+             (fmin, np.full(3, 1.5 * fmin, F32), np.ones(3, F32)),
+             (1.0, np.zeros(3, F32), np.full(3, 3e38, F32))]
+    for scale, mean, std in cases:
+        want = R.preprocess(images, "NCHW", scale, mean, std)
+        assert not np.any((want != 0) & (np.abs(want) < FLT_MIN)), "the reference itself flushes"
+        assert not np.any(np.signbit(want) & (want == 0)), "no -0"
+        for isa in ALL_ISAS:
+            assert_bits_equal(_lowlevel.preprocess(images, "NCHW", scale, mean, std, isa=isa), want, isa)
+    # concrete values, not only agreement: 1e-40 is flushed, so x * scale is 0 everywhere
+    assert np.all(_lowlevel.preprocess(images, "NHWC", 1e-40, np.zeros(3, F32), np.ones(3, F32)) == 0)
+    # 17 * FLT_MIN - 16.5 * FLT_MIN = FLT_MIN / 2 is subnormal -> 0; 18 * FLT_MIN - 16.5 * FLT_MIN stays
+    got = _lowlevel.preprocess(np.array([[[[17], [18]]]], np.uint8), "NHWC", fmin, np.array([16.5 * fmin], F32),
+                               np.ones(1, F32))
+    assert got[0, 0, 0, 0] == 0 and got[0, 0, 1, 0] == F32(1.5 * fmin)
 
 
 def test_preprocess_imagenet_constants():

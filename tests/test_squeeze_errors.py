@@ -26,6 +26,8 @@ F32 = np.float32
 IMG_U8 = np.arange(5 * 6, dtype=np.uint8).reshape(5, 6)
 IMG_F32 = IMG_U8.astype(F32) / 255
 SIZE_MAX = int(ffi.cast("size_t", -1))
+# 2**32 on 64-bit, 2**16 on 32-bit (armv7): SIZE_HALF * SIZE_HALF * 256 overflows size_t on both
+SIZE_HALF = 1 << (4 * ffi.sizeof("size_t"))
 
 
 # ---------------------------------------------------------------- dtypes
@@ -289,6 +291,8 @@ def test_lowlevel_status_errors():
         _lowlevel.squeeze_scores(f, np.zeros((0, 2, 3), F32))
     img = np.zeros((1, 2, 2, 3), np.uint8)
     for mean, std, scale in [(np.zeros(3, F32), np.array([1, 0, 1], F32), 1.0),
+                             (np.zeros(3, F32), np.array([1, 1e-40, 1], F32), 1.0),  # subnormal std
+                             (np.zeros(3, F32), np.array([1, -1e-39, 1], F32), 1.0),
                              (np.zeros(3, F32), np.array([1, np.inf, 1], F32), 1.0),
                              (np.array([0, np.nan, 0], F32), np.ones(3, F32), 1.0),
                              (np.zeros(3, F32), np.ones(3, F32), float("nan")),
@@ -345,7 +349,7 @@ def test_native_bad_arguments_map_to_typed_errors():
         # overflow of the element or byte count: refused before any memory is touched
         (lib.eg_bit_depth_f32(pf, pg, SIZE_MAX // 2, 3, AUTO), InvalidArgumentError, overflow),
         (lib.eg_median_f32(pf, pg, SIZE_MAX, SIZE_MAX, 2, 1, NHWC, 3, AUTO), InvalidArgumentError, overflow),
-        (lib.eg_median_u8(pu8, pu8o, 2**40, 2**30, 1, 1, NCHW, 3, AUTO), InvalidArgumentError, overflow),
+        (lib.eg_median_u8(pu8, pu8o, SIZE_HALF * 256, SIZE_HALF, 1, 1, NCHW, 3, AUTO), InvalidArgumentError, overflow),
         (lib.eg_softmax_f32(pf, pg, SIZE_MAX // 2, 4, AUTO), InvalidArgumentError, overflow),
         (lib.eg_l1_distance_f32(pf, pf, pg, SIZE_MAX // 3, 3, AUTO), InvalidArgumentError, overflow),
         (lib.eg_squeeze_scores_f32(pf, pf, SIZE_MAX, 2, 4, NULL, pg, AUTO), InvalidArgumentError, overflow),

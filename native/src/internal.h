@@ -203,8 +203,23 @@ static inline uint8_t eg_nlm_divide(int32_t acc, int32_t wsum) {
 
 float eg__exp_ref(float x); /* Cephes-style expf, the definition every SIMD exp mirrors */
 
-/* |x| < FLT_MIN -> 0 (see above). */
+/* |x| < FLT_MIN -> +0 (see above; -0 also becomes +0). */
 static inline float eg_flush(float x) { return (x < 0 ? -x : x) < EG_FLT_MIN ? 0.0f : x; }
+
+/* Preprocessing, one value, the definition every ISA mirrors. The same flushing
+ * rule as the detector, because ARMv7 NEON flushes subnormal operands and results
+ * of its multiply and subtract (it has no vector divide: ARMv7 divides lane by
+ * lane in the IEEE scalar FPU):
+ *   - eg_preprocess_u8_f32 flushes `scale` and every mean before any kernel sees them;
+ *   - x * scale needs no flush: x is 0 or an integer >= 1, so with a normal scale the
+ *     product is 0, normal or infinite;
+ *   - the difference and the quotient are flushed (so the output is never subnormal
+ *     and never -0, whatever FTZ/DAZ mode a library left the FPU in);
+ *   - std must be normal (|std| >= FLT_MIN): a subnormal std is rejected like 0, since
+ *     dividing by it would depend on whether the hardware flushes operands. */
+static inline float eg_preprocess_value(uint8_t x, float scale, float mean, float std) {
+    return eg_flush(eg_flush((float)x * scale - mean) / std);
+}
 
 /* The fixed order in which every variant adds its eight partial sums. */
 static inline float eg_sum8(const float *a) {

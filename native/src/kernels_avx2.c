@@ -169,6 +169,11 @@ float eg__l1_row__avx2(const float *a, const float *b, size_t n) {
 
 /* ---------------------------------------------------------------- preprocessing */
 
+/* eg_preprocess_value on 8 lanes */
+static inline __m256 convert8(__m256 x, __m256 scale, __m256 mean, __m256 std) {
+    return flush_ps(_mm256_div_ps(flush_ps(_mm256_sub_ps(_mm256_mul_ps(x, scale), mean)), std));
+}
+
 /* Interleaved values starting at channel 0; the per-lane mean/std pattern
  * repeats every lcm(8, c) elements (8 or 24). */
 static void convert_interleaved(const uint8_t *src, float *dst, size_t count, size_t c, float scale,
@@ -188,10 +193,10 @@ static void convert_interleaved(const uint8_t *src, float *dst, size_t count, si
     size_t i = 0, phase = 0;
     for (; i + 8 <= count; i += 8) {
         const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(src + i))));
-        _mm256_storeu_ps(dst + i, _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(f, vscale), vmean[phase]), vstd[phase]));
+        _mm256_storeu_ps(dst + i, convert8(f, vscale, vmean[phase], vstd[phase]));
         phase = (phase + 1 == nv) ? 0 : phase + 1;
     }
-    for (; i < count; i++) dst[i] = ((float)src[i] * scale - mean[i % c]) / std[i % c];
+    for (; i < count; i++) dst[i] = eg_preprocess_value(src[i], scale, mean[i % c], std[i % c]);
 }
 
 void eg__preprocess__avx2(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane, int planar,
@@ -229,8 +234,8 @@ void eg__preprocess__avx2(const uint8_t *src, float *dst, size_t npix, size_t c,
             float *d = dst + ch * plane + p;
             const __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
             const __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
-            _mm256_storeu_ps(d, _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(lo, vscale), vmean[ch]), vstd[ch]));
-            _mm256_storeu_ps(d + 8, _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(hi, vscale), vmean[ch]), vstd[ch]));
+            _mm256_storeu_ps(d, convert8(lo, vscale, vmean[ch], vstd[ch]));
+            _mm256_storeu_ps(d + 8, convert8(hi, vscale, vmean[ch], vstd[ch]));
         }
     }
     if (p < npix) eg__preprocess__c(src + p * c, dst + p, npix - p, c, plane, 1, scale, mean, std);

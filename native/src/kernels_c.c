@@ -128,7 +128,7 @@ void eg__preprocess__c(const uint8_t *src, float *dst, size_t npix, size_t c, si
                        float scale, const float *mean, const float *std) {
     for (size_t p = 0; p < npix; p++) {
         for (size_t ch = 0; ch < c; ch++) {
-            const float v = ((float)src[p * c + ch] * scale - mean[ch]) / std[ch];
+            const float v = eg_preprocess_value(src[p * c + ch], scale, mean[ch], std[ch]);
             if (planar)
                 dst[ch * plane + p] = v;
             else

@@ -3,7 +3,9 @@
  *
  * ARMv7 NEON always flushes subnormal floats to zero and has no vector divide:
  * divisions go lane by lane through the scalar FPU there, and the float median
- * compares integer keys instead of floats so subnormal pixels survive. */
+ * compares integer keys instead of floats so subnormal pixels survive. The
+ * detector math and the preprocessing flush subnormals explicitly, as their
+ * scalar definitions do (internal.h). */
 #include "internal.h"
 
 #if defined(EG_HAS_NEON)
@@ -208,7 +210,7 @@ static inline void convert16(uint8x16_t x, float *dst, float32x4_t scale, float3
     const uint32x4_t q[4] = {vmovl_u16(vget_low_u16(lo)), vmovl_u16(vget_high_u16(lo)),
                              vmovl_u16(vget_low_u16(hi)), vmovl_u16(vget_high_u16(hi))};
     for (int k = 0; k < 4; k++)
-        vst1q_f32(dst + 4 * k, div_ps(vsubq_f32(vmulq_f32(vcvtq_f32_u32(q[k]), scale), mean), std));
+        vst1q_f32(dst + 4 * k, flush_ps(div_ps(flush_ps(vsubq_f32(vmulq_f32(vcvtq_f32_u32(q[k]), scale), mean)), std)));
 }
 
 static void preprocess(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane, int planar,

@@ -199,11 +199,11 @@ static void convert_interleaved(const uint8_t *src, float *dst, size_t count, si
         for (int k = 0; k < 4; k++) {
             const __m128 f = _mm_cvtepi32_ps(q[k]);
             _mm_storeu_ps(dst + i + 4 * k,
-                          _mm_div_ps(_mm_sub_ps(_mm_mul_ps(f, vscale), vmean[phase]), vstd[phase]));
+                          flush_ps(_mm_div_ps(flush_ps(_mm_sub_ps(_mm_mul_ps(f, vscale), vmean[phase])), vstd[phase])));
             phase = (phase + 1 == nv) ? 0 : phase + 1;
         }
     }
-    for (; i < count; i++) dst[i] = ((float)src[i] * scale - mean[i % c]) / std[i % c];
+    for (; i < count; i++) dst[i] = eg_preprocess_value(src[i], scale, mean[i % c], std[i % c]);
 }
 
 static void preprocess(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane, int planar,

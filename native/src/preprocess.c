@@ -16,12 +16,17 @@ eg_status eg_preprocess_u8_f32(const uint8_t *src, float *dst, size_t n, size_t 
         return EG_ERR_OVERFLOW;
     if (mean == NULL || std == NULL) return EG_ERR_NULL_POINTER;
     if (!isfinite(scale)) return EG_ERR_INVALID_VALUE;
-    for (size_t ch = 0; ch < c; ch++)
-        if (!isfinite(mean[ch]) || !isfinite(std[ch]) || std[ch] == 0.0f) return EG_ERR_INVALID_VALUE;
+    /* the flushing rule of eg_preprocess_value (internal.h): kernels get flushed scale and means */
+    float flushed_mean[EG_PREPROCESS_MAX_CHANNELS];
+    for (size_t ch = 0; ch < c; ch++) {
+        if (!isfinite(mean[ch]) || !isfinite(std[ch]) || !(fabsf(std[ch]) >= EG_FLT_MIN)) return EG_ERR_INVALID_VALUE;
+        flushed_mean[ch] = eg_flush(mean[ch]);
+    }
+    scale = eg_flush(scale);
     if (total == 0) return EG_OK;
     if (src == NULL || dst == NULL) return EG_ERR_NULL_POINTER;
     if (eg_overlaps(src, total, dst, bytes)) return EG_ERR_ALIASING;
     const int planar = dst_layout == EG_LAYOUT_NCHW;
-    for (size_t i = 0; i < n; i++) k->preprocess(src + i * image, dst + i * image, hw, c, hw, planar, scale, mean, std);
+    for (size_t i = 0; i < n; i++) k->preprocess(src + i * image, dst + i * image, hw, c, hw, planar, scale, flushed_mean, std);
     return EG_OK;
 }

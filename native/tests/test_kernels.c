@@ -64,6 +64,9 @@ static float interesting_float(int bits) {
     }
 }
 
+/* The header's flush(): |v| < FLT_MIN -> +0, written independently of internal.h. */
+static float flush_ref(float v) { return fabsf(v) < FLT_MIN ? 0.0f : v; }
+
 static int same_float(float a, float b) {
     if (isnan(a) && isnan(b)) return 1;
     return memcmp(&a, &b, sizeof a) == 0;
@@ -270,17 +273,23 @@ static void test_preprocess(int rounds) {
         uint8_t *src = xmalloc(total);
         float *ref = xmalloc(total * sizeof(float)), *out = xmalloc(total * sizeof(float));
         float mean[4], std[4];
-        const float scale = (rnd() & 1) ? 1.0f / 255.0f : 1.0f;
+        /* every fourth round probes the flushing rule: subnormal or tiny scales and
+         * means (differences land below FLT_MIN), huge stds (quotients do) */
+        const int tiny = r % 4 == 3;
+        static const float tiny_scales[] = {1e-40f, FLT_MIN / 3, FLT_MIN, 2 * FLT_MIN, -3 * FLT_MIN, 0.0f, 1.0f / 255.0f};
+        const float scale = tiny ? tiny_scales[rnd() % 7] : (rnd() & 1) ? 1.0f / 255.0f : 1.0f;
         for (size_t i = 0; i < 4; i++) {
-            mean[i] = rnd_unit();
-            std[i] = 0.1f + rnd_unit();
+            mean[i] = tiny ? (float)(rnd() % 8) * FLT_MIN * 0.75f - 2e-39f : rnd_unit();
+            std[i] = tiny && (rnd() & 1) ? 1e37f * (0.5f + rnd_unit()) : 0.1f + rnd_unit();
         }
         for (size_t i = 0; i < total; i++) src[i] = (uint8_t)rnd();
         CHECK(eg_preprocess_u8_f32(src, ref, n, h, w, c, layout, scale, mean, std, EG_ISA_SCALAR) == EG_OK, "pre scalar");
         for (size_t in = 0; in < n; in++)
             for (size_t p = 0; p < h * w; p++)
                 for (size_t ch = 0; ch < c; ch++) {
-                    const float want = ((float)src[(in * h * w + p) * c + ch] * scale - mean[ch]) / std[ch];
+                    const float want =
+                        flush_ref(flush_ref((float)src[(in * h * w + p) * c + ch] * flush_ref(scale) - flush_ref(mean[ch])) /
+                                  std[ch]);
                     const size_t idx = layout == EG_LAYOUT_NHWC ? (in * h * w + p) * c + ch : (in * c + ch) * h * w + p;
                     CHECK(same_float(ref[idx], want), "preprocess reference");
                 }
@@ -489,6 +498,11 @@ static void test_errors(void) {
     CHECK(eg_squeeze_scores_f32(f, f, SIZE_MAX, 2, 4, NULL, g, EG_ISA_AUTO) == EG_ERR_OVERFLOW, "scores overflow");
     CHECK(eg_preprocess_u8_f32(b, g, 1, 2, 2, 5, EG_LAYOUT_NCHW, 1.0f, one, one, EG_ISA_AUTO) == EG_ERR_INVALID_SIZE, "5 channels");
     CHECK(eg_preprocess_u8_f32(b, g, 1, 2, 2, 1, EG_LAYOUT_NCHW, 1.0f, one, zero, EG_ISA_AUTO) == EG_ERR_INVALID_VALUE, "std 0");
+    {
+        const float sub[1] = {FLT_MIN / 2};
+        CHECK(eg_preprocess_u8_f32(b, g, 1, 2, 2, 1, EG_LAYOUT_NCHW, 1.0f, one, sub, EG_ISA_AUTO) == EG_ERR_INVALID_VALUE,
+              "subnormal std");
+    }
     CHECK(eg_preprocess_u8_f32(b, g, 1, 2, 2, 1, EG_LAYOUT_NCHW, NAN, one, one, EG_ISA_AUTO) == EG_ERR_INVALID_VALUE, "scale nan");
     CHECK(eg_preprocess_u8_f32(b, g, 1, 2, 2, 1, EG_LAYOUT_NCHW, 1.0f, NULL, one, EG_ISA_AUTO) == EG_ERR_NULL_POINTER, "mean null");
     uint8_t t[5 * 256] = {0};

@@ -62,7 +62,7 @@ typedef enum eg_status {
     EG_ERR_INVALID_LAYOUT = 6,  /* unknown eg_layout value */
     EG_ERR_ALIASING = 7,        /* input and output overlap where the function forbids it */
     EG_ERR_UNSUPPORTED_ISA = 8, /* the requested ISA is not compiled in or not supported by this CPU */
-    EG_ERR_INVALID_VALUE = 9,   /* a parameter value is unusable (e.g. std == 0, non-finite scale) */
+    EG_ERR_INVALID_VALUE = 9,   /* a parameter value is unusable (e.g. std 0 or subnormal, non-finite scale) */
     EG_ERR_INVALID_NLM_WINDOW = 10, /* non-local means search window or block not odd in 1..EG_NLM_MAX_WINDOW */
     EG_ERR_SCRATCH_TOO_SMALL = 11   /* the caller's scratch buffer is smaller than its size function says */
 } eg_status;
@@ -156,8 +156,10 @@ EG_API eg_status eg_squeeze_scores_f32(const float *original, const float *squee
 /* ---------------------------------------------------------------- preprocessing
  * uint8 NHWC images (n x h x w x c, c <= EG_PREPROCESS_MAX_CHANNELS) to float32
  * model input in `dst_layout` (NHWC or NCHW):
- *   dst = ((float)src * scale - mean[ch]) / std[ch]      (float32 arithmetic)
- * mean and std hold c values each; std must be finite and non-zero. */
+ *   dst = flush(flush((float)src * flush(scale) - flush(mean[ch])) / std[ch])
+ * in float32 arithmetic, where flush(v) = +0 when |v| < FLT_MIN (subnormals and -0),
+ * identically on every ISA (ARMv7 NEON cannot compute subnormals).
+ * mean and std hold c values each; std must be finite and normal (|std| >= FLT_MIN). */
 EG_API eg_status eg_preprocess_u8_f32(const uint8_t *src, float *dst, size_t n, size_t h, size_t w, size_t c,
                                       eg_layout dst_layout, float scale, const float *mean, const float *std,
                                       eg_isa isa);

@@ -407,7 +407,8 @@ def main(argv=None) -> int:
     from edgeguard.errors import EdgeGuardError
 
     try:
-        run(args.out, key=args.key, created=args.created, progress=not args.no_progress, seed=args.seed,
+        progress = not args.no_progress and sys.stderr.isatty()  # bars only on a terminal, never in a log
+        run(args.out, key=args.key, created=args.created, progress=progress, seed=args.seed,
             harden_epochs=args.epochs, clean_epochs=args.clean_epochs, width=args.width, n_train=args.n_train,
             harden_method=args.harden_method, harden_steps=args.harden_steps, augment_copies=args.augment,
             n_calib=args.n_calib, n_test=args.n_test, pgd_steps=args.pgd_steps, evaluation=args.evaluation,

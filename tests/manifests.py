@@ -1,4 +1,5 @@
-"""The one builder of test manifests (plain dicts, as converters write them)."""
+"""The one builder of test manifests (plain dicts, as converters write them), and the tiny
+hand-encoded members (ONNX protobuf, TFLite header) that bundle tests and fuzzers wrap them around."""
 
 from __future__ import annotations
 
@@ -31,3 +32,51 @@ def make_manifest(artifacts, *, name="tiny-cnn", version="1.0.0", labels=("cat",
         "provenance": {"source_model_sha256": "cd" * 32, "calibration_data_sha256": calibration_data_sha256,
                        "tools": dict(tools or {"tests": "1"}), "created_by": created_by},
     }
+
+
+def pb_varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def pb_key(field: int, wire_type: int) -> bytes:
+    return pb_varint((field << 3) | wire_type)
+
+
+def pb(field: int, payload) -> bytes:
+    """One protobuf field: a varint for an int, length-delimited bytes for bytes/str."""
+    if isinstance(payload, int):
+        return pb_key(field, 0) + pb_varint(payload)
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return pb_key(field, 2) + pb_varint(len(payload)) + payload
+
+
+# A minimal ONNX ModelProto, hand-encoded so most tests do not need onnx installed:
+# ir_version 8, opset 17, graph { Identity(x) -> y, initializer w (raw_data) }.
+TINY_ONNX = (
+    pb(1, 8)
+    + pb(8, pb(1, "") + pb(2, 17))
+    + pb(7, pb(1, pb(1, "x") + pb(2, "y") + pb(4, "Identity"))
+         + pb(2, "g")
+         + pb(5, pb(1, 1) + pb(2, 1) + pb(8, "w") + pb(9, b"\0\0\x80\x3f"))
+         + pb(11, pb(1, "x"))
+         + pb(12, pb(1, "y")))
+)
+TINY_TFLITE = b"\x18\x00\x00\x00TFL3" + bytes(range(24))
+MEMBERS = {"models/fp32.onnx": TINY_ONNX, "models/int8.tflite": TINY_TFLITE}
+
+
+def tiny_manifest() -> dict:
+    """The manifest of MEMBERS: an fp32 ONNX artifact with a detector and an int8 TFLite one without."""
+    return make_manifest([
+        artifact("fp32-onnx", "models/fp32.onnx", threshold=0.25),
+        artifact("int8-tflite", "models/int8.tflite", "tflite", "int8", threshold=None,
+                 qin={"dtype": "int8", "scale": 0.0078125, "zero_point": -1},
+                 qout={"dtype": "uint8", "scale": 0.1, "zero_point": 3}),
+    ], tools={"onnx": "1.23.2"})

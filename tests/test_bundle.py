@@ -45,50 +45,12 @@ RAW_PRIVATE = bytes(range(1, 33))  # a fixed Ed25519 seed: signatures are determ
 
 # --- test material -------------------------------------------------------------------
 
-def _pb_key(field: int, wire_type: int) -> bytes:
-    return _pb_varint((field << 3) | wire_type)
-
-
-def _pb_varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        out.append(b | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
-
-
-def _pb(field: int, payload: bytes | str | int) -> bytes:
-    if isinstance(payload, int):
-        return _pb_key(field, 0) + _pb_varint(payload)
-    if isinstance(payload, str):
-        payload = payload.encode()
-    return _pb_key(field, 2) + _pb_varint(len(payload)) + payload
-
-
-# A minimal ONNX ModelProto, hand-encoded so most tests do not need onnx installed:
-# ir_version 8, opset 17, graph { Identity(x) -> y, initializer w (raw_data) }.
-TINY_ONNX = (
-    _pb(1, 8)
-    + _pb(8, _pb(1, "") + _pb(2, 17))
-    + _pb(7, _pb(1, _pb(1, "x") + _pb(2, "y") + _pb(4, "Identity"))
-          + _pb(2, "g")
-          + _pb(5, _pb(1, 1) + _pb(2, 1) + _pb(8, "w") + _pb(9, b"\0\0\x80\x3f"))
-          + _pb(11, _pb(1, "x"))
-          + _pb(12, _pb(1, "y")))
-)
-TINY_TFLITE = b"\x18\x00\x00\x00TFL3" + bytes(range(24))
-MEMBERS = {"models/fp32.onnx": TINY_ONNX, "models/int8.tflite": TINY_TFLITE}
+_pb_key, _pb_varint, _pb = manifests.pb_key, manifests.pb_varint, manifests.pb
+TINY_ONNX, TINY_TFLITE, MEMBERS = manifests.TINY_ONNX, manifests.TINY_TFLITE, manifests.MEMBERS
 
 
 def make_manifest() -> dict:
-    return manifests.make_manifest([
-        manifests.artifact("fp32-onnx", "models/fp32.onnx", threshold=0.25),
-        manifests.artifact("int8-tflite", "models/int8.tflite", "tflite", "int8", threshold=None,
-                           qin={"dtype": "int8", "scale": 0.0078125, "zero_point": -1},
-                           qout={"dtype": "uint8", "scale": 0.1, "zero_point": 3}),
-    ], tools={"onnx": "1.23.2"})
+    return manifests.tiny_manifest()
 
 
 def with_members(manifest: dict, members: dict) -> dict:

@@ -28,7 +28,7 @@ from edgeguard.converters import presets  # noqa: E402
 from edgeguard.converters.data import Images, load_images  # noqa: E402
 from edgeguard.converters.errors import (AccuracyGateError, ConversionError, DetectorUnusableError,  # noqa: E402
                                          GateError, HardeningCollapseError, LabelOrderError, NormalizationError,
-                                         SourceModelError, UnsupportedModelError)
+                                         UnsupportedModelError)
 from edgeguard.converters.hardening import HardeningConfig, deterministic, train_clean  # noqa: E402
 from edgeguard.converters.models import colour_cnn  # noqa: E402
 from edgeguard.converters.photos import photo_splits  # noqa: E402

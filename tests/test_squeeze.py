@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 

@@ -24,7 +24,8 @@ import sys
 
 import atheris
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(os.path.dirname(HERE))]  # material, and tests.manifests
 
 with atheris.instrument_imports():
     from edgeguard.bundle import _manifest

@@ -466,6 +466,8 @@ def bench_isas(settings: Settings, rng) -> tuple[list[str], list[dict]]:
         ("median", 2, np.uint8, gray),
         ("bit_depth", 5, np.uint8, rgb),
         ("bit_depth", 5, np.float32, rgb),
+        ("lut", "NCHW", np.uint8, rgb),  # the guard's fused path to an int8 input (TFLite takes NCHW here)
+        ("lut", "NHWC", np.uint8, rgb),
     ]
     results = []
     for kernel, param, dtype, shape in cases:
@@ -477,6 +479,19 @@ def bench_isas(settings: Settings, rng) -> tuple[list[str], list[dict]]:
                 fns["cv2"] = lambda x=x: cv2.medianBlur(x, 3)
             ref_name, ref = "scipy", ndi.median_filter(x, size=(param,) * 2 if x.ndim == 2 else (param, param, 1),
                                                        mode="reflect")
+        elif kernel == "lut":
+            label = f"lut (per-channel table) to {param} {describe(None, x)}"
+            batch, tables = x[None], rng.integers(0, 256, (3, 256), dtype=np.uint8)
+            out = np.empty(batch.shape if param == "NHWC" else (1, 3) + batch.shape[1:3], np.uint8)
+            fns = {f"edgeguard:{i}": (lambda i=i: _lowlevel.lut_u8(batch, param, tables, out=out, isa=i))
+                   for i in isas}
+            channel = np.arange(3)
+
+            def numpy_lut(layout=param):  # what one writes without the kernel: fancy indexing
+                y = tables[channel, batch]
+                return np.ascontiguousarray(y.transpose(0, 3, 1, 2)) if layout == "NCHW" else y
+            fns["numpy"] = numpy_lut
+            ref_name, ref = "numpy", numpy_lut()
         else:
             label = f"bit_depth {param} {DT[dtype]} {describe(None, x)}"
             fns = bitdepth_contenders(x, param, isas=isas, with_others=False)
@@ -489,7 +504,7 @@ def bench_isas(settings: Settings, rng) -> tuple[list[str], list[dict]]:
             t0 = time.perf_counter()
             out = np.array(fn(), copy=True)
             first[name] = time.perf_counter() - t0
-            if name != "copy":
+            if name not in ("copy", ref_name):
                 equal[name] = bitwise_equal(out, ref)
         rec = {"kernel": kernel, "param": param, "dtype": np.dtype(dtype).name, "image": describe(None, x),
                "case": label, "reference": ref_name, "verified": {f"{n}=={ref_name}": e for n, e in equal.items()}}
@@ -504,7 +519,7 @@ def bench_isas(settings: Settings, rng) -> tuple[list[str], list[dict]]:
         rec["mpix_s"] = {n: mpix(shape[0] * shape[1], stats, n) for n in stats}
         rec["best_isa"] = best
         rec["ratio"] = {"best/scalar": ratio(stats, f"edgeguard:{best}", "edgeguard:scalar")}
-        for other in ("cv2", "copy"):
+        for other in ("cv2", "copy", "numpy"):
             if other in stats:
                 rec["ratio"][f"best/{other}"] = ratio(stats, f"edgeguard:{best}", other)
         progress(f"per-ISA {label}: done")
@@ -591,7 +606,7 @@ def report(machine, settings, median_res, isas, isa_res, bitdepth_res, tgts, mar
     parts.append(t.render(markdown))
 
     best = isa_res[0].get("best_isa", isas[-1]) if isa_res else isas[-1]
-    cols = ["case"] + isas + ["cv2 / copy", f"{best}/scalar", f"{best}/cv2 or copy", "all =ref"]
+    cols = ["case"] + isas + ["peer", f"{best}/scalar", f"{best}/peer", "all =ref"]
     t = Table(f"Per instruction set (MP/s; isa=auto picks {best}; every ISA checked bit-identical to the "
               "reference first)",
               cols, ["l"] + ["r"] * (len(isas) + 3) + ["l"])
@@ -600,7 +615,7 @@ def report(machine, settings, median_res, isas, isa_res, bitdepth_res, tgts, mar
             t.add([r["case"], "MISMATCH"] + [""] * (len(cols) - 3) + ["NO"])
             continue
         m = r["mpix_s"]
-        other = "cv2" if "cv2" in m else "copy"
+        other = "cv2" if "cv2" in m else "numpy" if "numpy" in m else "copy"
         rr = r["ratio"].get(f"best/{other}")
         t.add([r["case"]] + [fmt_rate(m.get(f"edgeguard:{i}")) for i in isas] +
               [fmt_rate(m.get(other)) + f" ({other})", fmt_ratio(r["ratio"]["best/scalar"]), fmt_ratio(rr),

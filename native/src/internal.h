@@ -68,6 +68,10 @@ typedef float (*eg_l1_row_fn)(const float *a, const float *b, size_t classes);
  * dst + ch * plane (contiguous per channel); NHWC: interleaved (plane unused). */
 typedef void (*eg_preprocess_fn)(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane,
                                  int planar, float scale, const float *mean, const float *std);
+/* npix pixels of c interleaved uint8 channels -> tables[ch * 256 + value], laid out as
+ * eg_preprocess_fn lays out its floats (NCHW planes `plane` bytes apart, or interleaved). */
+typedef void (*eg_lut_fn)(const uint8_t *src, uint8_t *dst, size_t npix, size_t c, size_t plane, int planar,
+                          const uint8_t *tables);
 
 /* Non-local means row kernels (nlm.c drives them; see its comment).
  * distance: for x < n, d = sum over the c channels of (a[ch][x] - b[ch][x])^2,
@@ -94,6 +98,7 @@ typedef struct eg_kernels {
     eg_softmax_row_fn softmax_row;
     eg_l1_row_fn l1_row;
     eg_preprocess_fn preprocess;
+    eg_lut_fn lut;
     eg_nlm_distance_fn nlm_distance;
     eg_nlm_weights_fn nlm_weights;
     eg_nlm_accumulate_fn nlm_accumulate;
@@ -148,6 +153,8 @@ void eg__softmax_row__c(const float *logits, float *probs, size_t classes);
 float eg__l1_row__c(const float *a, const float *b, size_t classes);
 void eg__preprocess__c(const uint8_t *src, float *dst, size_t npix, size_t c, size_t plane, int planar,
                        float scale, const float *mean, const float *std);
+void eg__lut__c(const uint8_t *src, uint8_t *dst, size_t npix, size_t c, size_t plane, int planar,
+                const uint8_t *tables);
 
 void eg__nlm_distance__c(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n, int32_t *ring,
                          int32_t *v);

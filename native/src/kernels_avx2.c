@@ -371,6 +371,7 @@ const eg_kernels eg__kernels_avx2 = {
     eg__softmax_row__avx2,
     eg__l1_row__avx2,
     eg__preprocess__avx2,
+    eg__lut__c, /* a 256-entry byte lookup needs AVX-512 VBMI; AVX2 gathers were no faster */
     eg__nlm_distance__avx2,
     eg__nlm_weights__avx2,
     eg__nlm_accumulate__avx2,

@@ -1,6 +1,7 @@
 /* AVX-512 variants (x86-64, compiled with -mavx512f -mavx512bw -mavx512vbmi and
  * checked at run time): the median and bit-depth squeezers, which are wide and
- * elementwise; the detector math and preprocessing reuse the AVX2 code.
+ * elementwise, and the byte-table lookup (VBMI's 128-entry byte permutes); the
+ * detector math and preprocessing reuse the AVX2 code.
  * Each matches kernels_c.c bit for bit. */
 #include "internal.h"
 
@@ -86,6 +87,64 @@ static void narrow_f32(const float *const *rows, size_t n, size_t cs, int k, flo
 #define EG_SHIFT2(a, b) _mm512_castsi512_ps(EG_SHIFT_EPI8(_mm512_castps_si512(a), _mm512_castps_si512(b), 8))
 #include "median_span.h"
 
+/* ---------------------------------------------------------------- table lookup */
+
+/* 64 bytes looked up in a 256-byte table held in four registers: each 128-entry
+ * half by one two-register permute (index bits 0-6), the half chosen by bit 7. */
+static inline __m512i lookup64(__m512i idx, const __m512i t[4]) {
+    const __m512i lo = _mm512_permutex2var_epi8(t[0], idx, t[1]);
+    const __m512i hi = _mm512_permutex2var_epi8(t[2], idx, t[3]);
+    return _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo, hi);
+}
+
+static void lut(const uint8_t *src, uint8_t *dst, size_t npix, size_t c, size_t plane, int planar,
+                const uint8_t *tables) {
+    __m512i t[EG_PREPROCESS_MAX_CHANNELS][4];
+    for (size_t ch = 0; ch < c; ch++)
+        for (int q = 0; q < 4; q++) t[ch][q] = _mm512_loadu_si512(tables + ch * 256 + q * 64);
+    size_t p = 0;
+    if (c == 1) {
+        for (; p + 64 <= npix; p += 64)
+            _mm512_storeu_si512(dst + p, lookup64(_mm512_loadu_si512(src + p), t[0]));
+    } else if (planar) {
+        /* 64 pixels = c registers; channel ch's bytes gathered from them by the same
+         * lookup (index c*j + ch in the 64*c loaded bytes), then looked up in its table */
+        uint8_t gather[EG_PREPROCESS_MAX_CHANNELS][64];
+        for (size_t ch = 0; ch < c; ch++)
+            for (size_t j = 0; j < 64; j++) gather[ch][j] = (uint8_t)(c * j + ch);
+        __m512i idx[EG_PREPROCESS_MAX_CHANNELS];
+        for (size_t ch = 0; ch < c; ch++) idx[ch] = _mm512_loadu_si512(gather[ch]);
+        for (; p + 64 <= npix; p += 64) {
+            __m512i v[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                            _mm512_setzero_si512()};
+            for (size_t q = 0; q < c; q++) v[q] = _mm512_loadu_si512(src + p * c + q * 64);
+            for (size_t ch = 0; ch < c; ch++)
+                _mm512_storeu_si512(dst + ch * plane + p, lookup64(lookup64(idx[ch], v), t[ch]));
+        }
+    } else {
+        /* interleaved: every byte looked up in each channel's table, kept where the byte
+         * belongs to that channel; with 3 channels the phase advances by one per register */
+        __mmask64 keep[3][EG_PREPROCESS_MAX_CHANNELS];
+        for (size_t ph = 0; ph < 3; ph++)
+            for (size_t ch = 0; ch < c; ch++) {
+                __mmask64 m = 0;
+                for (size_t j = 0; j < 64; j++)
+                    if ((ph + j) % c == ch) m |= (__mmask64)1 << j;
+                keep[ph][ch] = m;
+            }
+        const size_t total = npix * c;
+        size_t o = 0, ph = 0;
+        for (; o + 64 <= total; o += 64, ph = (ph + 64) % c) {
+            const __m512i x = _mm512_loadu_si512(src + o);
+            __m512i r = lookup64(x, t[0]);
+            for (size_t ch = 1; ch < c; ch++) r = _mm512_mask_mov_epi8(r, keep[ph][ch], lookup64(x, t[ch]));
+            _mm512_storeu_si512(dst + o, r);
+        }
+        p = o / c; /* the first pixel not wholly written (rewriting part of it is harmless) */
+    }
+    if (p < npix) eg__lut__c(src + p * c, planar ? dst + p : dst + p * c, npix - p, c, plane, planar, tables);
+}
+
 const eg_kernels eg__kernels_avx512 = {
     EG_ISA_AVX512,
     bit_depth_f32,
@@ -97,6 +156,7 @@ const eg_kernels eg__kernels_avx512 = {
     eg__softmax_row__avx2,
     eg__l1_row__avx2,
     eg__preprocess__avx2,
+    lut,
     eg__nlm_distance__avx2,
     eg__nlm_weights__avx2,
     eg__nlm_accumulate__avx2,

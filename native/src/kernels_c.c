@@ -137,6 +137,34 @@ void eg__preprocess__c(const uint8_t *src, float *dst, size_t npix, size_t c, si
     }
 }
 
+/* ---------------------------------------------------------------- table lookup */
+
+/* Split by channel count so the compiler keeps the tables' base pointers in
+ * registers for the common gray and RGB cases. */
+void eg__lut__c(const uint8_t *src, uint8_t *dst, size_t npix, size_t c, size_t plane, int planar,
+                const uint8_t *tables) {
+    if (c == 1) {
+        for (size_t p = 0; p < npix; p++) dst[p] = tables[src[p]];
+        return;
+    }
+    if (planar && c == 3) {
+        const uint8_t *t0 = tables, *t1 = tables + 256, *t2 = tables + 512;
+        uint8_t *d0 = dst, *d1 = dst + plane, *d2 = dst + 2 * plane;
+        for (size_t p = 0; p < npix; p++) {
+            d0[p] = t0[src[3 * p]];
+            d1[p] = t1[src[3 * p + 1]];
+            d2[p] = t2[src[3 * p + 2]];
+        }
+        return;
+    }
+    for (size_t p = 0; p < npix; p++)
+        for (size_t ch = 0; ch < c; ch++) {
+            const uint8_t v = tables[ch * 256 + src[p * c + ch]];
+            if (planar) dst[ch * plane + p] = v;
+            else dst[p * c + ch] = v;
+        }
+}
+
 /* ---------------------------------------------------------------- non-local means */
 
 void eg__nlm_distance__c(const uint8_t *const *a, const uint8_t *const *b, size_t c, size_t n, int32_t *ring,
@@ -191,6 +219,7 @@ const eg_kernels eg__kernels_scalar = {
     eg__softmax_row__c,
     eg__l1_row__c,
     eg__preprocess__c,
+    eg__lut__c,
     eg__nlm_distance__c,
     eg__nlm_weights__c,
     eg__nlm_accumulate__c,

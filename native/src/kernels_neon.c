@@ -243,6 +243,56 @@ static void preprocess(const uint8_t *src, float *dst, size_t npix, size_t c, si
         eg__preprocess__c(src + p * c, planar ? dst + p : dst + p * c, npix - p, c, plane, planar, scale, mean, std);
 }
 
+/* ---------------------------------------------------------------- table lookup */
+
+#if defined(__aarch64__)
+/* 16 bytes looked up in a 256-byte table: four 64-entry TBL/TBX steps; an index
+ * outside a step's 64 entries leaves the lane as it is (TBX). */
+static inline uint8x16_t lookup16(uint8x16_t idx, const uint8x16x4_t t[4]) {
+    const uint8x16_t k64 = vdupq_n_u8(64);
+    uint8x16_t r = vqtbl4q_u8(t[0], idx);
+    idx = vsubq_u8(idx, k64);
+    r = vqtbx4q_u8(r, t[1], idx);
+    idx = vsubq_u8(idx, k64);
+    r = vqtbx4q_u8(r, t[2], idx);
+    idx = vsubq_u8(idx, k64);
+    return vqtbx4q_u8(r, t[3], idx);
+}
+
+static void lut(const uint8_t *src, uint8_t *dst, size_t npix, size_t c, size_t plane, int planar,
+                const uint8_t *tables) {
+    uint8x16x4_t t[EG_PREPROCESS_MAX_CHANNELS][4];
+    for (size_t ch = 0; ch < c; ch++)
+        for (size_t q = 0; q < 4; q++)
+            for (size_t r = 0; r < 4; r++) t[ch][q].val[r] = vld1q_u8(tables + ch * 256 + q * 64 + r * 16);
+    size_t p = 0;
+    /* vld2/3/4 split interleaved channels into one register each; vst2/3/4 put them back */
+    for (; p + 16 <= npix; p += 16) {
+        if (c == 1) {
+            vst1q_u8(dst + p, lookup16(vld1q_u8(src + p), t[0]));
+        } else if (c == 2) {
+            uint8x16x2_t x = vld2q_u8(src + p * 2);
+            for (size_t ch = 0; ch < 2; ch++) x.val[ch] = lookup16(x.val[ch], t[ch]);
+            if (planar) for (size_t ch = 0; ch < 2; ch++) vst1q_u8(dst + ch * plane + p, x.val[ch]);
+            else vst2q_u8(dst + p * 2, x);
+        } else if (c == 3) {
+            uint8x16x3_t x = vld3q_u8(src + p * 3);
+            for (size_t ch = 0; ch < 3; ch++) x.val[ch] = lookup16(x.val[ch], t[ch]);
+            if (planar) for (size_t ch = 0; ch < 3; ch++) vst1q_u8(dst + ch * plane + p, x.val[ch]);
+            else vst3q_u8(dst + p * 3, x);
+        } else {
+            uint8x16x4_t x = vld4q_u8(src + p * 4);
+            for (size_t ch = 0; ch < 4; ch++) x.val[ch] = lookup16(x.val[ch], t[ch]);
+            if (planar) for (size_t ch = 0; ch < 4; ch++) vst1q_u8(dst + ch * plane + p, x.val[ch]);
+            else vst4q_u8(dst + p * 4, x);
+        }
+    }
+    if (p < npix) eg__lut__c(src + p * c, planar ? dst + p : dst + p * c, npix - p, c, plane, planar, tables);
+}
+#else
+#define lut eg__lut__c /* ARMv7 VTBL looks up 32 entries per step: no faster than the scalar loop */
+#endif
+
 /* ---------------------------------------------------------------- non-local means */
 
 static inline void nlm_slide4(int32_t *ring, int32_t *v, uint32x4_t d) {
@@ -348,6 +398,7 @@ const eg_kernels eg__kernels_neon = {
     softmax_row,
     l1_row,
     preprocess,
+    lut,
     nlm_distance,
     nlm_weights,
     nlm_accumulate,

@@ -357,6 +357,7 @@ const eg_kernels eg__kernels_sse2 = {
     softmax_row,
     l1_row,
     preprocess,
+    eg__lut__c, /* no byte shuffle wider than 16 entries before AVX-512 VBMI: the scalar lookup */
     nlm_distance,
     nlm_weights,
     nlm_accumulate,

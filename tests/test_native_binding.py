@@ -245,9 +245,10 @@ def test_env_kill_switch(env):
 
 @pytest.mark.parametrize("c", [1, 2, 3, 4])
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
-def test_lut_u8_matches_numpy_on_every_isa(c, layout):
+@pytest.mark.parametrize("width", [19, 150])  # tails only; whole 16- and 64-byte vectors plus tails
+def test_lut_u8_matches_numpy_on_every_isa(c, layout, width):
     rng = np.random.default_rng(c)
-    x = rng.integers(0, 256, (2, 5, 19, c), dtype=np.uint8)  # widths that are not a vector multiple
+    x = rng.integers(0, 256, (2, 5, width, c), dtype=np.uint8)
     tables = rng.integers(0, 256, (c, 256), dtype=np.uint8)
     want = np.stack([tables[ch][x[..., ch]] for ch in range(c)], axis=-1)
     if layout == "NCHW":

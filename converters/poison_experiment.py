@@ -20,10 +20,20 @@ Per case (source class s, target class t, seed):
    runtime: clean test accuracy; attack success = share of the test digits of class s that,
    with the trigger, are classified t; and the share of triggered digits the feature-squeezing
    detector flags (against its false-positive rate on clean test digits).
-6. Drop the flagged digits, retrain from scratch (same seed), convert and measure again.
+6. Drop the flagged digits, retrain from scratch (same seed), convert and measure again. When
+   nothing is flagged the retraining would repeat the same deterministic training on the same
+   data, so the "after" figures are the "before" ones (``retrained: false``).
+
+Cases come in two groups. The **development** cases (:data:`DEV_CASES`) are the ones the scan's
+configuration was chosen on (its 0.5 silhouette bound in particular). The **evaluation** cases
+(:data:`EVAL_CASES`) were drawn at random among the other pairs after that configuration was
+frozen and were never used to choose a parameter; their figures are the ones that say how the
+scan does on a backdoor it was not tuned to.
 
 A control case trains on unpoisoned data and is scanned too: a verdict of "likely backdoor"
-there is a false alarm. Writes ``poison.json`` and ``poison.txt`` into ``--out``.
+there is a false alarm. Its int8 artifact also gives each pair's *floor*: the share of
+triggered source digits an unpoisoned model classifies as the target anyway, the lowest attack
+success a removal can reach. Writes ``poison.json`` and ``poison.txt`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -37,11 +47,18 @@ import warnings
 
 import numpy as np
 
-__all__ = ["plant_trigger", "add_trigger", "run", "main", "CASES", "PATCH"]
+__all__ = ["plant_trigger", "add_trigger", "separation", "run", "main", "CASES", "DEV_CASES", "EVAL_CASES", "PATCH", "GOAL"]
 
 PATCH = 4  # trigger: a 4x4 white square, 1 pixel from the bottom-right corner
-#: (source class, target class, seed) of the reported cases
-CASES = ((7, 1, 0), (3, 8, 1), (0, 6, 2))
+#: (source class, target class, seed): the development cases, looked at while the scan's
+#: configuration (PoisonScanConfig's defaults) was chosen
+DEV_CASES = ((7, 1, 0), (3, 8, 1), (0, 6, 2))
+#: evaluation cases, drawn with numpy.random.default_rng(13) among the (source, target) pairs other
+#: than the development ones (distinct sources, seeds 3-5) after the configuration was frozen
+EVAL_CASES = ((8, 9, 3), (7, 0, 4), (2, 8, 5))
+CASES = DEV_CASES + EVAL_CASES
+#: the issue's goal: share of poison found, share of clean digits flagged, int8 attack success after removal
+GOAL = {"found_at_least": 0.9, "clean_flagged_below": 0.05, "attack_success_after_below": 0.05}
 
 
 def add_trigger(images: np.ndarray, patch: int = PATCH) -> np.ndarray:
@@ -96,7 +113,7 @@ def _convert_and_measure(module, splits, out_dir: str, source: int, target: int,
     test = splits["test"]
     src = test.y == source
     triggered = add_trigger(test.x[src])
-    out = {"bundle": result.bundle_path}
+    out = {"bundle": result.bundle_path, "public_key": result.public_key_path}
     for aid in ("int8-onnx", "fp32-onnx"):
         model = edgeguard.load(result.bundle_path, public_key=result.public_key_path, artifact=aid)
         clean = guarded_outputs(model, test.x, detect=True)
@@ -112,6 +129,79 @@ def _convert_and_measure(module, splits, out_dir: str, source: int, target: int,
             "threshold": float(model.threshold),
         }
     return out
+
+
+def _attack_success(measured: dict, test, source: int, target: int) -> float:
+    """Share of the test digits of ``source`` that, with the trigger, the bundle's int8 artifact
+    classifies as ``target``."""
+    import edgeguard
+
+    from .calibrate import guarded_outputs
+
+    model = edgeguard.load(measured["bundle"], public_key=measured["public_key"], artifact="int8-onnx")
+    out = guarded_outputs(model, add_trigger(test.x[test.y == source]), detect=False)
+    return float(np.mean(out["indices"] == target))
+
+
+def _goal_met(scan: dict, after: dict) -> bool:
+    return bool(scan["found_share"] is not None and scan["found_share"] >= GOAL["found_at_least"]
+                and scan["clean_flagged_share"] < GOAL["clean_flagged_below"]
+                and after["attack_success"] < GOAL["attack_success_after_below"])
+
+
+def _role(case) -> str:
+    return "dev" if tuple(case) in DEV_CASES else "eval" if tuple(case) in EVAL_CASES else "other"
+
+
+#: layers the diagnosis looks at: the scan's own (the input of the last nn.Linear), the last
+#: convolution's map (before the mean pooling) and the second convolution's map
+DIAGNOSIS_LAYERS = (None, "conv3", "conv2")
+
+
+def separation(module, train, mask, target: int, seed: int = 0, layers=DIAGNOSIS_LAYERS) -> list:
+    """Why the scan finds the poison or not: for the target class, at each layer, what ART's
+    reduction (PCA and FastICA to 10 dims) followed by the best of 10 2-means runs makes of it
+    (smaller cluster's share of the class, silhouette, poisoned digits in the smaller cluster),
+    and how many poisoned digits rank in the top ``n_poisoned`` of the class by ART's spectral
+    signature score. A diagnosis with the ground truth, not a detector."""
+    import torch
+    from art.defences.detector.poison import SpectralSignatureDefense
+    from art.defences.detector.poison.activation_defence import reduce_dimensionality
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    from .data import InputSpec
+    from .poisoning import activation_probe
+
+    spec = InputSpec((1, 28, 28), "NCHW")
+    idx = np.flatnonzero(train.y == target)
+    poisoned = mask[idx]
+    x = torch.from_numpy(spec.to_range(train.x[idx])).float()
+    was_training = module.training
+    module.eval()
+    rows = []
+    try:
+        for layer in layers:
+            probe, name = activation_probe(module, spec, layer)
+            with torch.no_grad():
+                probe(x)
+            acts = torch.flatten(probe._captured, 1).numpy().astype(np.float64)
+            row = {"layer": name if layer else f"input of {name}", "dim": int(acts.shape[1])}
+            for reduce in ("PCA", "FastICA"):
+                np.random.seed(seed)
+                reduced = reduce_dimensionality(acts, nb_dims=10, reduce=reduce)
+                clusters = KMeans(2, n_init=10, random_state=seed).fit_predict(reduced)
+                sizes = np.bincount(clusters, minlength=2)
+                smaller = int(np.argmin(sizes))
+                row[reduce] = {"smaller_share": float(sizes[smaller] / len(idx)),
+                               "silhouette": float(silhouette_score(reduced, clusters)),
+                               "poisoned_in_smaller": int(poisoned[clusters == smaller].sum())}
+            score = SpectralSignatureDefense.spectral_signature_scores(acts)[:, 0]
+            row["spectral_top_n_poisoned"] = int(poisoned[np.argsort(-score)[:int(poisoned.sum())]].sum())
+            rows.append(row)
+    finally:
+        module.train(was_training)
+    return rows
 
 
 def _scan(module, train, mask, cfg):
@@ -142,15 +232,19 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
     os.makedirs(out_dir, exist_ok=True)
     cfg = {"width": width, "epochs": epochs, "lr": lr}
     scan_cfg = dict(scan_config or {})
+    from .poisoning import PoisonScanConfig
+
     report = {"config": {"rate": rate, "patch": PATCH, "trigger": f"{PATCH}x{PATCH} white square, bottom-right",
-                         **cfg, "scan": scan_cfg or "defaults", "split": "mnist_splits(seed): 3000/1000/1000"},
+                         **cfg, "scan": PoisonScanConfig(**scan_cfg).to_dict(),
+                         "scan_overrides": scan_cfg or None, "goal": GOAL,
+                         "split": "mnist_splits(seed): 3000/1000/1000"},
               "cases": [], "control": None}
     control_pair = cases[0] if cases else CASES[0]
     for source, target, seed in () if control_only else cases:
         t0 = time.perf_counter()
         splits = mnist_splits(seed)
         poisoned, mask = plant_trigger(splits["train"], source, target, rate, seed + 100)
-        log(f"[case {source}->{target} seed {seed}] training on {int(mask.sum())} poisoned + {int((~mask).sum())} "
+        log(f"[{_role((source, target, seed))} case {source}->{target} seed {seed}] training on {int(mask.sum())} poisoned + {int((~mask).sum())} "
             "clean digits")
         module = _train(poisoned, seed, cfg)
         scan_result, scan = _scan(module, poisoned, mask, scan_cfg)
@@ -159,16 +253,26 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
                                                                "clean_flagged", "clean_flagged_share")}
         log(f"  scan: found {scan['poisoned_found']}/{scan['poisoned']}, clean flagged {scan['clean_flagged']}, "
             f"likely backdoor {scan['likely_backdoor']}")
+        diagnosis = separation(module, poisoned, mask, target, seed)
         before = _convert_and_measure(module, splits, os.path.join(out_dir, f"case{source}{target}s{seed}-poisoned"),
                                       source, target, seed)
         log(f"  int8 attack success before removal: {before['int8-onnx']['attack_success']:.3f}")
         cleaned = scan_result.clean_subset(poisoned)
-        module2 = _train(cleaned, seed, cfg)
-        after = _convert_and_measure(module2, splits, os.path.join(out_dir, f"case{source}{target}s{seed}-cleaned"),
-                                     source, target, seed)
-        log(f"  int8 attack success after removal: {after['int8-onnx']['attack_success']:.3f}")
-        report["cases"].append({"source": source, "target": target, "seed": seed, "scan": scan,
-                                "without_removal": before, "with_removal": after, "n_train_after": len(cleaned),
+        retrained = len(cleaned) < len(poisoned)
+        if retrained:
+            module2 = _train(cleaned, seed, cfg)
+            after = _convert_and_measure(module2, splits,
+                                         os.path.join(out_dir, f"case{source}{target}s{seed}-cleaned"),
+                                         source, target, seed)
+        else:  # nothing dropped: the same deterministic training on the same data
+            after = before
+        log(f"  int8 attack success after removal: {after['int8-onnx']['attack_success']:.3f}"
+            + ("" if retrained else " (nothing dropped, not retrained)"))
+        report["cases"].append({"source": source, "target": target, "seed": seed,
+                                "role": _role((source, target, seed)), "scan": scan, "separation": diagnosis,
+                                "without_removal": before, "with_removal": after, "retrained": retrained,
+                                "n_train_after": len(cleaned),
+                                "goal_met": _goal_met(scan, after["int8-onnx"]),
                                 "seconds": time.perf_counter() - t0})
     if control or control_only:
         # the same training without poison: the scan should stay quiet, and the trigger's "success"
@@ -181,7 +285,13 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
         log(f"  scan: flagged {scan['n_flagged']}, likely backdoor {scan['likely_backdoor']}")
         measured = _convert_and_measure(module, splits, os.path.join(out_dir, f"control-s{seed}"), source, target,
                                         seed)
-        report["control"] = {"seed": seed, "source": source, "target": target, "scan": scan, "model": measured}
+        floors = [{"source": s_, "target": t_, "attack_success": _attack_success(measured, splits["test"], s_, t_)}
+                  for s_, t_ in dict.fromkeys((c[0], c[1]) for c in (cases or CASES))]
+        report["control"] = {"seed": seed, "source": source, "target": target, "scan": scan, "model": measured,
+                             "floors": floors}
+        floor_of = {(f["source"], f["target"]): f["attack_success"] for f in floors}
+        for case in report["cases"]:
+            case["floor"] = floor_of.get((case["source"], case["target"]))
     name = "control" if control_only else "poison"
     with open(os.path.join(out_dir, f"{name}.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
@@ -199,28 +309,49 @@ def _pct(v) -> str:
 
 def render(report: dict) -> str:
     c = report["config"]
+    sc = c["scan"]
     out = [f"planted-trigger experiment: {c['trigger']} on {100 * c['rate']:g}% of the source class's training "
-           f"digits, relabelled to the target; CNN width {c['width']}, {c['epochs']} epochs", ""]
+           f"digits, relabelled to the target; CNN width {c['width']}, {c['epochs']} epochs",
+           f"scan (frozen): {sc['method']}, {sc['reduce']} to {sc['nb_dims']} dims, 2-means x{sc['restarts']}, "
+           f"smaller cluster < {sc['size_threshold']:g} of its class and silhouette > {sc['silhouette_threshold']:g}"
+           + (f"; overrides {c['scan_overrides']}" if c.get("scan_overrides") else ""), ""]
     from .report import table
 
     rows = []
     for case in report["cases"]:
         s, b, a = case["scan"], case["without_removal"]["int8-onnx"], case["with_removal"]["int8-onnx"]
-        rows.append([f"{case['source']}->{case['target']} (seed {case['seed']})",
+        rows.append([case.get("role", "-"), f"{case['source']}->{case['target']} (seed {case['seed']})",
                      f"{s['poisoned_found']}/{s['poisoned']} ({_pct(s['found_share'])})",
                      f"{s['clean_flagged']} ({_pct(s['clean_flagged_share'])})",
                      "yes" if s["likely_backdoor"] else "no",
                      _pct(b["clean_accuracy"]), _pct(b["attack_success"]), _pct(a["clean_accuracy"]),
-                     _pct(a["attack_success"]), _pct(b["detector_flags_triggered"]),
-                     _pct(b["detector_false_positive_rate_clean"])])
-    out += table(["case", "poison found", "clean flagged", "verdict", "int8 acc", "int8 ASR", "int8 acc after",
-                  "int8 ASR after", "squeeze flags trig", "squeeze FPR"], rows)
+                     _pct(a["attack_success"]) + ("" if case.get("retrained", True) else " (=)"),
+                     _pct(case.get("floor")), _pct(b["detector_flags_triggered"]),
+                     _pct(b["detector_false_positive_rate_clean"]), "met" if case.get("goal_met") else "no"])
+    out += table(["role", "case", "poison found", "clean flagged", "verdict", "int8 acc", "int8 ASR",
+                  "int8 acc after", "int8 ASR after", "floor", "squeeze flags trig", "squeeze FPR", "goal"], rows)
+    for role, name in (("dev", "development"), ("eval", "evaluation"), ("other", "other")):
+        cases = [case for case in report["cases"] if case.get("role") == role]
+        if cases:
+            out.append(f"{name} cases: goal met in {sum(bool(case.get('goal_met')) for case in cases)} of "
+                       f"{len(cases)}")
     out += ["", "ART spectral signatures (expected poison 5%, x1.5: flags 7.5% of every class), same models:"]
     for case in report["cases"]:
         sp = case["scan"]["spectral_signature"]
         out.append(f"  {case['source']}->{case['target']} (seed {case['seed']}): found {sp['poisoned_found']}/"
                    f"{case['scan']['poisoned']} ({_pct(sp['found_share'])}), clean flagged {sp['clean_flagged']} "
                    f"({_pct(sp['clean_flagged_share'])})")
+    out += ["", "target class, per layer (ground-truth diagnosis): 2-means after PCA / FastICA to 10 dims: "
+                "smaller cluster's share of the class, silhouette, poisoned digits in it; spectral: poisoned "
+                "digits among the class's top-n by spectral score (n = number poisoned)"]
+    for case in report["cases"]:
+        for row in case.get("separation", []):
+            pca, ica = row["PCA"], row["FastICA"]
+            out.append(f"  {case['source']}->{case['target']} (seed {case['seed']}) {row['layer']} ({row['dim']}): "
+                       f"PCA {_pct(pca['smaller_share'])} sil {pca['silhouette']:.2f} poison "
+                       f"{pca['poisoned_in_smaller']}; ICA {_pct(ica['smaller_share'])} sil {ica['silhouette']:.2f} "
+                       f"poison {ica['poisoned_in_smaller']}; spectral {row['spectral_top_n_poisoned']}/"
+                       f"{case['scan']['poisoned']}")
     ctrl = report.get("control")
     if ctrl:
         s = ctrl["scan"]
@@ -228,13 +359,16 @@ def render(report: dict) -> str:
         out += ["", f"control (no poison, seed {ctrl['seed']}): {s['n_flagged']} digit(s) flagged "
                     f"({_pct(s['clean_flagged_share'])}), likely backdoor: "
                     f"{'yes (false alarm)' if s['likely_backdoor'] else 'no'}; int8 accuracy "
-                    f"{_pct(m['clean_accuracy'])}, trigger {ctrl['source']}->{ctrl['target']} 'success' "
-                    f"{_pct(m['attack_success'])} (the floor: triggered digits misread without a backdoor), "
-                    f"squeeze flags triggered {_pct(m['detector_flags_triggered'])}"]
+                    f"{_pct(m['clean_accuracy'])}, squeeze flags triggered {_pct(m['detector_flags_triggered'])}; "
+                    "floors (triggered source digits it classifies as the target): "
+                    + ", ".join(f"{f['source']}->{f['target']} {_pct(f['attack_success'])}"
+                                for f in ctrl.get("floors", []))]
     out += ["", "ASR: share of the source class's test digits that, with the trigger, the int8 ONNX artifact "
                 "classifies as the target (device runtime); 'after': retrained from scratch without the flagged "
-                "digits. squeeze flags trig: share of triggered digits the feature-squeezing detector flags, "
-                "against its false-positive rate on the clean test digits (squeeze FPR)."]
+                "digits ('(=)': nothing flagged, so nothing retrained). floor: the same share on the unpoisoned "
+                "control model. squeeze flags trig: share of triggered digits the feature-squeezing detector flags, "
+                "against its false-positive rate on the clean test digits (squeeze FPR). goal: >= 90% found, "
+                "< 5% clean flagged, int8 ASR after < 5%."]
     return "\n".join(out) + "\n"
 
 
@@ -244,7 +378,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="out/poison")
     p.add_argument("--rate", type=float, default=0.05, help="share of the source class poisoned (default 0.05)")
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--cases", default=None, help="SOURCE:TARGET:SEED,... (default 7:1:0,3:8:1,0:6:2)")
+    p.add_argument("--cases", default=None,
+                   help="SOURCE:TARGET:SEED,... (default: the development cases 7:1:0,3:8:1,0:6:2 and the "
+                        "evaluation cases 8:9:3,7:0:4,2:8:5)")
     p.add_argument("--no-control", action="store_true")
     p.add_argument("--control-only", action="store_true", help="only the unpoisoned control (first case's pair)")
     args = p.parse_args(argv)

@@ -60,7 +60,10 @@ class PoisonWarning(UserWarning):
 
 @dataclass(frozen=True)
 class PoisonScanConfig:
-    """Parameters of the scan; see the module docstring for the defaults' origin."""
+    """Parameters of the scan; see the module docstring for the defaults' origin. The defaults are
+    frozen: they were chosen on the planted-trigger experiment's development cases
+    (``poison_experiment.DEV_CASES``) and are reported on its evaluation cases (``EVAL_CASES``),
+    which were drawn afterwards and never used to choose them."""
 
     method: str = "activation-clustering"
     reduce: str = "PCA"

@@ -277,6 +277,40 @@ def test_spectral_signature_ranks_suspects(planted):
     assert len(result.suspicious) == sum(per_class.values()) and mask.sum() > 0
 
 
+def test_separation_diagnosis_sees_the_planted_cluster_where_the_scan_does(planted):
+    from edgeguard.converters.poison_experiment import separation
+
+    _, _, poisoned, mask, backdoored, _ = planted
+    was_training = backdoored.training
+    rows = separation(backdoored, poisoned, mask, target=1, seed=0)
+    assert backdoored.training == was_training
+    assert [r["layer"] for r in rows] == ["input of fc", "conv3", "conv2"]
+    assert rows[0]["dim"] == 32 and rows[1]["dim"] == 32 * 2 * 2 and rows[2]["dim"] == 16 * 14 * 14
+    n_ones = int((poisoned.y == 1).sum())
+    for row in rows:
+        for reduce in ("PCA", "FastICA"):
+            assert 0 < row[reduce]["smaller_share"] <= 0.5 and -1 <= row[reduce]["silhouette"] <= 1
+            assert 0 <= row[reduce]["poisoned_in_smaller"] <= mask.sum()
+        assert 0 <= row["spectral_top_n_poisoned"] <= mask.sum()
+    # the scan's layer and reduction: the 20 poisoned digits are (nearly all of) the small cluster
+    pca = rows[0]["PCA"]
+    assert pca["poisoned_in_smaller"] >= 0.9 * mask.sum()
+    assert pca["smaller_share"] * n_ones <= mask.sum() + 0.05 * n_ones
+
+
+def test_experiment_cases_and_goal():
+    from edgeguard.converters.poison_experiment import CASES, DEV_CASES, EVAL_CASES, _goal_met
+
+    # the evaluation pairs are not development pairs (the scan was configured on the latter)
+    assert not {c[:2] for c in DEV_CASES} & {c[:2] for c in EVAL_CASES} and CASES == DEV_CASES + EVAL_CASES
+    scan = {"found_share": 0.9, "clean_flagged_share": 0.049}
+    assert _goal_met(scan, {"attack_success": 0.04})
+    assert not _goal_met(scan, {"attack_success": 0.05})
+    assert not _goal_met({**scan, "found_share": 0.89}, {"attack_success": 0.0})
+    assert not _goal_met({**scan, "clean_flagged_share": 0.05}, {"attack_success": 0.0})
+    assert not _goal_met({**scan, "found_share": None}, {"attack_success": 0.0})
+
+
 # --- the card and the scan in a conversion ---------------------------------------------------------
 
 def test_conversion_signs_the_dataset_card_and_the_scan_into_the_manifest(planted, tmp_path, capsys):

@@ -87,10 +87,11 @@ def cmd_train(a):
     if a.harden_epochs:
         from edgeguard.converters.hardening import HardeningConfig, harden
 
-        eps = 8 / 255 * (spec.range[1] - spec.range[0])
-        hc = HardeningConfig(method=a.harden_method, eps=eps, epochs=a.harden_epochs, lr_max=a.harden_lr)
+        eps = a.harden_eps / 255 * (spec.range[1] - spec.range[0])
+        hc = HardeningConfig(method=a.harden_method, eps=eps, epochs=a.harden_epochs, lr_max=a.harden_lr,
+                             steps=a.harden_steps if a.harden_method == "pgd" else None)
         harden(module, spec, train, hc, seed=a.seed, progress=False)
-        cfg.update(harden_method=a.harden_method, harden_epochs=a.harden_epochs, harden_lr=a.harden_lr)
+        cfg.update(harden_method=a.harden_method, harden_epochs=a.harden_epochs, harden_eps=a.harden_eps, harden_steps=a.harden_steps, harden_lr=a.harden_lr)
     t_train = time.perf_counter() - t0
     torch.save(module.state_dict(), os.path.join(a.out, "model.pt"))
     calib_acc = float(np.mean(torch_forward(module, spec.model_input(calib.x)).argmax(1) == calib.y))
@@ -191,13 +192,17 @@ def cmd_score(a):
                     s = sc[pos][ok]
                     row[f"{name}_{part}_n"] = int(ok.sum())
                     row[f"{name}_{part}_det"] = float(np.mean(is_flagged(s, thr))) if len(s) else None
+                    n_correct = int(np.sum(legit_idx[pos] == y[pos]))
+                    row[f"{name}_{part}_undet"] = float(np.sum(~is_flagged(s, thr)) / max(n_correct, 1))
             rows.append(row)
     rows.sort(key=lambda r: -(r["pgd_held_det"] or 0))
+    if a.show:
+        rows = [r for r in rows if r["squeezers"] in a.show.split(";")] + [r for r in rows if r["squeezers"] not in a.show.split(";")]
     with open(os.path.join(a.out, "sweep.json"), "w") as f:
         json.dump({"recipe": cfg, "rows": rows}, f, indent=1)
     print(f"recipe {json.dumps(cfg)}")
     print(f"{'artifact':11s} {'squeezers':45s} {'thr':>7s} {'acc':>6s} {'hFPR':>6s} {'PGDthr':>7s} {'PGDheld':>7s} "
-          f"{'FGSMheld':>8s}")
+          f"{'FGSMheld':>8s} {'PGDundet':>8s}")
     for r in rows[:a.top]:
         print(f"{r['artifact']:11s} {r['squeezers']:45s} {r['threshold']:7.4f} {r['acc']:6.3f} {r['heldout_fpr']:6.3f} "
               f"{r['pgd_thr_det']:7.3f} {r['pgd_held_det']:7.3f} {r['fgsm_held_det'] or 0:8.3f}  "
@@ -219,6 +224,8 @@ def main(argv=None):
     t.add_argument("--init", default=None, help="a run directory whose model.pt replaces clean training")
     t.add_argument("--harden-epochs", type=int, default=0, help="adversarial fine-tuning epochs (eps 8/255)")
     t.add_argument("--harden-method", default="fgsm", choices=("fgsm", "pgd"))
+    t.add_argument("--harden-eps", type=float, default=8, help="hardening eps in grey levels (/255)")
+    t.add_argument("--harden-steps", type=int, default=3, help="PGD hardening steps")
     t.add_argument("--harden-lr", type=float, default=3e-3)
     c = sub.add_parser("craft")
     c.add_argument("--out", required=True)
@@ -228,6 +235,7 @@ def main(argv=None):
     s.add_argument("--max-size", type=int, default=3)
     s.add_argument("--artifacts", default="int8-onnx")
     s.add_argument("--top", type=int, default=25)
+    s.add_argument("--show", default=None, help="';'-separated configurations listed first")
     a = p.parse_args(argv)
     {"train": cmd_train, "craft": cmd_craft, "score": cmd_score}[a.cmd](a)
 

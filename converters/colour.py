@@ -38,7 +38,7 @@ __all__ = ["run", "main", "DEFAULTS", "ARTIFACTS", "PGD_TARGET", "FPR_TARGET"]
 
 ARTIFACTS = ("fp32-onnx", "int8-onnx", "int8-tflite")
 DEFAULTS = dict(seed=0, n_train=3000, n_calib=1500, n_test=1000, width=16, epochs=8, lr=3e-3, batch_size=64,
-                squeeze_augment=False, harden_method="fgsm", harden_epochs=16, harden_eps_levels=12, harden_lr=3e-3,
+                squeeze_augment=False, harden_method="fgsm", harden_epochs=8, harden_eps_levels=12, harden_lr=3e-3,
                 squeezers="auto", pgd_steps=20, min_accuracy=None)
 PGD_TARGET = 0.90
 FPR_TARGET = 0.05

@@ -151,19 +151,15 @@ def _craft(module, spec: InputSpec, images, eps: float, seed: int, threads,
                        "data": data}}
 
 
-#: Legitimate images (from the threshold part of the calibration data) behind ``--squeezers auto``.
-SELECTION_IMAGES = 400
-
-
 def _select(provisional: str, aid: str, module, spec: InputSpec, legit, eps: float, opt):
     """(chosen squeezers, the selection record) by the rule of :mod:`.selection`."""
     import edgeguard
 
     from .selection import RULE, candidates_for, select_squeezers
 
-    # an evenly spaced subset, not the first 400: calibration data is often ordered class by class (an image
-    # folder, the embedded splits), and the first images would then stand for one or two classes only
-    legit = legit[np.linspace(0, len(legit) - 1, min(len(legit), SELECTION_IMAGES)).astype(np.int64)]
+    from .selection import SELECTION_IMAGES, spread_subset
+
+    legit = legit[spread_subset(len(legit), SELECTION_IMAGES)]
     crafted = _craft(module, spec, legit, eps, opt.seed + 11, opt.threads,
                      data="the threshold part of the calibration images (never the held-out part nor evaluation data)")
     model = edgeguard.load(provisional, artifact=aid, num_threads=1)

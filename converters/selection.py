@@ -3,7 +3,8 @@
 The rule (recorded in the report's ``detector_selection`` and the manifest's
 ``provenance.detector_preset = "auto"``):
 
-1. data: the *threshold* part of the calibration images (the held-out third stays out,
+1. data: :data:`SELECTION_IMAGES` images spread evenly over the *threshold* part of the
+   calibration images (the held-out third stays out,
    so the held-out FPR and the separation check remain unbiased; evaluation data is
    never seen) and PGD examples crafted on the source model from those same images (the
    conversion's eps, labelled by the source model's own predictions);
@@ -21,7 +22,10 @@ import numpy as np
 
 from .squeezers import is_flagged, parse_squeezers
 
-__all__ = ["CANDIDATES", "RULE", "select_squeezers", "candidates_for"]
+__all__ = ["CANDIDATES", "RULE", "select_squeezers", "candidates_for", "spread_subset", "SELECTION_IMAGES"]
+
+#: Legitimate images (from the threshold part of the calibration data) behind the selection.
+SELECTION_IMAGES = 400
 
 #: Candidate configurations per input kind, the preset first.
 CANDIDATES = {kind: tuple(parse_squeezers(text) for text in texts) for kind, texts in {
@@ -38,6 +42,12 @@ RULE = ("highest detection rate of PGD examples crafted on the source model from
         "calibration images (those that change the answer of the bundle's first artifact), at the threshold for "
         "the target FPR on the same legitimate images; ties within 1 point: fewest squeezers, then the preset")
 TIE = 0.01
+
+
+def spread_subset(n: int, k: int) -> np.ndarray:
+    """``min(n, k)`` positions evenly spaced over ``range(n)``: calibration data is often ordered class by
+    class (an image folder, the embedded splits), so its first ``k`` images may stand for one class only."""
+    return np.linspace(0, n - 1, min(n, k)).astype(np.int64)  # spacing >= 1: distinct positions
 
 
 def candidates_for(spec) -> tuple:

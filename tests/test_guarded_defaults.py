@@ -197,6 +197,33 @@ def test_auto_squeezers_follow_the_documented_rule(photos, model, tmp_path):
     assert ",".join(str(Squeezer.from_manifest(q)) for q in r.manifest["squeezers"]) == sel["chosen"]
 
 
+def test_colour_candidates_add_stronger_non_local_means(photos):
+    from edgeguard.converters.selection import candidates_for
+
+    gray_spec = InputSpec((1, 28, 28))
+    colour, gray = candidates_for(SPEC), candidates_for(gray_spec)
+    assert colour[0] == presets.detector_preset(SPEC)[1] and gray[0] == presets.detector_preset(gray_spec)[1]
+    for cands in (colour, gray):
+        assert len(set(cands)) == len(cands)  # no candidate scored twice
+    strengths = {s.param[2] for c in colour for s in c if s.kind == "nlm"}
+    assert max(strengths) > presets.NLM_PARAMS[2]  # stronger than the paper's CIFAR-10 setting
+    assert not any(s.kind == "nlm" for c in gray for s in c)  # non-local means is a colour squeezer here
+    patch = photos["calibration"].x[:4]
+    for s in {s for c in colour for s in c}:  # every candidate runs on the device's kernels
+        out = s.apply(patch, layout="NHWC")
+        assert out.shape == patch.shape and out.dtype == np.uint8
+
+
+def test_selection_images_spread_over_class_ordered_calibration_data():
+    from edgeguard.converters.selection import SELECTION_IMAGES, spread_subset
+
+    labels = np.repeat(np.arange(5), 200)  # ordered class by class, as an image folder or the embedded splits
+    pos = spread_subset(len(labels), SELECTION_IMAGES)
+    assert len(np.unique(pos)) == SELECTION_IMAGES and pos.max() < len(labels)
+    assert np.bincount(labels[pos], minlength=5).min() >= SELECTION_IMAGES // 5 - 1  # every class, evenly
+    assert list(spread_subset(100, SELECTION_IMAGES)) == list(range(100))  # fewer images: all of them
+
+
 def test_gray_squeezers_on_colour_are_refused_then_forced(photos, model, tmp_path):
     kw = dict(FAST, squeezers="bit_depth:1", check_detector=False)
     with pytest.raises(DetectorUnusableError, match="threshold is .* of a maximum 2"):

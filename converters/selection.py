@@ -38,9 +38,10 @@ CANDIDATES = {kind: tuple(parse_squeezers(text) for text in texts) for kind, tex
                "bit_depth:5,median:2,nlm:13-3-8", "median:2,nlm:13-3-8", "bit_depth:5,median:2,nlm:13-3-12",
                "bit_depth:5,nlm:13-3-12", "bit_depth:5,nlm:13-3-16", "bit_depth:4,nlm:13-3-16"),
 }.items()}
-RULE = ("highest detection rate of PGD examples crafted on the source model from the threshold part of the "
-        "calibration images (those that change the answer of the bundle's first artifact), at the threshold for "
-        "the target FPR on the same legitimate images; ties within 1 point: fewest squeezers, then the preset")
+RULE = ("highest detection rate of PGD examples crafted on the source model from images spread evenly over the "
+        "threshold part of the calibration images (those that change the answer of the bundle's first artifact), "
+        "at the threshold for the target FPR on the same legitimate images; ties within 1 point: fewest squeezers, "
+        "then the preset")
 TIE = 0.01
 
 

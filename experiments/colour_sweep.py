@@ -3,7 +3,8 @@ squeezer configurations through the device runtime on saved arrays.
 
     python experiments/colour_sweep.py train  --out /tmp/sweep/r1 --n-train 3000 --epochs 8 --width 16
     python experiments/colour_sweep.py craft  --out /tmp/sweep/r1
-    python experiments/colour_sweep.py score  --out /tmp/sweep/r1 [--candidates "bit_depth:5,median:2;median:3"]
+    python experiments/colour_sweep.py score  --out /tmp/sweep/r1 [--singles "bit_depth:5;median:2;nlm:13-3-12"]
+    python experiments/colour_sweep.py analyse --out /tmp/sweep/r1 --squeezers bit_depth:5,nlm:13-3-12
 
 Only the colour job's *calibration* split is used (the test split is never loaded here):
 its threshold part (positions i % 3 != 2, as the converter) gives the threshold at 5% FPR,
@@ -91,7 +92,8 @@ def cmd_train(a):
         hc = HardeningConfig(method=a.harden_method, eps=eps, epochs=a.harden_epochs, lr_max=a.harden_lr,
                              steps=a.harden_steps if a.harden_method == "pgd" else None)
         harden(module, spec, train, hc, seed=a.seed, progress=False)
-        cfg.update(harden_method=a.harden_method, harden_epochs=a.harden_epochs, harden_eps=a.harden_eps, harden_steps=a.harden_steps, harden_lr=a.harden_lr)
+        cfg.update(harden_method=a.harden_method, harden_epochs=a.harden_epochs, harden_eps=a.harden_eps,
+                   harden_steps=a.harden_steps, harden_lr=a.harden_lr)
     t_train = time.perf_counter() - t0
     torch.save(module.state_dict(), os.path.join(a.out, "model.pt"))
     calib_acc = float(np.mean(torch_forward(module, spec.model_input(calib.x)).argmax(1) == calib.y))
@@ -195,9 +197,11 @@ def cmd_score(a):
                     n_correct = int(np.sum(legit_idx[pos] == y[pos]))
                     row[f"{name}_{part}_undet"] = float(np.sum(~is_flagged(s, thr)) / max(n_correct, 1))
             rows.append(row)
-    rows.sort(key=lambda r: -(r["pgd_held_det"] or 0))
+    # ranked as --squeezers auto ranks: by detection on the threshold part (the held-out third only reads)
+    rows.sort(key=lambda r: (-(r["pgd_thr_det"] or 0), r["squeezers"].count(",")))
     if a.show:
-        rows = [r for r in rows if r["squeezers"] in a.show.split(";")] + [r for r in rows if r["squeezers"] not in a.show.split(";")]
+        first = a.show.split(";")
+        rows = [r for r in rows if r["squeezers"] in first] + [r for r in rows if r["squeezers"] not in first]
     with open(os.path.join(a.out, "sweep.json"), "w") as f:
         json.dump({"recipe": cfg, "rows": rows}, f, indent=1)
     print(f"recipe {json.dumps(cfg)}")
@@ -207,6 +211,43 @@ def cmd_score(a):
         print(f"{r['artifact']:11s} {r['squeezers']:45s} {r['threshold']:7.4f} {r['acc']:6.3f} {r['heldout_fpr']:6.3f} "
               f"{r['pgd_thr_det']:7.3f} {r['pgd_held_det']:7.3f} {r['fgsm_held_det'] or 0:8.3f}  "
               f"(n={r['pgd_held_n']})")
+
+
+def cmd_analyse(a):
+    """Where the successful held-out PGD examples sit: confidence bins, detection per bin and per class."""
+    from edgeguard.converters.calibrate import threshold_at_fpr
+    from edgeguard.converters.gates import split_calibration
+    from edgeguard.squeeze import Squeezer, is_flagged
+
+    cfg = json.load(open(os.path.join(a.out, "recipe.json")))
+    _, calib = _splits(cfg)
+    h = dict(np.load(os.path.join(a.out, f"scores-{a.artifact}.npz")))
+    names = [Squeezer.parse(t).name for t in a.squeezers.split(",")]
+    thr_pos, held_pos = split_calibration(len(calib.x))
+    y = calib.y
+
+    def joint(part):
+        return np.max(np.stack([h[f"{part}/{n}"] for n in names]), axis=0)
+
+    legit, pgd = joint("legit"), joint("pgd")
+    thr = threshold_at_fpr(legit[thr_pos], 0.05)
+    held = np.zeros(len(y), bool)
+    held[held_pos] = True
+    ok = held & (h["legit/_idx"] == y) & (h["pgd/_idx"] != y)
+    flagged = is_flagged(pgd, thr)
+    print(f"{a.squeezers}: threshold {thr:.4f}; held-out legitimate scores q50/q90/q95/q99 "
+          f"{np.round(np.quantile(legit[held_pos], [.5, .9, .95, .99]), 3)}; successful PGD q5/q10/q25/q50 "
+          f"{np.round(np.quantile(pgd[ok], [.05, .1, .25, .5]), 3)}; detected {flagged[ok].mean():.3f} of {ok.sum()}")
+    bins = [(0, .6), (.6, .8), (.8, .95), (.95, .99), (.99, 1.01)]
+    for lo, hi in bins:
+        m = ok & (h["pgd/_conf"] >= lo) & (h["pgd/_conf"] < hi)
+        lm = held & (h["legit/_conf"] >= lo) & (h["legit/_conf"] < hi)
+        print(f"  confidence [{lo:.2f}, {min(hi, 1):.2f}): successful PGD n={m.sum():4d} detected "
+              f"{flagged[m].mean() if m.any() else float('nan'):.2f} | legitimate n={lm.sum():4d} flagged "
+              f"{is_flagged(legit[lm], thr).mean() if lm.any() else float('nan'):.2f}")
+    for k in range(int(y.max()) + 1):
+        m = ok & (y == k)
+        print(f"  class {k}: successful PGD n={m.sum()} detected {flagged[m].mean() if m.any() else float('nan'):.2f}")
 
 
 def main(argv=None):
@@ -236,8 +277,12 @@ def main(argv=None):
     s.add_argument("--artifacts", default="int8-onnx")
     s.add_argument("--top", type=int, default=25)
     s.add_argument("--show", default=None, help="';'-separated configurations listed first")
+    n = sub.add_parser("analyse")
+    n.add_argument("--out", required=True)
+    n.add_argument("--squeezers", required=True, help="one configuration, e.g. bit_depth:5,nlm:13-3-12")
+    n.add_argument("--artifact", default="int8-onnx")
     a = p.parse_args(argv)
-    {"train": cmd_train, "craft": cmd_craft, "score": cmd_score}[a.cmd](a)
+    {"train": cmd_train, "craft": cmd_craft, "score": cmd_score, "analyse": cmd_analyse}[a.cmd](a)
 
 
 if __name__ == "__main__":

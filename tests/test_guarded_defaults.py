@@ -104,6 +104,21 @@ def test_cli_eps_and_squeezers_arguments():
         cli._squeezers("bit_depth:9")
 
 
+def test_cli_hardening_budget_defaults_to_eps_and_can_exceed_it():
+    from edgeguard.converters import cli
+
+    p = cli.build_parser()
+    base = ["convert", "--torch", "m:f", "--calib", "c", "--out", "o", "--harden", "fgsm", "--eps", "8/255"]
+    lo, hi = SPEC.range
+    same = cli.hardening_config(p.parse_args(base), SPEC)
+    assert same.eps == pytest.approx(8 / 255 * (hi - lo))
+    above = cli.hardening_config(p.parse_args(base + ["--harden-eps", "12/255", "--alpha", "1.0"]), SPEC)
+    assert above.eps == pytest.approx(12 / 255 * (hi - lo)) and above.alpha == pytest.approx(above.eps)
+    assert cli.hardening_config(p.parse_args(base[:-4] + ["--eps", "8/255"]), SPEC) is None  # --harden none
+    gray = InputSpec((1, 28, 28))
+    assert cli.hardening_config(p.parse_args(base[:-2]), gray).eps == pytest.approx(0.3)  # the kind's default
+
+
 def test_evaluation_steps_are_relative_to_eps():
     from edgeguard.converters.evaluation import EvalConfig
 

@@ -26,6 +26,7 @@ import os
 import sys
 
 __all__ = ["add_parser", "add_evaluate_parser", "add_audit_parser", "cmd_convert", "cmd_audit", "build_parser",
+           "hardening_config",
            "main", "INSTALL_HINT", "EVALUATE_INSTALL_HINT"]
 
 INSTALL_HINT = "pip install edgeguard[convert]"
@@ -71,6 +72,21 @@ def _fraction(text: str) -> float:
     if not 0 < v < 1:
         raise argparse.ArgumentTypeError(f"expected a value in (0, 1), got {v}")
     return v
+
+
+def hardening_config(args, spec):
+    """The HardeningConfig of parsed ``convert`` arguments (None for ``--harden none``): the budget is
+    ``--harden-eps`` (default ``--eps``, default by input kind), in the model's input range."""
+    from .hardening import HardeningConfig
+    from .presets import default_eps, eps_in_range
+
+    if args.harden == "none":
+        return None
+    unit = args.harden_eps if args.harden_eps is not None else args.eps if args.eps is not None else default_eps(spec)
+    eps = eps_in_range(unit, spec)
+    return HardeningConfig(args.harden, eps=eps, alpha=None if args.alpha is None else args.alpha * eps,
+                           steps=args.steps, epochs=args.epochs, lr_max=args.lr, lr_schedule=args.lr_schedule,
+                           optimizer=args.optimizer, batch_size=args.batch_size)
 
 
 def _eps(text: str) -> float:
@@ -148,8 +164,12 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="L-inf budget in pixel units, e.g. 8/255 (8 grey levels) or 0.3; scaled to --range. Default "
                         "by input kind: gray (1 channel) 0.3, colour 8/255. Hardening, the PGD evaluation and the "
                         "detector check use it")
+    h.add_argument("--harden-eps", type=_eps, default=None,
+                   help="the hardening budget alone, in pixel units (default: --eps). An eps above the evaluated "
+                        "one (e.g. 12/255 for 8/255) keeps successful attacks near the decision boundary, where the "
+                        "squeezing detector catches them (docs/colour-detector.md)")
     h.add_argument("--alpha", type=float, default=None,
-                   help="hardening attack step in units of eps (default fgsm 1.25, pgd 2.5/steps)")
+                   help="hardening attack step in units of the hardening eps (default fgsm 1.25, pgd 2.5/steps)")
     h.add_argument("--steps", type=int, default=None, help="PGD steps per batch for --harden pgd (default 10)")
     h.add_argument("--epochs", type=int, default=10)
     h.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (default 5e-3)")
@@ -346,7 +366,7 @@ def cmd_convert(args) -> int:
         from . import pipeline
         from .data import InputSpec, load_images
         from .errors import ConversionError
-        from .hardening import AttackConfig, HardeningConfig
+        from .hardening import AttackConfig
         from .source import infer_layout, load_onnx_source, load_torch_source
     except ImportError as e:
         raise _missing(e) from None
@@ -422,12 +442,7 @@ def cmd_convert(args) -> int:
         if args.train else None
     eps_unit = args.eps if args.eps is not None else default_eps(spec)
     eps = eps_in_range(eps_unit, spec)
-    hardening = None
-    if args.harden != "none":
-        hardening = HardeningConfig(args.harden, eps=eps, alpha=None if args.alpha is None else args.alpha * eps,
-                                    steps=args.steps, epochs=args.epochs, lr_max=args.lr,
-                                    lr_schedule=args.lr_schedule, optimizer=args.optimizer,
-                                    batch_size=args.batch_size)
+    hardening = hardening_config(args, spec)
     artifacts = [a.strip() for a in args.artifacts.split(",") if a.strip()] if args.artifacts else None
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     eval_step = None if args.pgd_eval_step is None else args.pgd_eval_step * eps

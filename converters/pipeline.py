@@ -157,7 +157,9 @@ def _select(provisional: str, aid: str, module, spec: InputSpec, legit, eps: flo
 
     from .selection import RULE, candidates_for, select_squeezers
 
-    legit = legit[:400]
+    from .selection import SELECTION_IMAGES, spread_subset
+
+    legit = legit[spread_subset(len(legit), SELECTION_IMAGES)]
     crafted = _craft(module, spec, legit, eps, opt.seed + 11, opt.threads,
                      data="the threshold part of the calibration images (never the held-out part nor evaluation data)")
     model = edgeguard.load(provisional, artifact=aid, num_threads=1)

@@ -104,6 +104,21 @@ def test_cli_eps_and_squeezers_arguments():
         cli._squeezers("bit_depth:9")
 
 
+def test_cli_hardening_budget_defaults_to_eps_and_can_exceed_it():
+    from edgeguard.converters import cli
+
+    p = cli.build_parser()
+    base = ["convert", "--torch", "m:f", "--calib", "c", "--out", "o", "--harden", "fgsm", "--eps", "8/255"]
+    lo, hi = SPEC.range
+    same = cli.hardening_config(p.parse_args(base), SPEC)
+    assert same.eps == pytest.approx(8 / 255 * (hi - lo))
+    above = cli.hardening_config(p.parse_args(base + ["--harden-eps", "12/255", "--alpha", "1.0"]), SPEC)
+    assert above.eps == pytest.approx(12 / 255 * (hi - lo)) and above.alpha == pytest.approx(above.eps)
+    assert cli.hardening_config(p.parse_args(base[:-4] + ["--eps", "8/255"]), SPEC) is None  # --harden none
+    gray = InputSpec((1, 28, 28))
+    assert cli.hardening_config(p.parse_args(base[:-2]), gray).eps == pytest.approx(0.3)  # the kind's default
+
+
 def test_evaluation_steps_are_relative_to_eps():
     from edgeguard.converters.evaluation import EvalConfig
 
@@ -195,6 +210,33 @@ def test_auto_squeezers_follow_the_documented_rule(photos, model, tmp_path):
     assert all(len(row["squeezers"].split(",")) >= len(sel["chosen"].split(","))
                for row in rows if (row["detection_rate"] or 0) >= best - TIE)
     assert ",".join(str(Squeezer.from_manifest(q)) for q in r.manifest["squeezers"]) == sel["chosen"]
+
+
+def test_colour_candidates_add_stronger_non_local_means(photos):
+    from edgeguard.converters.selection import candidates_for
+
+    gray_spec = InputSpec((1, 28, 28))
+    colour, gray = candidates_for(SPEC), candidates_for(gray_spec)
+    assert colour[0] == presets.detector_preset(SPEC)[1] and gray[0] == presets.detector_preset(gray_spec)[1]
+    for cands in (colour, gray):
+        assert len(set(cands)) == len(cands)  # no candidate scored twice
+    strengths = {s.param[2] for c in colour for s in c if s.kind == "nlm"}
+    assert max(strengths) > presets.NLM_PARAMS[2]  # stronger than the paper's CIFAR-10 setting
+    assert not any(s.kind == "nlm" for c in gray for s in c)  # non-local means is a colour squeezer here
+    patch = photos["calibration"].x[:4]
+    for s in {s for c in colour for s in c}:  # every candidate runs on the device's kernels
+        out = s.apply(patch, layout="NHWC")
+        assert out.shape == patch.shape and out.dtype == np.uint8
+
+
+def test_selection_images_spread_over_class_ordered_calibration_data():
+    from edgeguard.converters.selection import SELECTION_IMAGES, spread_subset
+
+    labels = np.repeat(np.arange(5), 200)  # ordered class by class, as an image folder or the embedded splits
+    pos = spread_subset(len(labels), SELECTION_IMAGES)
+    assert len(np.unique(pos)) == SELECTION_IMAGES and pos.max() < len(labels)
+    assert np.bincount(labels[pos], minlength=5).min() >= SELECTION_IMAGES // 5 - 1  # every class, evenly
+    assert list(spread_subset(100, SELECTION_IMAGES)) == list(range(100))  # fewer images: all of them
 
 
 def test_gray_squeezers_on_colour_are_refused_then_forced(photos, model, tmp_path):
@@ -383,10 +425,13 @@ def test_colour_job_quick(tmp_path):
     from edgeguard.converters import colour
 
     s = colour.run(str(tmp_path), progress=False, artifacts=("fp32-onnx", "int8-onnx"), latency_runs=0,
-                   n_train=300, n_calib=150, n_test=100, epochs=2, pgd_steps=3, width=8,
+                   n_train=300, n_calib=150, n_test=100, epochs=2, harden_epochs=1, pgd_steps=3, width=8,
                    min_accuracy=0.3)  # a barely trained smoke model: the floor is lowered, not the check
     saved = json.load(open(tmp_path / "colour.summary.json"))
-    assert saved["preset"] == "colour" and saved["eps_text"] == "8/255"
+    # the job's defaults: hardened at 12/255, squeezers chosen by --squeezers auto, evaluated at 8/255
+    assert saved["preset"] == "auto" and saved["eps_text"] == "8/255"
+    assert saved["detector_selection"]["chosen"] == saved["squeezers"]
+    assert saved["hardening"]["config"]["epochs"] == 1 and saved["hardening"]["after"]["attack"]["steps"] == 3
     for aid in ("fp32-onnx", "int8-onnx"):
         r = s["device"][aid]
         assert 0 <= r["heldout_fpr"] <= 1 and r["n_heldout"] == 50

@@ -1,0 +1,289 @@
+"""Issue 17 experiment loop for the colour job's detector: train once, craft once, score many
+squeezer configurations through the device runtime on saved arrays.
+
+    python experiments/colour_sweep.py train  --out /tmp/sweep/r1 --n-train 3000 --epochs 8 --width 16
+    python experiments/colour_sweep.py craft  --out /tmp/sweep/r1
+    python experiments/colour_sweep.py score  --out /tmp/sweep/r1 [--singles "bit_depth:5;median:2;nlm:13-3-12"]
+    python experiments/colour_sweep.py analyse --out /tmp/sweep/r1 --squeezers bit_depth:5,nlm:13-3-12
+
+Only the colour job's *calibration* split is used (the test split is never loaded here):
+its threshold part (positions i % 3 != 2, as the converter) gives the threshold at 5% FPR,
+its held-out part (i % 3 == 2) gives the held-out FPR and the PGD-20 examples whose
+detection decides. Scores come from ``GuardedModel.with_squeezers`` on the int8 ONNX (and
+int8 TFLite) artifacts of a bundle the real converter writes (the runtime's score: L1
+between softmax vectors, max over squeezers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ARTS = ("int8-onnx", "int8-tflite")
+
+
+def _spec():
+    from edgeguard.converters.data import InputSpec
+    from edgeguard.converters.gates import IMAGENET_MEAN, IMAGENET_STD
+    from edgeguard.converters.photos import PHOTO_LABELS
+
+    return InputSpec((3, 32, 32), "NCHW", PHOTO_LABELS, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _splits(cfg):
+    from edgeguard.converters.photos import photo_splits
+
+    s = photo_splits(cfg["seed"], cfg["n_train"], cfg["n_calib"], cfg["n_test"])
+    return s["train"], s["calibration"]  # the test split is dropped here on purpose
+
+
+def _module(cfg):
+    from edgeguard.converters.hardening import deterministic
+    from edgeguard.converters.models import colour_cnn
+
+    with deterministic(cfg["seed"]):
+        return colour_cnn(width=cfg["width"], num_classes=5)
+
+
+def _augment(train, kind: str, seed: int):
+    """Training copies: "flip" adds horizontal mirrors."""
+    from edgeguard.converters.data import Images
+
+    if kind == "none":
+        return train
+    if kind == "flip":
+        return Images(np.concatenate([train.x, train.x[:, :, ::-1]]), np.concatenate([train.y, train.y]),
+                      train.name + " (+flip)")
+    raise SystemExit(f"unknown augmentation {kind}")
+
+
+def cmd_train(a):
+    import torch
+
+    from edgeguard.converters.hardening import train_clean
+    from edgeguard.converters.pipeline import ConvertOptions, convert
+    from edgeguard.converters.source import torch_forward
+
+    torch.set_num_threads(1)
+    cfg = dict(seed=a.seed, n_train=a.n_train, n_calib=1500, n_test=1000, width=a.width, epochs=a.epochs,
+               lr=a.lr, batch_size=a.batch_size, augment=a.augment)
+    os.makedirs(a.out, exist_ok=True)
+    spec = _spec()
+    train, calib = _splits(cfg)
+    train = _augment(train, a.augment, a.seed)
+    module = _module(cfg)
+    t0 = time.perf_counter()
+    if a.init:  # start from another run's trained model (same recipe for data and width)
+        module.load_state_dict(torch.load(os.path.join(a.init, "model.pt")))
+        cfg["init"] = a.init
+    else:
+        train_clean(module, spec, train, epochs=a.epochs, lr_max=a.lr, batch_size=a.batch_size, seed=a.seed,
+                    progress=False)
+    if a.harden_epochs:
+        from edgeguard.converters.hardening import HardeningConfig, harden
+
+        eps = a.harden_eps / 255 * (spec.range[1] - spec.range[0])
+        hc = HardeningConfig(method=a.harden_method, eps=eps, epochs=a.harden_epochs, lr_max=a.harden_lr,
+                             steps=a.harden_steps if a.harden_method == "pgd" else None)
+        harden(module, spec, train, hc, seed=a.seed, progress=False)
+        cfg.update(harden_method=a.harden_method, harden_epochs=a.harden_epochs, harden_eps=a.harden_eps,
+                   harden_steps=a.harden_steps, harden_lr=a.harden_lr)
+    t_train = time.perf_counter() - t0
+    torch.save(module.state_dict(), os.path.join(a.out, "model.pt"))
+    calib_acc = float(np.mean(torch_forward(module, spec.model_input(calib.x)).argmax(1) == calib.y))
+    opt = ConvertOptions(eps=8 / 255, key=None, name="sweep", artifacts=("fp32-onnx",) + ARTS, latency_runs=0,
+                         progress=False, check_detector=False, force=True, dataset_card=False, seed=a.seed)
+    convert(module, spec, calib, calib, out_dir=a.out, options=opt)
+    cfg.update(calib_accuracy_source=calib_acc, train_seconds=round(t_train, 1))
+    with open(os.path.join(a.out, "recipe.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    print(json.dumps(cfg))
+
+
+def _load(out):
+    import torch
+
+    cfg = json.load(open(os.path.join(out, "recipe.json")))
+    module = _module(cfg)
+    module.load_state_dict(torch.load(os.path.join(out, "model.pt")))
+    module.eval()
+    return cfg, module
+
+
+def cmd_craft(a):
+    import torch
+
+    from edgeguard.converters.hardening import AttackConfig, attack_images
+
+    torch.set_num_threads(1)
+    cfg, module = _load(a.out)
+    spec = _spec()
+    _, calib = _splits(cfg)
+    eps = 8 / 255 * (spec.range[1] - spec.range[0])
+    t0 = time.perf_counter()
+    pgd = attack_images(module, spec, calib, "pgd", config=AttackConfig(eps=eps, steps=20), seed=cfg["seed"] + 1,
+                        threads=1)
+    fgsm = attack_images(module, spec, calib, "fgsm", eps=eps, seed=cfg["seed"] + 2, threads=1)
+    np.savez_compressed(os.path.join(a.out, "adv.npz"), pgd=pgd, fgsm=fgsm)
+    print(f"crafted in {time.perf_counter() - t0:.0f}s")
+
+
+DEFAULT_SINGLES = ("bit_depth:3", "bit_depth:4", "bit_depth:5", "bit_depth:6", "median:2", "median:3",
+                   "nlm:13-3-2", "nlm:11-3-4", "nlm:13-3-8", "nlm:11-3-6")
+
+
+def _scores(model, images, squeezers):
+    probe = model.with_squeezers(list(squeezers))
+    out = {s.name: [] for s in squeezers}
+    idx, conf = [], []
+    for i in range(0, len(images), 250):
+        r = probe.predict(images[i:i + 250])
+        idx.append(np.asarray(r.indices))
+        conf.append(np.asarray(r.probabilities, np.float32).max(1))
+        for k, v in r.squeezer_scores.items():
+            out[k].append(np.asarray(v, np.float32))
+    return {k: np.concatenate(v) for k, v in out.items()}, np.concatenate(idx), np.concatenate(conf)
+
+
+def cmd_score(a):
+    import edgeguard
+    from edgeguard.converters.calibrate import threshold_at_fpr
+    from edgeguard.converters.gates import split_calibration
+    from edgeguard.squeeze import Squeezer, is_flagged
+
+    cfg = json.load(open(os.path.join(a.out, "recipe.json")))
+    _, calib = _splits(cfg)
+    adv = np.load(os.path.join(a.out, "adv.npz"))
+    singles = [Squeezer.parse(t) for t in (a.singles.split(";") if a.singles else DEFAULT_SINGLES)]
+    thr_pos, held_pos = split_calibration(len(calib.x))
+    rows = []
+    for aid in a.artifacts.split(","):
+        cache = os.path.join(a.out, f"scores-{aid}.npz")
+        model = edgeguard.load(os.path.join(a.out, "sweep.egb"), artifact=aid, num_threads=1)
+        have = dict(np.load(cache)) if os.path.exists(cache) else {}
+        todo = [s for s in singles if f"legit/{s.name}" not in have]
+        if todo:
+            for part, images in (("legit", calib.x), ("pgd", adv["pgd"]), ("fgsm", adv["fgsm"])):
+                sc, idx, conf = _scores(model, images, todo)
+                have.update({f"{part}/{k}": v for k, v in sc.items()})
+                have[f"{part}/_idx"], have[f"{part}/_conf"] = idx, conf
+            np.savez_compressed(cache, **have)
+        y = calib.y
+        legit_idx, pgd_idx, fgsm_idx = have["legit/_idx"], have["pgd/_idx"], have["fgsm/_idx"]
+        configs = []
+        for r in range(1, a.max_size + 1):
+            configs += list(itertools.combinations(singles, r))
+        for config in configs:
+            def joint(part, config=config):
+                return np.max(np.stack([have[f"{part}/{s.name}"] for s in config]), axis=0)
+
+            lg, pg, fg = joint("legit"), joint("pgd"), joint("fgsm")
+            thr = threshold_at_fpr(lg[thr_pos], 0.05)
+            row = {"artifact": aid, "squeezers": ",".join(str(s) for s in config), "threshold": float(thr),
+                   "acc": float(np.mean(legit_idx == y)),
+                   "heldout_fpr": float(np.mean(is_flagged(lg[held_pos], thr)))}
+            for name, sc, idx in (("pgd", pg, pgd_idx), ("fgsm", fg, fgsm_idx)):
+                for part, pos in (("thr", thr_pos), ("held", held_pos)):
+                    ok = (legit_idx[pos] == y[pos]) & (idx[pos] != y[pos])
+                    s = sc[pos][ok]
+                    row[f"{name}_{part}_n"] = int(ok.sum())
+                    row[f"{name}_{part}_det"] = float(np.mean(is_flagged(s, thr))) if len(s) else None
+                    n_correct = int(np.sum(legit_idx[pos] == y[pos]))
+                    row[f"{name}_{part}_undet"] = float(np.sum(~is_flagged(s, thr)) / max(n_correct, 1))
+            rows.append(row)
+    # ranked as --squeezers auto ranks: by detection on the threshold part (the held-out third only reads)
+    rows.sort(key=lambda r: (-(r["pgd_thr_det"] or 0), r["squeezers"].count(",")))
+    if a.show:
+        first = a.show.split(";")
+        rows = [r for r in rows if r["squeezers"] in first] + [r for r in rows if r["squeezers"] not in first]
+    with open(os.path.join(a.out, "sweep.json"), "w") as f:
+        json.dump({"recipe": cfg, "rows": rows}, f, indent=1)
+    print(f"recipe {json.dumps(cfg)}")
+    print(f"{'artifact':11s} {'squeezers':45s} {'thr':>7s} {'acc':>6s} {'hFPR':>6s} {'PGDthr':>7s} {'PGDheld':>7s} "
+          f"{'FGSMheld':>8s} {'PGDundet':>8s}")
+    for r in rows[:a.top]:
+        print(f"{r['artifact']:11s} {r['squeezers']:45s} {r['threshold']:7.4f} {r['acc']:6.3f} {r['heldout_fpr']:6.3f} "
+              f"{r['pgd_thr_det']:7.3f} {r['pgd_held_det']:7.3f} {r['fgsm_held_det'] or 0:8.3f}  "
+              f"(n={r['pgd_held_n']})")
+
+
+def cmd_analyse(a):
+    """Where the successful held-out PGD examples sit: confidence bins, detection per bin and per class."""
+    from edgeguard.converters.calibrate import threshold_at_fpr
+    from edgeguard.converters.gates import split_calibration
+    from edgeguard.squeeze import Squeezer, is_flagged
+
+    cfg = json.load(open(os.path.join(a.out, "recipe.json")))
+    _, calib = _splits(cfg)
+    h = dict(np.load(os.path.join(a.out, f"scores-{a.artifact}.npz")))
+    names = [Squeezer.parse(t).name for t in a.squeezers.split(",")]
+    thr_pos, held_pos = split_calibration(len(calib.x))
+    y = calib.y
+
+    def joint(part):
+        return np.max(np.stack([h[f"{part}/{n}"] for n in names]), axis=0)
+
+    legit, pgd = joint("legit"), joint("pgd")
+    thr = threshold_at_fpr(legit[thr_pos], 0.05)
+    held = np.zeros(len(y), bool)
+    held[held_pos] = True
+    ok = held & (h["legit/_idx"] == y) & (h["pgd/_idx"] != y)
+    flagged = is_flagged(pgd, thr)
+    print(f"{a.squeezers}: threshold {thr:.4f}; held-out legitimate scores q50/q90/q95/q99 "
+          f"{np.round(np.quantile(legit[held_pos], [.5, .9, .95, .99]), 3)}; successful PGD q5/q10/q25/q50 "
+          f"{np.round(np.quantile(pgd[ok], [.05, .1, .25, .5]), 3)}; detected {flagged[ok].mean():.3f} of {ok.sum()}")
+    bins = [(0, .6), (.6, .8), (.8, .95), (.95, .99), (.99, 1.01)]
+    for lo, hi in bins:
+        m = ok & (h["pgd/_conf"] >= lo) & (h["pgd/_conf"] < hi)
+        lm = held & (h["legit/_conf"] >= lo) & (h["legit/_conf"] < hi)
+        print(f"  confidence [{lo:.2f}, {min(hi, 1):.2f}): successful PGD n={m.sum():4d} detected "
+              f"{flagged[m].mean() if m.any() else float('nan'):.2f} | legitimate n={lm.sum():4d} flagged "
+              f"{is_flagged(legit[lm], thr).mean() if lm.any() else float('nan'):.2f}")
+    for k in range(int(y.max()) + 1):
+        m = ok & (y == k)
+        print(f"  class {k}: successful PGD n={m.sum()} detected {flagged[m].mean() if m.any() else float('nan'):.2f}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--out", required=True)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--n-train", type=int, default=3000)
+    t.add_argument("--epochs", type=int, default=8)
+    t.add_argument("--width", type=int, default=16)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--augment", default="none", choices=("none", "flip"))
+    t.add_argument("--init", default=None, help="a run directory whose model.pt replaces clean training")
+    t.add_argument("--harden-epochs", type=int, default=0, help="adversarial fine-tuning epochs (eps 8/255)")
+    t.add_argument("--harden-method", default="fgsm", choices=("fgsm", "pgd"))
+    t.add_argument("--harden-eps", type=float, default=8, help="hardening eps in grey levels (/255)")
+    t.add_argument("--harden-steps", type=int, default=3, help="PGD hardening steps")
+    t.add_argument("--harden-lr", type=float, default=3e-3)
+    c = sub.add_parser("craft")
+    c.add_argument("--out", required=True)
+    s = sub.add_parser("score")
+    s.add_argument("--out", required=True)
+    s.add_argument("--singles", default=None, help="';'-separated single squeezers (default: a wide set)")
+    s.add_argument("--max-size", type=int, default=3)
+    s.add_argument("--artifacts", default="int8-onnx")
+    s.add_argument("--top", type=int, default=25)
+    s.add_argument("--show", default=None, help="';'-separated configurations listed first")
+    n = sub.add_parser("analyse")
+    n.add_argument("--out", required=True)
+    n.add_argument("--squeezers", required=True, help="one configuration, e.g. bit_depth:5,nlm:13-3-12")
+    n.add_argument("--artifact", default="int8-onnx")
+    a = p.parse_args(argv)
+    {"train": cmd_train, "craft": cmd_craft, "score": cmd_score, "analyse": cmd_analyse}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

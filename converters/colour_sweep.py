@@ -1,10 +1,10 @@
 """Issue 17 experiment loop for the colour job's detector: train once, craft once, score many
 squeezer configurations through the device runtime on saved arrays.
 
-    python experiments/colour_sweep.py train  --out /tmp/sweep/r1 --n-train 3000 --epochs 8 --width 16
-    python experiments/colour_sweep.py craft  --out /tmp/sweep/r1
-    python experiments/colour_sweep.py score  --out /tmp/sweep/r1 [--singles "bit_depth:5;median:2;nlm:13-3-12"]
-    python experiments/colour_sweep.py analyse --out /tmp/sweep/r1 --squeezers bit_depth:5,nlm:13-3-12
+    python -m edgeguard.converters.colour_sweep train  --out /tmp/sweep/r1 --n-train 3000 --epochs 8 --width 16
+    python -m edgeguard.converters.colour_sweep craft  --out /tmp/sweep/r1
+    python -m edgeguard.converters.colour_sweep score  --out /tmp/sweep/r1 [--singles "bit_depth:5;median:2;nlm:13-3-12"]
+    python -m edgeguard.converters.colour_sweep analyse --out /tmp/sweep/r1 --squeezers bit_depth:5,nlm:13-3-12
 
 Only the colour job's *calibration* split is used (the test split is never loaded here):
 its threshold part (positions i % 3 != 2, as the converter) gives the threshold at 5% FPR,

@@ -249,6 +249,87 @@ def cmd_analyse(a):
         print(f"  class {k}: successful PGD n={m.sum()} detected {flagged[m].mean() if m.any() else float('nan'):.2f}")
 
 
+QUANT_OPTIONS = ("minmax-int8out", "minmax", "percentile:99.999", "percentile:99.99", "minmax+train")
+
+
+def cmd_quant(a):
+    """int8 ONNX fidelity per quantisation option: each option quantises the run's fp32 ONNX
+    artifact, then agreement with fp32 on the calibration patches and the detector's threshold,
+    held-out FPR and PGD detection (calibration split), with the configurations of ``--configs``."""
+    import edgeguard
+    from edgeguard.backends import open_backend
+    from edgeguard.converters.calibrate import threshold_at_fpr
+    from edgeguard.converters.export import compare, quantize_onnx_int8, run_artifact, softmax
+    from edgeguard.converters.gates import split_calibration
+    from edgeguard.guard import GuardedModel
+    from edgeguard.squeeze import Squeezer, is_flagged
+
+    cfg = json.load(open(os.path.join(a.out, "recipe.json")))
+    spec = _spec()
+    train, calib = _splits(cfg)
+    adv = np.load(os.path.join(a.out, "adv.npz"))
+    base = edgeguard.load(os.path.join(a.out, "sweep.egb"), artifact="fp32-onnx", num_threads=1)
+    fp32 = base.bundle.model_bytes("fp32-onnx")
+    configs = [[Squeezer.parse(t) for t in c.split(",")] for c in a.configs.split(";")]
+    singles = {s.name: s for c in configs for s in c}
+    thr_pos, held_pos = split_calibration(len(calib.x))
+    y = calib.y
+    x_cal = spec.model_input(calib.x)
+    ref_legit = softmax(run_artifact(fp32, "onnx", x_cal))
+    ref_pgd = softmax(run_artifact(fp32, "onnx", spec.model_input(adv["pgd"])))
+    options = ["fp32-onnx", "int8-tflite (job)"] + a.options.split(",")
+    results = []
+    for opt in options:
+        t0 = time.perf_counter()
+        if opt == "fp32-onnx":
+            model = base
+        elif opt.startswith("int8-tflite"):
+            model = edgeguard.load(os.path.join(a.out, "sweep.egb"), artifact="int8-tflite", num_threads=1)
+        else:
+            method, _, arg = opt.partition(":")
+            x_q, kw = x_cal, {}
+            if method.endswith("-int8out"):  # the logits rounded to int8 too (the converter before float_outputs)
+                method, kw["float_outputs"] = method[:-len("-int8out")], False
+            if method.endswith("+train"):
+                method = method[:-len("+train")]
+                x_q = np.concatenate([x_cal, spec.model_input(train.x)])
+            kw.update({"percentile": float(arg)} if arg else {})
+            blob = quantize_onnx_int8(fp32, x_q, calibration=method, **kw)
+            model = GuardedModel(base.bundle, base.artifact, open_backend(blob, "onnx", num_threads=1))
+        have = {}
+        for part, images in (("legit", calib.x), ("pgd", adv["pgd"])):
+            sc, idx, conf = _scores(model, images, list(singles.values()))
+            have.update({f"{part}/{k}": v for k, v in sc.items()})
+            have[f"{part}/_idx"] = idx
+        probs_l = np.asarray(model.with_squeezers([]).predict(calib.x).probabilities, np.float32)
+        probs_p = np.asarray(model.with_squeezers([]).predict(adv["pgd"]).probabilities, np.float32)
+        fl, fp = compare(probs_l, ref_legit), compare(probs_p, ref_pgd)
+        row = {"option": opt, "acc": float(np.mean(have["legit/_idx"] == y)),
+               "agree_legit": fl["top1_agreement"], "mean_diff_legit": fl["mean_abs_diff"],
+               "agree_pgd": fp["top1_agreement"], "mean_diff_pgd": fp["mean_abs_diff"], "configs": {}}
+        for c in configs:
+            key = ",".join(str(s) for s in c)
+            lg = np.max(np.stack([have[f"legit/{s.name}"] for s in c]), axis=0)
+            pg = np.max(np.stack([have[f"pgd/{s.name}"] for s in c]), axis=0)
+            thr = threshold_at_fpr(lg[thr_pos], 0.05)
+            r = {"threshold": float(thr), "heldout_fpr": float(np.mean(is_flagged(lg[held_pos], thr)))}
+            for part, pos in (("thr", thr_pos), ("held", held_pos)):
+                ok = (have["legit/_idx"][pos] == y[pos]) & (have["pgd/_idx"][pos] != y[pos])
+                r[f"pgd_{part}_n"] = int(ok.sum())
+                r[f"pgd_{part}_det"] = float(np.mean(is_flagged(pg[pos][ok], thr))) if ok.any() else None
+            row["configs"][key] = r
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        results.append(row)
+        print(f"{opt:20s} acc {row['acc']:.3f} agree legit/pgd {row['agree_legit']:.3f}/{row['agree_pgd']:.3f} "
+              f"mean|dp| legit/pgd {row['mean_diff_legit']:.4f}/{row['mean_diff_pgd']:.4f} ({row['seconds']}s)",
+              flush=True)
+        for key, r in row["configs"].items():
+            print(f"    {key:32s} thr {r['threshold']:.4f} heldFPR {r['heldout_fpr']:.3f} PGD det thr/held "
+                  f"{r['pgd_thr_det']:.3f}/{r['pgd_held_det']:.3f} (n={r['pgd_thr_n']}/{r['pgd_held_n']})", flush=True)
+    with open(os.path.join(a.out, "quant.json"), "w") as f:
+        json.dump({"recipe": cfg, "rows": results}, f, indent=1)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -276,12 +357,18 @@ def main(argv=None):
     s.add_argument("--artifacts", default="int8-onnx")
     s.add_argument("--top", type=int, default=25)
     s.add_argument("--show", default=None, help="';'-separated configurations listed first")
+    q = sub.add_parser("quant")
+    q.add_argument("--out", required=True)
+    q.add_argument("--options", default=",".join(QUANT_OPTIONS),
+                   help="int8 ONNX options: minmax, percentile:P, entropy, -int8out (logits rounded to int8), "
+                        "+train (the train patches added)")
+    q.add_argument("--configs", default="bit_depth:5,median:2,nlm:13-3-12;bit_depth:5,nlm:13-3-12")
     n = sub.add_parser("analyse")
     n.add_argument("--out", required=True)
     n.add_argument("--squeezers", required=True, help="one configuration, e.g. bit_depth:5,nlm:13-3-12")
     n.add_argument("--artifact", default="int8-onnx")
     a = p.parse_args(argv)
-    {"train": cmd_train, "craft": cmd_craft, "score": cmd_score, "analyse": cmd_analyse}[a.cmd](a)
+    {"train": cmd_train, "craft": cmd_craft, "score": cmd_score, "analyse": cmd_analyse, "quant": cmd_quant}[a.cmd](a)
 
 
 if __name__ == "__main__":

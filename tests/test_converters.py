@@ -570,3 +570,50 @@ def test_image_folder_loading(tmp_path):
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "3" / "big.png")
     with pytest.raises(CalibrationDataError, match="32x32.*28x28"):
         load_images(str(tmp_path), SPEC)
+
+
+def test_int8_onnx_quantisation_keeps_float_logits_and_is_closer_to_fp32(splits, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from edgeguard.converters.export import compare, export_onnx, quantize_onnx_int8, run_artifact, softmax
+
+    fp32 = export_onnx(trained(splits), SPEC)
+    x_cal, x_test = SPEC.model_input(splits["calibration"].x), SPEC.model_input(splits["test"].x)
+    float_logits = quantize_onnx_int8(fp32, x_cal)
+    int8_logits = quantize_onnx_int8(fp32, x_cal, float_outputs=False)
+
+    def output_producer(blob):
+        g = onnx.load_from_string(blob).graph
+        return g, next(n for n in g.node if g.output[0].name in n.output)
+
+    g, last = output_producer(float_logits)
+    assert last.op_type == "Gemm"  # the last layer writes the float logits...
+    dq_inputs = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert last.input[0] in dq_inputs and last.input[1] in dq_inputs  # ...from int8 activations and weights
+    assert not any(t.name.startswith(g.output[0].name + "_") for t in g.initializer)  # no orphan scale/zero point
+    assert output_producer(int8_logits)[1].op_type == "DequantizeLinear"
+    # ONNX Runtime still runs the last layer as an integer kernel (QGemm with a float output)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(float_logits, so, providers=["CPUExecutionProvider"])
+    assert "QGemm" in {n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node}
+    # and the softmax is closer to fp32's on held-out images
+    ref = softmax(run_artifact(fp32, "onnx", x_test))
+    near, far = (compare(softmax(run_artifact(b, "onnx", x_test)), ref) for b in (float_logits, int8_logits))
+    assert near["mean_abs_diff"] < far["mean_abs_diff"], (near, far)
+    assert near["top1_agreement"] >= far["top1_agreement"] - 0.01
+
+
+def test_int8_onnx_quantisation_calibration_methods(splits):
+    from edgeguard.converters.export import ONNX_CALIBRATION_METHODS, export_onnx, quantize_onnx_int8, run_artifact
+
+    fp32 = export_onnx(trained(splits), SPEC)
+    x_cal = SPEC.model_input(splits["calibration"].x[:190])  # 190 = 5 x 38 batches: not a multiple of 32
+    ref = run_artifact(fp32, "onnx", x_cal).argmax(1)
+    for method in ONNX_CALIBRATION_METHODS:
+        q = quantize_onnx_int8(fp32, x_cal, calibration=method)
+        assert np.mean(run_artifact(q, "onnx", x_cal).argmax(1) == ref) >= 0.9, method
+    with pytest.raises(ConversionError, match="unknown int8 calibration"):
+        quantize_onnx_int8(fp32, x_cal, calibration="mse")

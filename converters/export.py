@@ -12,8 +12,9 @@
 * TFLite fp32 / int8: ``litert_torch.convert`` of the PyTorch module with a dynamic
   batch (NCHW input is kept). int8: PT2E static quantisation (litert-torch's
   ``PT2EQuantizer``, symmetric per-channel weights, ``prepare_pt2e`` -> calibration
-  batches -> ``convert_pt2e``); the model then has int8 input and output tensors
-  with their own scale and zero point, which go into the manifest.
+  batches -> ``convert_pt2e``); the model then has an int8 input tensor with its
+  own scale and zero point, which goes into the manifest, and float logits (the
+  output observer is removed before conversion, as for ONNX int8).
 
 There is no TFLite path from an ONNX source here: litert-torch converts PyTorch
 modules only, and the remaining ONNX -> TFLite route (onnx2tf) goes through
@@ -222,9 +223,9 @@ def _litert():
 
 
 def export_tflite(module, spec: InputSpec, *, int8: bool = False, calib_inputs: np.ndarray | None = None,
-                  batch_size: int = 32) -> tuple[bytes, dict]:
+                  batch_size: int = 32, float_outputs: bool = True) -> tuple[bytes, dict]:
     """The module as TFLite bytes (litert-torch), fp32 or int8 (PT2E, calibrated on
-    ``calib_inputs``, the model's float input). Tries a dynamic batch first and falls
+    ``calib_inputs``, the model's float input; ``float_outputs``: the logits stay float). Tries a dynamic batch first and falls
     back to batch 1 (the runtime then runs batches in chunks). Returns (bytes, info)."""
     import torch
 
@@ -243,7 +244,7 @@ def export_tflite(module, spec: InputSpec, *, int8: bool = False, calib_inputs: 
                     edge = litert_torch.convert(module, example, dynamic_shapes=dyn)
                 else:
                     edge = _convert_int8(litert_torch, module, example, dyn, calib_inputs,
-                                         batch_size if dynamic else 1)
+                                         batch_size if dynamic else 1, float_outputs)
             return edge.model_content(), {"dynamic_batch": dynamic, "fallback_reason": errors[0] if errors else None}
         except Exception as e:  # noqa: PERF203 - two attempts
             msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
@@ -252,7 +253,24 @@ def export_tflite(module, spec: InputSpec, *, int8: bool = False, calib_inputs: 
                                 + " | ".join(errors))
 
 
-def _convert_int8(litert_torch, module, example, dyn, calib, step):
+def _unobserve_graph_outputs(gm) -> int:
+    """Remove the activation observers in front of a prepared PT2E graph's outputs, so that
+    ``convert_pt2e`` leaves the logits in float (the ONNX counterpart is
+    ``_unquantise_graph_outputs``): the TFLite model then ends in a DEQUANTIZE and a float
+    output tensor instead of int8 logits. Returns how many were removed."""
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    removed = 0
+    for arg in list(output.all_input_nodes):
+        if arg.op == "call_module" and "activation_post_process" in str(arg.target) and len(arg.users) == 1:
+            output.replace_input_with(arg, arg.args[0])
+            removed += 1
+    if removed:
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+    return removed
+
+
+def _convert_int8(litert_torch, module, example, dyn, calib, step, float_outputs=True):
     import torch
     from litert_torch.quantize import pt2e_quantizer, quant_config
     from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
@@ -261,6 +279,8 @@ def _convert_int8(litert_torch, module, example, dyn, calib, step):
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
     gm = torch.export.export(module, example, dynamic_shapes=dyn).module()
     gm = quantize_pt2e.prepare_pt2e(gm, quantizer)
+    if float_outputs:
+        _unobserve_graph_outputs(gm)
     calib = np.ascontiguousarray(calib, np.float32)
     with torch.no_grad():
         for i in range(0, len(calib) - step + 1, step):

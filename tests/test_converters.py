@@ -161,14 +161,14 @@ def test_parity_checks_ran_and_are_within_bounds(conversion, splits):
 
     it = Interpreter(model_content=conversion.artifacts["int8-tflite"])
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.float32  # int8 in, float logits out
+    assert conversion.manifest["artifacts"][2]["output_quantization"] is None
     it.resize_tensor_input(inp["index"], x.shape)
     it.allocate_tensors()
     s, z = inp["quantization"]
     it.set_tensor(inp["index"], np.clip(np.rint(x / s) + z, -128, 127).astype(np.int8))
     it.invoke()
-    so, zo = out["quantization"]
-    tfl = p((it.get_tensor(out["index"]).astype(np.float32) - zo) * so)
+    tfl = p(it.get_tensor(out["index"]))
     agreement = float(np.mean(tfl.argmax(1) == p(onnx_logits).argmax(1)))
     reported = next(q for q in rows["int8-tflite"]["parity"] if q["reference"].startswith("fp32-onnx"))
     assert agreement == pytest.approx(reported["top1_agreement"], abs=0.011)
@@ -604,6 +604,29 @@ def test_int8_onnx_quantisation_keeps_float_logits_and_is_closer_to_fp32(splits,
     near, far = (compare(softmax(run_artifact(b, "onnx", x_test)), ref) for b in (float_logits, int8_logits))
     assert near["mean_abs_diff"] < far["mean_abs_diff"], (near, far)
     assert near["top1_agreement"] >= far["top1_agreement"] - 0.01
+
+
+def test_int8_tflite_quantisation_keeps_float_logits_and_is_closer_to_fp32(splits):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeguard.converters.export import (compare, export_onnx, export_tflite, run_artifact, softmax,
+                                             tflite_io_quantization)
+
+    module = trained(splits)
+    fp32 = export_onnx(module, SPEC)
+    x_cal, x_test = SPEC.model_input(splits["calibration"].x), SPEC.model_input(splits["test"].x)
+    ref = softmax(run_artifact(fp32, "onnx", x_test))
+    probs = {}
+    for float_outputs in (True, False):
+        blob, _ = export_tflite(module, SPEC, int8=True, calib_inputs=x_cal, float_outputs=float_outputs)
+        qin, qout = tflite_io_quantization(blob)
+        assert qin["dtype"] == "int8" and (qout is None) == float_outputs
+        ops = {d["op_name"] for d in Interpreter(model_content=blob)._get_ops_details()}
+        assert "CONV_2D" in ops and "QUANTIZE" in ops  # still an integer network
+        probs[float_outputs] = softmax(run_artifact(blob, "tflite", x_test, input_quantization=qin,
+                                                    output_quantization=qout))
+    near, far = compare(probs[True], ref), compare(probs[False], ref)
+    assert near["mean_abs_diff"] < far["mean_abs_diff"], (near, far)
 
 
 def test_int8_onnx_quantisation_calibration_methods(splits):

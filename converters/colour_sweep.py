@@ -249,7 +249,8 @@ def cmd_analyse(a):
         print(f"  class {k}: successful PGD n={m.sum()} detected {flagged[m].mean() if m.any() else float('nan'):.2f}")
 
 
-QUANT_OPTIONS = ("minmax-int8out", "minmax", "percentile:99.999", "percentile:99.99", "minmax+train")
+QUANT_OPTIONS = ("minmax-int8out", "minmax", "percentile:99.999", "percentile:99.99", "minmax+train",
+                 "tflite-int8out", "tflite")
 
 
 def cmd_quant(a):
@@ -277,7 +278,7 @@ def cmd_quant(a):
     x_cal = spec.model_input(calib.x)
     ref_legit = softmax(run_artifact(fp32, "onnx", x_cal))
     ref_pgd = softmax(run_artifact(fp32, "onnx", spec.model_input(adv["pgd"])))
-    options = ["fp32-onnx", "int8-tflite (job)"] + a.options.split(",")
+    options = ["fp32-onnx"] + a.options.split(",")
     results = []
     for opt in options:
         t0 = time.perf_counter()
@@ -285,6 +286,14 @@ def cmd_quant(a):
             model = base
         elif opt.startswith("int8-tflite"):
             model = edgeguard.load(os.path.join(a.out, "sweep.egb"), artifact="int8-tflite", num_threads=1)
+        elif opt in ("tflite", "tflite-int8out"):  # int8 TFLite as the converter makes it now / before
+            from edgeguard.converters.export import export_tflite, tflite_io_quantization
+
+            _, module = _load(a.out)
+            blob, _ = export_tflite(module, spec, int8=True, calib_inputs=x_cal, float_outputs=opt == "tflite")
+            qin, qout = tflite_io_quantization(blob)
+            model = GuardedModel(base.bundle, base.artifact, open_backend(
+                blob, "tflite", num_threads=1, input_quantization=qin, output_quantization=qout))
         else:
             method, _, arg = opt.partition(":")
             x_q, kw = x_cal, {}
@@ -361,7 +370,7 @@ def main(argv=None):
     q.add_argument("--out", required=True)
     q.add_argument("--options", default=",".join(QUANT_OPTIONS),
                    help="int8 ONNX options: minmax, percentile:P, entropy, -int8out (logits rounded to int8), "
-                        "+train (the train patches added)")
+                        "+train (the train patches added); int8 TFLite: tflite, tflite-int8out")
     q.add_argument("--configs", default="bit_depth:5,median:2,nlm:13-3-12;bit_depth:5,nlm:13-3-12")
     n = sub.add_parser("analyse")
     n.add_argument("--out", required=True)

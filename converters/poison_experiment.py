@@ -221,17 +221,23 @@ def _scan(module, train, mask, cfg):
         "found_share": float((flagged & mask).sum() / n_p) if n_p else None,
         "clean_flagged": int((flagged & ~mask).sum()),
         "clean_flagged_share": float((flagged & ~mask).sum() / (~mask).sum()),
-        "per_class": result.per_class, "seconds": time.perf_counter() - t0,
+        "per_class": result.per_class, "neural_cleanse": result.neural_cleanse,
+        "seconds": time.perf_counter() - t0,
     }
 
 
 def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epochs: int = 8, lr: float = 3e-3,
-        control: bool = True, control_only: bool = False, scan_config: dict | None = None, log=print) -> dict:
+        control: bool = True, control_only: bool = False, scan_config: dict | None = None,
+        neural_cleanse: bool = False, log=print) -> dict:
     from .data import mnist_splits
 
     os.makedirs(out_dir, exist_ok=True)
     cfg = {"width": width, "epochs": epochs, "lr": lr}
     scan_cfg = dict(scan_config or {})
+    if neural_cleanse:  # the second stage with its frozen defaults (JSON-able: a dict)
+        from .neural_cleanse import NeuralCleanseConfig
+
+        scan_cfg["neural_cleanse"] = NeuralCleanseConfig().to_dict()
     from .poisoning import PoisonScanConfig
 
     report = {"config": {"rate": rate, "patch": PATCH, "trigger": f"{PATCH}x{PATCH} white square, bottom-right",
@@ -248,11 +254,12 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
             "clean digits")
         module = _train(poisoned, seed, cfg)
         scan_result, scan = _scan(module, poisoned, mask, scan_cfg)
-        _, spectral = _scan(module, poisoned, mask, {**scan_cfg, "method": "spectral-signature"})
+        _, spectral = _scan(module, poisoned, mask, {**scan_cfg, "method": "spectral-signature",
+                                                     "neural_cleanse": None})
         scan["spectral_signature"] = {k: spectral[k] for k in ("n_flagged", "poisoned_found", "found_share",
                                                                "clean_flagged", "clean_flagged_share")}
         log(f"  scan: found {scan['poisoned_found']}/{scan['poisoned']}, clean flagged {scan['clean_flagged']}, "
-            f"likely backdoor {scan['likely_backdoor']}")
+            f"likely backdoor {scan['likely_backdoor']}" + _nc_line(scan))
         diagnosis = separation(module, poisoned, mask, target, seed)
         before = _convert_and_measure(module, splits, os.path.join(out_dir, f"case{source}{target}s{seed}-poisoned"),
                                       source, target, seed)
@@ -282,7 +289,7 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
         log(f"[control] clean training data, seed {seed}")
         module = _train(splits["train"], seed, cfg)
         _, scan = _scan(module, splits["train"], np.zeros(len(splits["train"]), bool), scan_cfg)
-        log(f"  scan: flagged {scan['n_flagged']}, likely backdoor {scan['likely_backdoor']}")
+        log(f"  scan: flagged {scan['n_flagged']}, likely backdoor {scan['likely_backdoor']}" + _nc_line(scan))
         measured = _convert_and_measure(module, splits, os.path.join(out_dir, f"control-s{seed}"), source, target,
                                         seed)
         floors = [{"source": s_, "target": t_, "attack_success": _attack_success(measured, splits["test"], s_, t_)}
@@ -301,6 +308,14 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
         f.write(text)
     log(text)
     return report
+
+
+def _nc_line(scan: dict) -> str:
+    nc = scan.get("neural_cleanse")
+    if not nc:
+        return ""
+    return ("; neural cleanse: mask L1 " + " ".join(f"{v:.0f}" for v in nc["mask_l1"]) + ", anomaly index "
+            + " ".join(f"{v:.2f}" for v in nc["anomaly_index"]) + f", flagged classes {nc['flagged_classes']}")
 
 
 def _pct(v) -> str:
@@ -335,6 +350,14 @@ def render(report: dict) -> str:
         if cases:
             out.append(f"{name} cases: goal met in {sum(bool(case.get('goal_met')) for case in cases)} of "
                        f"{len(cases)}")
+    nc_cases = [case for case in report["cases"] if case["scan"].get("neural_cleanse")]
+    if nc_cases or (report.get("control") or {}).get("scan", {}).get("neural_cleanse"):
+        out += ["", "second stage, Neural Cleanse (per class 0..9: reversed mask's L1 norm, anomaly index; "
+                    "> 2 on the small side flags a target class):"]
+        for case in nc_cases:
+            out.append(f"  {case['source']}->{case['target']} (seed {case['seed']})" + _nc_line(case["scan"]))
+        if report.get("control") and report["control"]["scan"].get("neural_cleanse"):
+            out.append(f"  control (seed {report['control']['seed']})" + _nc_line(report["control"]["scan"]))
     out += ["", "ART spectral signatures (expected poison 5%, x1.5: flags 7.5% of every class), same models:"]
     for case in report["cases"]:
         sp = case["scan"]["spectral_signature"]
@@ -382,6 +405,8 @@ def main(argv=None) -> int:
                    help="SOURCE:TARGET:SEED,... (default: the development cases 7:1:0,3:8:1,0:6:2 and the "
                         "evaluation cases 8:9:3,7:0:4,2:8:5)")
     p.add_argument("--no-control", action="store_true")
+    p.add_argument("--neural-cleanse", action="store_true",
+                   help="add the scan's second stage, Neural Cleanse (off by default; see docs/data-governance.md)")
     p.add_argument("--control-only", action="store_true", help="only the unpoisoned control (first case's pair)")
     args = p.parse_args(argv)
     cases = CASES
@@ -392,7 +417,7 @@ def main(argv=None) -> int:
 
     try:
         run(args.out, cases, rate=args.rate, epochs=args.epochs, control=not args.no_control,
-            control_only=args.control_only)
+            control_only=args.control_only, neural_cleanse=args.neural_cleanse)
     except EdgeGuardError as e:
         print(f"edgeguard: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

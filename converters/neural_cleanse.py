@@ -52,7 +52,7 @@ class NeuralCleanseConfig:
     early_stop_patience: int = 10
     cost_multiplier: float = 1.5
     batch_size: int = 32
-    n_images: int = 500  # training images (stratified) the triggers are optimised on
+    n_images: int = 320  # training images (stratified) the triggers are optimised on: 10 batches a step
     anomaly_index: float = 2.0  # the paper's and ART's bound (fixed inside ART's outlier test)
     null_quantile: float = 0.01  # sample rule: flag class-t images matching better than 1% of the others
 

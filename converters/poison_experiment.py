@@ -47,7 +47,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["plant_trigger", "add_trigger", "separation", "run", "main", "CASES", "DEV_CASES", "EVAL_CASES", "PATCH", "GOAL"]
+__all__ = ["plant_trigger", "add_trigger", "separation", "run", "main", "CASES", "DEV_CASES", "EVAL_CASES",
+           "NC_EVAL_CASES", "PATCH", "GOAL"]
 
 PATCH = 4  # trigger: a 4x4 white square, 1 pixel from the bottom-right corner
 #: (source class, target class, seed): the development cases, looked at while the scan's
@@ -57,6 +58,11 @@ DEV_CASES = ((7, 1, 0), (3, 8, 1), (0, 6, 2))
 #: than the development ones (distinct sources, seeds 3-5) after the configuration was frozen
 EVAL_CASES = ((8, 9, 3), (7, 0, 4), (2, 8, 5))
 CASES = DEV_CASES + EVAL_CASES
+#: fresh evaluation cases for the Neural Cleanse stage (whose settings were chosen on DEV_CASES and the
+#: control): drawn with numpy.random.default_rng(1329).choice(84, 3, replace=False) over the 84 ordered
+#: (source, target) pairs in neither DEV_CASES nor EVAL_CASES (listed source-major), seeds 6-8, after
+#: NeuralCleanseConfig's defaults were frozen
+NC_EVAL_CASES = ((4, 0, 6), (5, 9, 7), (0, 1, 8))
 #: the issue's goal: share of poison found, share of clean digits flagged, int8 attack success after removal
 GOAL = {"found_at_least": 0.9, "clean_flagged_below": 0.05, "attack_success_after_below": 0.05}
 
@@ -150,7 +156,8 @@ def _goal_met(scan: dict, after: dict) -> bool:
 
 
 def _role(case) -> str:
-    return "dev" if tuple(case) in DEV_CASES else "eval" if tuple(case) in EVAL_CASES else "other"
+    return ("dev" if tuple(case) in DEV_CASES else "eval" if tuple(case) in EVAL_CASES
+            else "nc-eval" if tuple(case) in NC_EVAL_CASES else "other")
 
 
 #: layers the diagnosis looks at: the scan's own (the input of the last nn.Linear), the last
@@ -345,7 +352,8 @@ def render(report: dict) -> str:
                      _pct(b["detector_false_positive_rate_clean"]), "met" if case.get("goal_met") else "no"])
     out += table(["role", "case", "poison found", "clean flagged", "verdict", "int8 acc", "int8 ASR",
                   "int8 acc after", "int8 ASR after", "floor", "squeeze flags trig", "squeeze FPR", "goal"], rows)
-    for role, name in (("dev", "development"), ("eval", "evaluation"), ("other", "other")):
+    for role, name in (("dev", "development"), ("eval", "evaluation"),
+                       ("nc-eval", "fresh evaluation (Neural Cleanse)"), ("other", "other")):
         cases = [case for case in report["cases"] if case.get("role") == role]
         if cases:
             out.append(f"{name} cases: goal met in {sum(bool(case.get('goal_met')) for case in cases)} of "

@@ -251,6 +251,8 @@ def scan_training_data(module, spec: InputSpec, train: Images, config: PoisonSca
             if cfg.neural_cleanse is not None:
                 nc_report, nc_suspicious = _neural_cleanse_stage(module, spec, x, train.y, counts, cfg, rows)
                 suspicious = np.union1d(np.asarray(suspicious, np.int64), nc_suspicious)
+                for row in rows:  # both stages may list the same image
+                    row["n_suspicious"] = int((train.y[suspicious] == row["class"]).sum())
     finally:
         module.train(was_training)
     suspect = [r["label"] for r in rows if r.get("suspect")]
@@ -369,7 +371,6 @@ def _neural_cleanse_stage(module, spec: InputSpec, x, y, counts, cfg: PoisonScan
         members = np.flatnonzero(in_class & (scores < bound))
         suspicious.append(members)
         row = rows[k]
-        row["n_suspicious"] = int(row.get("n_suspicious", 0)) + int(len(members))
         row.update(suspect=True, nc_flagged=True, nc_match_bound=bound, nc_trigger_matches=int(len(members)))
     report = {"config": ncfg.to_dict(), "mask_l1": found["l1_norms"], "anomaly_index": found["anomaly_index"],
               "flagged_classes": [spec.labels[k] for k in found["flagged"]], "steps_run": found["steps_run"],

@@ -118,3 +118,14 @@ def test_neural_cleanse_on_unpoisoned_digits_raises_no_alarm(all_to_one):
         warnings.simplefilter("error")
         result = scan_training_data(model, spec, train, PoisonScanConfig(neural_cleanse=NeuralCleanseConfig(**QUICK)))
     assert not result.likely_backdoor and result.neural_cleanse["flagged_classes"] == []
+
+
+def test_fresh_evaluation_cases_are_new_pairs():
+    from edgeguard.converters.poison_experiment import DEV_CASES, EVAL_CASES, NC_EVAL_CASES, _role
+
+    seen = {c[:2] for c in DEV_CASES + EVAL_CASES}
+    assert not {c[:2] for c in NC_EVAL_CASES} & seen and len(set(NC_EVAL_CASES)) == 3
+    pairs = [(s, t) for s in range(10) for t in range(10) if s != t and (s, t) not in seen]
+    drawn = [pairs[i] for i in np.random.default_rng(1329).choice(len(pairs), 3, replace=False)]
+    assert drawn == [c[:2] for c in NC_EVAL_CASES]  # the recorded draw
+    assert {_role(c) for c in NC_EVAL_CASES} == {"nc-eval"}

@@ -137,6 +137,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     gov.add_argument("--poison-scan", choices=("warn", "error", "drop"), default=None,
                      help="scan --train for poison/backdoors on the source model before hardening (ART activation "
                           "clustering): warn, stop (PoisonDetectedError), or drop the suspicious images")
+    gov.add_argument("--poison-scan-neural-cleanse", action="store_true",
+                     help="with --poison-scan: add the model-level second stage, Neural Cleanse (slow: one trigger "
+                          "optimisation per class; off by default, see docs/data-governance.md for what it finds)")
     data.add_argument("--resize", type=int, metavar="N",
                       help="image folders: resize the shorter side to N pixels (torchvision Resize, bilinear)")
     data.add_argument("--center-crop", type=int, metavar="N",
@@ -329,9 +332,17 @@ def _dataset_metadata(args):
 
 def _poison_scan(args, pipeline):
     if args.poison_scan is None:
+        if args.poison_scan_neural_cleanse:
+            from .errors import ConversionError
+
+            raise ConversionError("--poison-scan-neural-cleanse needs --poison-scan warn|error|drop")
         return None
     from .poisoning import PoisonScanConfig
 
+    if args.poison_scan_neural_cleanse:
+        from .neural_cleanse import NeuralCleanseConfig
+
+        return PoisonScanConfig(on_detection=args.poison_scan, seed=args.seed, neural_cleanse=NeuralCleanseConfig())
     return PoisonScanConfig(on_detection=args.poison_scan, seed=args.seed)
 
 

@@ -30,6 +30,10 @@ configuration was chosen on (its 0.5 silhouette bound in particular). The **eval
 frozen and were never used to choose a parameter; their figures are the ones that say how the
 scan does on a backdoor it was not tuned to.
 
+With ``--neural-cleanse`` the scan adds its optional second stage (Neural Cleanse,
+:mod:`.neural_cleanse`), whose settings were chosen on the development cases and the control;
+its fresh evaluation cases are :data:`NC_EVAL_CASES`.
+
 A control case trains on unpoisoned data and is scanned too: a verdict of "likely backdoor"
 there is a false alarm. Its int8 artifact also gives each pair's *floor*: the share of
 triggered source digits an unpoisoned model classifies as the target anyway, the lowest attack

@@ -332,10 +332,6 @@ def _dataset_metadata(args):
 
 def _poison_scan(args, pipeline):
     if args.poison_scan is None:
-        if args.poison_scan_neural_cleanse:
-            from .errors import ConversionError
-
-            raise ConversionError("--poison-scan-neural-cleanse needs --poison-scan warn|error|drop")
         return None
     from .poisoning import PoisonScanConfig
 
@@ -376,6 +372,8 @@ def cmd_convert(args) -> int:
             raise ConversionError(f"--factory-kwargs is not valid JSON: {e}") from None
         if not isinstance(factory_kwargs, dict):
             raise ConversionError("--factory-kwargs must be a JSON object")
+    if args.poison_scan_neural_cleanse and args.poison_scan is None:
+        raise ConversionError("--poison-scan-neural-cleanse needs --poison-scan warn|error|drop")
     if args.torch and args.harden != "none" and not args.train:
         raise ConversionError(f"--harden {args.harden} needs labelled training data (--train)")
     if args.onnx and args.harden != "none":

@@ -129,3 +129,12 @@ def test_fresh_evaluation_cases_are_new_pairs():
     drawn = [pairs[i] for i in np.random.default_rng(1329).choice(len(pairs), 3, replace=False)]
     assert drawn == [c[:2] for c in NC_EVAL_CASES]  # the recorded draw
     assert {_role(c) for c in NC_EVAL_CASES} == {"nc-eval"}
+
+
+def test_convert_cli_refuses_the_second_stage_without_a_scan(tmp_path, capsys):
+    from edgeguard import _cli
+
+    args = ["convert", "--torch", "edgeguard.converters.models:mnist_cnn", "--input-shape", "1,28,28",
+            "--calib", str(tmp_path / "calib.npz"), "--key", "generate", "--out", str(tmp_path)]
+    assert _cli.main(args + ["--poison-scan-neural-cleanse"]) == 1
+    assert "needs --poison-scan" in capsys.readouterr().err

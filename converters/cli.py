@@ -153,6 +153,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     gov.add_argument("--poison-scan", choices=("warn", "error", "drop"), default=None,
                      help="scan --train for poison/backdoors on the source model before hardening (ART activation "
                           "clustering): warn, stop (PoisonDetectedError), or drop the suspicious images")
+    gov.add_argument("--poison-scan-neural-cleanse", action="store_true",
+                     help="with --poison-scan: add the model-level second stage, Neural Cleanse (slow: one trigger "
+                          "optimisation per class; off by default, see docs/data-governance.md for what it finds)")
     data.add_argument("--resize", type=int, metavar="N",
                       help="image folders: resize the shorter side to N pixels (torchvision Resize, bilinear)")
     data.add_argument("--center-crop", type=int, metavar="N",
@@ -352,6 +355,10 @@ def _poison_scan(args, pipeline):
         return None
     from .poisoning import PoisonScanConfig
 
+    if args.poison_scan_neural_cleanse:
+        from .neural_cleanse import NeuralCleanseConfig
+
+        return PoisonScanConfig(on_detection=args.poison_scan, seed=args.seed, neural_cleanse=NeuralCleanseConfig())
     return PoisonScanConfig(on_detection=args.poison_scan, seed=args.seed)
 
 
@@ -385,6 +392,8 @@ def cmd_convert(args) -> int:
             raise ConversionError(f"--factory-kwargs is not valid JSON: {e}") from None
         if not isinstance(factory_kwargs, dict):
             raise ConversionError("--factory-kwargs must be a JSON object")
+    if args.poison_scan_neural_cleanse and args.poison_scan is None:
+        raise ConversionError("--poison-scan-neural-cleanse needs --poison-scan warn|error|drop")
     if args.torch and args.harden != "none" and not args.train:
         raise ConversionError(f"--harden {args.harden} needs labelled training data (--train)")
     if args.onnx and args.harden != "none":

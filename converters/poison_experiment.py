@@ -30,6 +30,10 @@ configuration was chosen on (its 0.5 silhouette bound in particular). The **eval
 frozen and were never used to choose a parameter; their figures are the ones that say how the
 scan does on a backdoor it was not tuned to.
 
+With ``--neural-cleanse`` the scan adds its optional second stage (Neural Cleanse,
+:mod:`.neural_cleanse`), whose settings were chosen on the development cases and the control;
+its fresh evaluation cases are :data:`NC_EVAL_CASES`.
+
 A control case trains on unpoisoned data and is scanned too: a verdict of "likely backdoor"
 there is a false alarm. Its int8 artifact also gives each pair's *floor*: the share of
 triggered source digits an unpoisoned model classifies as the target anyway, the lowest attack
@@ -47,7 +51,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["plant_trigger", "add_trigger", "separation", "run", "main", "CASES", "DEV_CASES", "EVAL_CASES", "PATCH", "GOAL"]
+__all__ = ["plant_trigger", "add_trigger", "separation", "run", "main", "CASES", "DEV_CASES", "EVAL_CASES",
+           "NC_EVAL_CASES", "PATCH", "GOAL"]
 
 PATCH = 4  # trigger: a 4x4 white square, 1 pixel from the bottom-right corner
 #: (source class, target class, seed): the development cases, looked at while the scan's
@@ -57,6 +62,11 @@ DEV_CASES = ((7, 1, 0), (3, 8, 1), (0, 6, 2))
 #: than the development ones (distinct sources, seeds 3-5) after the configuration was frozen
 EVAL_CASES = ((8, 9, 3), (7, 0, 4), (2, 8, 5))
 CASES = DEV_CASES + EVAL_CASES
+#: fresh evaluation cases for the Neural Cleanse stage (whose settings were chosen on DEV_CASES and the
+#: control): drawn with numpy.random.default_rng(1329).choice(84, 3, replace=False) over the 84 ordered
+#: (source, target) pairs in neither DEV_CASES nor EVAL_CASES (listed source-major), seeds 6-8, after
+#: NeuralCleanseConfig's defaults were frozen
+NC_EVAL_CASES = ((4, 0, 6), (5, 9, 7), (0, 1, 8))
 #: the issue's goal: share of poison found, share of clean digits flagged, int8 attack success after removal
 GOAL = {"found_at_least": 0.9, "clean_flagged_below": 0.05, "attack_success_after_below": 0.05}
 
@@ -150,7 +160,8 @@ def _goal_met(scan: dict, after: dict) -> bool:
 
 
 def _role(case) -> str:
-    return "dev" if tuple(case) in DEV_CASES else "eval" if tuple(case) in EVAL_CASES else "other"
+    return ("dev" if tuple(case) in DEV_CASES else "eval" if tuple(case) in EVAL_CASES
+            else "nc-eval" if tuple(case) in NC_EVAL_CASES else "other")
 
 
 #: layers the diagnosis looks at: the scan's own (the input of the last nn.Linear), the last
@@ -221,17 +232,23 @@ def _scan(module, train, mask, cfg):
         "found_share": float((flagged & mask).sum() / n_p) if n_p else None,
         "clean_flagged": int((flagged & ~mask).sum()),
         "clean_flagged_share": float((flagged & ~mask).sum() / (~mask).sum()),
-        "per_class": result.per_class, "seconds": time.perf_counter() - t0,
+        "per_class": result.per_class, "neural_cleanse": result.neural_cleanse,
+        "seconds": time.perf_counter() - t0,
     }
 
 
 def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epochs: int = 8, lr: float = 3e-3,
-        control: bool = True, control_only: bool = False, scan_config: dict | None = None, log=print) -> dict:
+        control: bool = True, control_only: bool = False, scan_config: dict | None = None,
+        neural_cleanse: bool = False, log=print) -> dict:
     from .data import mnist_splits
 
     os.makedirs(out_dir, exist_ok=True)
     cfg = {"width": width, "epochs": epochs, "lr": lr}
     scan_cfg = dict(scan_config or {})
+    if neural_cleanse:  # the second stage with its frozen defaults (JSON-able: a dict)
+        from .neural_cleanse import NeuralCleanseConfig
+
+        scan_cfg["neural_cleanse"] = NeuralCleanseConfig().to_dict()
     from .poisoning import PoisonScanConfig
 
     report = {"config": {"rate": rate, "patch": PATCH, "trigger": f"{PATCH}x{PATCH} white square, bottom-right",
@@ -248,11 +265,12 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
             "clean digits")
         module = _train(poisoned, seed, cfg)
         scan_result, scan = _scan(module, poisoned, mask, scan_cfg)
-        _, spectral = _scan(module, poisoned, mask, {**scan_cfg, "method": "spectral-signature"})
+        _, spectral = _scan(module, poisoned, mask, {**scan_cfg, "method": "spectral-signature",
+                                                     "neural_cleanse": None})
         scan["spectral_signature"] = {k: spectral[k] for k in ("n_flagged", "poisoned_found", "found_share",
                                                                "clean_flagged", "clean_flagged_share")}
         log(f"  scan: found {scan['poisoned_found']}/{scan['poisoned']}, clean flagged {scan['clean_flagged']}, "
-            f"likely backdoor {scan['likely_backdoor']}")
+            f"likely backdoor {scan['likely_backdoor']}" + _nc_line(scan))
         diagnosis = separation(module, poisoned, mask, target, seed)
         before = _convert_and_measure(module, splits, os.path.join(out_dir, f"case{source}{target}s{seed}-poisoned"),
                                       source, target, seed)
@@ -282,7 +300,7 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
         log(f"[control] clean training data, seed {seed}")
         module = _train(splits["train"], seed, cfg)
         _, scan = _scan(module, splits["train"], np.zeros(len(splits["train"]), bool), scan_cfg)
-        log(f"  scan: flagged {scan['n_flagged']}, likely backdoor {scan['likely_backdoor']}")
+        log(f"  scan: flagged {scan['n_flagged']}, likely backdoor {scan['likely_backdoor']}" + _nc_line(scan))
         measured = _convert_and_measure(module, splits, os.path.join(out_dir, f"control-s{seed}"), source, target,
                                         seed)
         floors = [{"source": s_, "target": t_, "attack_success": _attack_success(measured, splits["test"], s_, t_)}
@@ -301,6 +319,14 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
         f.write(text)
     log(text)
     return report
+
+
+def _nc_line(scan: dict) -> str:
+    nc = scan.get("neural_cleanse")
+    if not nc:
+        return ""
+    return ("; neural cleanse: mask L1 " + " ".join(f"{v:.0f}" for v in nc["mask_l1"]) + ", anomaly index "
+            + " ".join(f"{v:.2f}" for v in nc["anomaly_index"]) + f", flagged classes {nc['flagged_classes']}")
 
 
 def _pct(v) -> str:
@@ -330,11 +356,20 @@ def render(report: dict) -> str:
                      _pct(b["detector_false_positive_rate_clean"]), "met" if case.get("goal_met") else "no"])
     out += table(["role", "case", "poison found", "clean flagged", "verdict", "int8 acc", "int8 ASR",
                   "int8 acc after", "int8 ASR after", "floor", "squeeze flags trig", "squeeze FPR", "goal"], rows)
-    for role, name in (("dev", "development"), ("eval", "evaluation"), ("other", "other")):
+    for role, name in (("dev", "development"), ("eval", "evaluation"),
+                       ("nc-eval", "fresh evaluation (Neural Cleanse)"), ("other", "other")):
         cases = [case for case in report["cases"] if case.get("role") == role]
         if cases:
             out.append(f"{name} cases: goal met in {sum(bool(case.get('goal_met')) for case in cases)} of "
                        f"{len(cases)}")
+    nc_cases = [case for case in report["cases"] if case["scan"].get("neural_cleanse")]
+    if nc_cases or (report.get("control") or {}).get("scan", {}).get("neural_cleanse"):
+        out += ["", "second stage, Neural Cleanse (per class 0..9: reversed mask's L1 norm, anomaly index; "
+                    "> 2 on the small side flags a target class):"]
+        for case in nc_cases:
+            out.append(f"  {case['source']}->{case['target']} (seed {case['seed']})" + _nc_line(case["scan"]))
+        if report.get("control") and report["control"]["scan"].get("neural_cleanse"):
+            out.append(f"  control (seed {report['control']['seed']})" + _nc_line(report["control"]["scan"]))
     out += ["", "ART spectral signatures (expected poison 5%, x1.5: flags 7.5% of every class), same models:"]
     for case in report["cases"]:
         sp = case["scan"]["spectral_signature"]
@@ -382,6 +417,8 @@ def main(argv=None) -> int:
                    help="SOURCE:TARGET:SEED,... (default: the development cases 7:1:0,3:8:1,0:6:2 and the "
                         "evaluation cases 8:9:3,7:0:4,2:8:5)")
     p.add_argument("--no-control", action="store_true")
+    p.add_argument("--neural-cleanse", action="store_true",
+                   help="add the scan's second stage, Neural Cleanse (off by default; see docs/data-governance.md)")
     p.add_argument("--control-only", action="store_true", help="only the unpoisoned control (first case's pair)")
     args = p.parse_args(argv)
     cases = CASES
@@ -392,7 +429,7 @@ def main(argv=None) -> int:
 
     try:
         run(args.out, cases, rate=args.rate, epochs=args.epochs, control=not args.no_control,
-            control_only=args.control_only)
+            control_only=args.control_only, neural_cleanse=args.neural_cleanse)
     except EdgeGuardError as e:
         print(f"edgeguard: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -29,6 +29,12 @@ output of the module named by ``layer``; its predictions are still the model's.
 
 :func:`scan_training_data` returns a :class:`PoisonScanResult`: the suspicious images, a
 per-class table, and ``likely_backdoor`` (some class has a small separate cluster).
+With ``neural_cleanse=NeuralCleanseConfig()`` (off by default) a second, model-level stage runs
+after the clustering: Neural Cleanse (Wang et al. 2019, :mod:`.neural_cleanse`) reverse-engineers
+the smallest trigger per class; a class whose trigger is an outlier (ART's anomaly index > 2) is a
+backdoor target, and its training images that match the reversed trigger are listed. Measured on
+the planted-trigger experiment it flagged no class (docs/data-governance.md), hence off.
+
 ``on_detection`` decides what a finding does: ``"warn"`` (a :class:`PoisonWarning`),
 ``"error"`` (:class:`~edgeguard.converters.errors.PoisonDetectedError`), or ``"drop"``
 (warn; the caller trains or hardens on :meth:`PoisonScanResult.clean_subset`).
@@ -44,6 +50,7 @@ import numpy as np
 
 from .data import Images, InputSpec
 from .errors import CalibrationDataError, ConversionError, PoisonDetectedError
+from .neural_cleanse import NeuralCleanseConfig
 
 __all__ = ["PoisonScanConfig", "PoisonScanResult", "PoisonWarning", "scan_training_data", "activation_probe",
            "METHODS", "ON_DETECTION"]
@@ -78,8 +85,13 @@ class PoisonScanConfig:
     on_detection: str = "warn"
     seed: int = 0
     batch_size: int = 256
+    neural_cleanse: NeuralCleanseConfig | None = None  # second stage (off: it flagged nothing when measured)
 
     def __post_init__(self):
+        if isinstance(self.neural_cleanse, dict):  # from JSON / to_dict()
+            object.__setattr__(self, "neural_cleanse", NeuralCleanseConfig(**self.neural_cleanse))
+        if self.neural_cleanse is not None and not isinstance(self.neural_cleanse, NeuralCleanseConfig):
+            raise ConversionError("neural_cleanse must be a NeuralCleanseConfig (or its dict), or None")
         if self.method not in METHODS:
             raise ConversionError(f"unknown poisoning scan method {self.method!r}; choose one of {METHODS}")
         if self.on_detection not in ON_DETECTION:
@@ -112,6 +124,7 @@ class PoisonScanResult:
     activation_dim: int
     data_sha256: str
     labels: tuple
+    neural_cleanse: dict | None = None  # the second stage's per-class norms, anomaly indices, flagged classes
 
     @property
     def flagged(self) -> np.ndarray:
@@ -134,8 +147,11 @@ class PoisonScanResult:
                     + (f"; {len(self.suspicious)} ranked suspicious" if len(self.suspicious) else ""))
         classes = ", ".join(f"{r['label']} ({r['n_suspicious']} of {r['n']})" for r in self.per_class
                             if r["label"] in self.suspect_classes)
+        nc = self.neural_cleanse or {}
+        how = ("are suspicious (small separate clusters, or Neural Cleanse's reversed trigger in a target class "
+               f"{nc['flagged_classes']})" if nc.get("flagged_classes") else "form small separate clusters")
         return (f"poisoning scan ({self.config.method}): LIKELY BACKDOOR: {len(self.suspicious)} of {self.n} "
-                f"training image(s) form small separate clusters in class(es) {classes}")
+                f"training image(s) {how} in class(es) {classes}")
 
     def to_dict(self, max_listed: int | None = None) -> dict:
         listed = self.suspicious if max_listed is None else self.suspicious[:max_listed]
@@ -144,7 +160,7 @@ class PoisonScanResult:
                 "likely_backdoor": self.likely_backdoor, "suspect_classes": list(self.suspect_classes),
                 "n_suspicious": int(len(self.suspicious)), "suspicious": [int(i) for i in listed],
                 "suspicious_listed": int(len(listed)), "per_class": self.per_class,
-                "summary": self.summary()}
+                "neural_cleanse": self.neural_cleanse, "summary": self.summary()}
 
 
 def _last_linear_name(module) -> str:
@@ -231,11 +247,17 @@ def scan_training_data(module, spec: InputSpec, train: Images, config: PoisonSca
                 rows, suspicious, dim = _activation_clustering(clf, x, y_onehot, train.y, counts, cfg, spec)
             else:
                 rows, suspicious, dim = _spectral_signature(clf, x, y_onehot, train.y, counts, cfg, spec)
+            nc_report = None
+            if cfg.neural_cleanse is not None:
+                nc_report, nc_suspicious = _neural_cleanse_stage(module, spec, x, train.y, counts, cfg, rows)
+                suspicious = np.union1d(np.asarray(suspicious, np.int64), nc_suspicious)
+                for row in rows:  # both stages may list the same image
+                    row["n_suspicious"] = int((train.y[suspicious] == row["class"]).sum())
     finally:
         module.train(was_training)
     suspect = [r["label"] for r in rows if r.get("suspect")]
     result = PoisonScanResult(cfg, len(train), np.asarray(sorted(suspicious), np.int64), rows, bool(suspect),
-                              suspect, dim, train.sha256, tuple(spec.labels))
+                              suspect, dim, train.sha256, tuple(spec.labels), nc_report)
     if result.likely_backdoor:
         if cfg.on_detection == "error":
             raise PoisonDetectedError(result.summary() + "; drop them (on_detection='drop', --poison-scan drop), "
@@ -318,3 +340,39 @@ def _spectral_signature(clf, x, y_onehot, y, counts, cfg: PoisonScanConfig, spec
     rows = [{"class": k, "label": spec.labels[k], "n": int(counts[k]),
              "n_suspicious": int((~is_clean[y == k]).sum()), "suspect": False} for k in range(spec.num_classes)]
     return rows, np.flatnonzero(~is_clean), dim
+
+
+def _neural_cleanse_stage(module, spec: InputSpec, x, y, counts, cfg: PoisonScanConfig, rows):
+    """Neural Cleanse on the model, then the training images of each flagged class that carry the
+    reversed trigger (the rule in :mod:`.neural_cleanse`). Marks flagged classes suspect in
+    ``rows``; returns (report, indices of the matching images)."""
+    from .hardening import normalized_module
+    from .neural_cleanse import reverse_engineer_triggers, trigger_match_scores
+
+    ncfg = cfg.neural_cleanse
+    rng = np.random.default_rng(cfg.seed)
+    per_class = max(ncfg.n_images // spec.num_classes, 1)
+    sample = np.concatenate([rng.choice(np.flatnonzero(y == k), min(per_class, int(counts[k])), replace=False)
+                             for k in range(spec.num_classes) if counts[k]])
+    if len(sample) < ncfg.batch_size:
+        raise CalibrationDataError(f"neural cleanse needs at least batch_size={ncfg.batch_size} training images")
+    found = reverse_engineer_triggers(normalized_module(module, spec), x[sample], y[sample], spec.num_classes,
+                                      spec.range, ncfg, seed=cfg.seed)
+    suspicious = []
+    for k, row in enumerate(rows):
+        row["nc_mask_l1"] = found["l1_norms"][k]
+        row["nc_anomaly_index"] = found["anomaly_index"][k]
+    for k in found["flagged"]:
+        scores = trigger_match_scores(x, found["masks"][k], found["patterns"][k])
+        in_class = y == k
+        if in_class.all():
+            continue
+        bound = float(np.quantile(scores[~in_class], ncfg.null_quantile))
+        members = np.flatnonzero(in_class & (scores < bound))
+        suspicious.append(members)
+        row = rows[k]
+        row.update(suspect=True, nc_flagged=True, nc_match_bound=bound, nc_trigger_matches=int(len(members)))
+    report = {"config": ncfg.to_dict(), "mask_l1": found["l1_norms"], "anomaly_index": found["anomaly_index"],
+              "flagged_classes": [spec.labels[k] for k in found["flagged"]], "steps_run": found["steps_run"],
+              "images_optimised_on": int(len(sample))}
+    return report, (np.concatenate(suspicious) if suspicious else np.zeros(0, np.int64))

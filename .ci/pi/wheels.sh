@@ -48,7 +48,7 @@ stamp "built $WHEEL"
 $SUDO bash .ci/pi/root.sh clone "$BASE" "$RUN_ROOT"
 $SUDO mkdir -p "$RUN_ROOT/root/check"
 $SUDO cp "dist/pi/$WHEEL" "$RUN_ROOT/root/"
-$SUDO cp -r tests native setup.py CMakeLists.txt "$RUN_ROOT/root/check/"
+$SUDO cp -r tests native setup.py CMakeLists.txt examples "$RUN_ROOT/root/check/"
 $SUDO cp -r build/pi-wheels-$ARCH/bundles "$RUN_ROOT/root/check/bundles"
 run "$RUN_ROOT" /bin/bash -euo pipefail -c "
   if [ -n '$APT_RUNTIME' ]; then apt-get update -qq && apt-get install -y -qq $APT_RUNTIME >/dev/null; fi
@@ -59,5 +59,5 @@ run "$RUN_ROOT" /bin/bash -euo pipefail -c "
   python tests/smoke_install.py
   python -m pytest -q -p no:cacheprovider -x tests/test_squeeze.py tests/test_squeeze_errors.py \
       tests/test_native_binding.py tests/test_bundle.py
-  python tests/pi/check_bundles.py bundles --require $REQUIRE"
+  python tests/pi/check_bundles.py bundles --require $REQUIRE --camera-example examples/camera.py"
 stamp "wheel installed without a compiler and checked"

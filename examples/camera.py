@@ -89,8 +89,9 @@ def open_camera(source: str, args):
             frames = tries[name]()
             first = next(frames)  # imports the library and opens the camera
         except (ImportError, OSError, RuntimeError, StopIteration) as e:
-            if source == name:
-                raise SystemExit(f"{name}: {e}")
+            if source == name:  # asked for by name: an error (2), as a bundle that does not load
+                print(f"{name}: {type(e).__name__}: {e}", file=sys.stderr)
+                raise SystemExit(2)
             print(f"[camera] {name} not usable here: {type(e).__name__}: {e}", file=sys.stderr)
             continue
 

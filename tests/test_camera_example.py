@@ -93,10 +93,10 @@ def test_a_camera_frame_is_converted_as_an_image_file_is(signed):
 def test_camera_sources_fail_clearly_without_a_camera(signed):
     common = [str(signed / "model.egb"), "--public-key", str(signed / "model.pub"), "--frames", "1"]
     r = run_example(*common, "--source", "picamera2")
-    assert r.returncode != 0 and "picamera2:" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "picamera2:" in r.stderr and "Traceback" not in r.stderr
     if importlib.util.find_spec("cv2") is not None and not os.path.exists("/dev/video0"):
         r = run_example(*common, "--source", "opencv", "--device", "0")
-        assert r.returncode != 0 and "opencv:" in r.stderr and "Traceback" not in r.stderr
+        assert r.returncode == 2 and "opencv:" in r.stderr and "Traceback" not in r.stderr
     if not os.path.exists("/dev/video0"):
         r = run_example(*common)  # auto: tries both, then has no files to fall back on
         assert r.returncode == 2 and "no camera usable and no image files given" in r.stderr

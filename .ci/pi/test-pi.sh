@@ -59,7 +59,8 @@ EOF'
 fi
 
 # the workstation side: the sdist and a signed bundle with small real models
-rm -rf build/pi-$ARCH/sdist && "$PY" setup.py -q sdist -d build/pi-$ARCH/sdist >/dev/null
+# one sdist at a time: setup.py assembles it in ./edgeguard-<version>/, which concurrent targets share
+mkdir -p build && rm -rf build/pi-$ARCH/sdist && flock build/.sdist.lock "$PY" setup.py -q sdist -d build/pi-$ARCH/sdist >/dev/null
 "$PY" tests/pi/make_bundles.py build/pi-$ARCH/bundles >/dev/null 2>&1 || "$PY" tests/pi/make_bundles.py build/pi-$ARCH/bundles
 stamp "sdist and bundles made"
 

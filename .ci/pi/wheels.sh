@@ -31,7 +31,8 @@ run() { timeout 3600 $SUDO bash .ci/pi/root.sh run "$ARCH" "$@"; }
 
 $SUDO bash .ci/pi/root.sh create "$ARCH" "$BASE"
 if [ ! -e "$BUILD_ROOT/.complete" ]; then $SUDO bash .ci/pi/root.sh clone "$BASE" "$BUILD_ROOT"; fi
-rm -rf build/pi-wheels-$ARCH/sdist && "$PY" setup.py -q sdist -d build/pi-wheels-$ARCH/sdist >/dev/null
+# one sdist at a time: setup.py assembles it in ./edgeguard-<version>/, which concurrent targets share
+mkdir -p build && rm -rf build/pi-wheels-$ARCH/sdist && flock build/.sdist.lock "$PY" setup.py -q sdist -d build/pi-wheels-$ARCH/sdist >/dev/null
 "$PY" tests/pi/make_bundles.py build/pi-wheels-$ARCH/bundles >/dev/null 2>&1 || "$PY" tests/pi/make_bundles.py build/pi-wheels-$ARCH/bundles
 
 # build: a compiler root (the page's build dependencies + patchelf for auditwheel)

@@ -11,7 +11,7 @@ JOBS ?= 2
 
 .PHONY: setup system-packages venv native-ext demo demo-colour bench test test-c test-c-native test-c-sanitize \
         test-c-aarch64 test-c-armv7 test-python test-sdist fuzz fuzz-build test-fuzz clean poison-experiment \
-        test-pi test-pi64 test-pi32 pi-wheels
+        test-pi test-pi64 test-pi32 test-pi32-k64 pi-wheels
 
 setup: system-packages venv
 
@@ -101,13 +101,17 @@ test-fuzz: fuzz-build native-ext
 # Emulated Raspberry Pi OS stand-ins (docs/raspberry-pi.md): Debian bookworm arm64 / armhf roots
 # under qemu-user with a Pi 4 CPU model, cached in $(BUILD)/pi-roots; the sdist installed with
 # the page's commands, torch-free tests, a signed bundle run on every backend there.
-test-pi: test-pi64 test-pi32
+test-pi: test-pi64 test-pi32 test-pi32-k64
 
 test-pi64: venv system-packages
 	bash .ci/pi/test-pi.sh arm64 $(PY)
 
 test-pi32: venv system-packages
 	bash .ci/pi/test-pi.sh armhf $(PY)
+
+# 32-bit Pi OS on a 64-bit kernel (Pi 4/5 default): the armhf root, uname reporting aarch64
+test-pi32-k64: venv system-packages
+	bash .ci/pi/test-pi.sh armhf-k64 $(PY)
 
 # aarch64 and armv7l wheels (dist/pi/), built in the emulated roots, checked in a root without a compiler
 pi-wheels: venv system-packages

@@ -42,17 +42,20 @@ def test_tflite_extra_picks_the_runtime_per_machine():
 def _blocks(kind):
     with open(PAGE, encoding="utf-8") as f:
         page = f.read()
-    return re.findall(r"<!-- %s: ([a-z0-9, ]+) -->\s*```sh\n(.*?)```" % kind, page, re.S)
+    return re.findall(r"<!-- %s: ([a-z0-9, -]+) -->\s*```sh\n(.*?)```" % kind, page, re.S)
 
 
 def test_page_has_the_blocks_the_emulated_targets_run():
     install = {arch.strip(): body for archs, body in _blocks("pi-install") for arch in archs.split(",")}
-    assert set(install) == {"arm64", "armhf"}
-    assert {a.strip() for archs, _ in _blocks("pi-test") for a in archs.split(",")} == {"arm64", "armhf"}
+    assert set(install) == {"arm64", "armhf", "armhf-k64"}
+    assert {a.strip() for archs, _ in _blocks("pi-test") for a in archs.split(",")} == {"arm64", "armhf", "armhf-k64"}
     extras = setup_namespace()["extras"]
     for arch, body in install.items():
         used = re.findall(r"\.tar\.gz\)\[([a-z0-9,-]+)\]", body)
         assert used, f"{arch}: no pip install of the sdist"
         for names in used:
             assert set(names.split(",")) <= set(extras), (arch, names)
-    assert "--system-site-packages" in install["armhf"]  # Debian's numpy/cffi: no armv7 wheels on PyPI
+    for arch in ("armhf", "armhf-k64"):
+        assert "--system-site-packages" in install[arch]  # Debian's numpy/cffi: no armv7 wheels on PyPI
+    # a 32-bit userland on a 64-bit kernel says aarch64: the markers would pick ai-edge-litert
+    assert "[tflite-armv7]" in install["armhf-k64"] and "[tflite]" not in install["armhf-k64"]

@@ -6,6 +6,7 @@
 #                                    compiler), once: DIR/.complete marks a finished root
 #   root.sh clone SRC DST            fresh copy of a finished root
 #   root.sh run ARCH DIR CMD...      run CMD inside as root, in a clean environment, with a Pi CPU model
+#                                    (PI_CPUINFO=arm64|armhf: whose /proc/cpuinfo to show; default ARCH's)
 #
 # Needs root (chroot, mount), debootstrap and qemu-user-static (.ci/system-packages.sh).
 # Facts this relies on: ../shared/notes/pi-emulation.md -- ONNX Runtime and LiteRT crash under
@@ -48,7 +49,8 @@ mount_all() {
   mountpoint -q "$dir/sys" || mount --rbind /sys "$dir/sys"
   mountpoint -q "$dir/dev" || mount --bind /dev "$dir/dev"
   mountpoint -q "$dir/dev/pts" || mount --bind /dev/pts "$dir/dev/pts"
-  mountpoint -q "$dir/proc/cpuinfo" || mount --bind "$HERE/cpuinfo-$arch" "$dir/proc/cpuinfo"
+  # PI_CPUINFO=arm64 in an armhf root: what a 32-bit process reads on a Pi's 64-bit kernel
+  mountpoint -q "$dir/proc/cpuinfo" || mount --bind "$HERE/cpuinfo-${PI_CPUINFO:-$arch}" "$dir/proc/cpuinfo"
   cp /etc/resolv.conf "$dir/etc/resolv.conf"
   # PyPI may be reached through a TLS-intercepting proxy: give pip the host's CA bundle
   cp /etc/ssl/certs/ca-certificates.crt "$dir/etc/host-ca-certificates.crt"

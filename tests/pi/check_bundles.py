@@ -2,7 +2,10 @@
 tests/pi/make_bundles.py with every backend installed here, run it on the same images
 and compare with what the workstation answered. Also: a tampered bundle is refused.
 
-    python check_bundles.py BUNDLE_DIR --require litert[,onnxruntime,...]
+    python check_bundles.py BUNDLE_DIR --require litert[,onnxruntime,...] [--camera-example examples/camera.py]
+
+With --camera-example, the example is also run as a Pi user would, on the bundle's still frame
+(frame.ppm) for every artifact that ran here, and must print the workstation's label and score.
 
 Tolerances, fixed before any run: fp32 artifacts must give the same classes, probabilities
 within 1e-4 and detector scores within 1e-3 (float kernels differ between x86 and ARM builds
@@ -16,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 
 import numpy as np
@@ -27,10 +31,32 @@ from edgeguard.errors import BundleError
 TOL = {"fp32": (1e-4, 1e-3, 0.0), "int8": (0.05, 0.1, 0.05)}  # probabilities, scores, class margin
 
 
+def check_camera_example(example: str, d: str, expected: dict, artifact_ids) -> list[str]:
+    """Run examples/camera.py on the still frame with each artifact; compare with the workstation."""
+    failures = []
+    for art_id in artifact_ids:
+        want = expected["frame"][art_id]
+        p_tol, s_tol, _ = TOL[expected["artifacts"][art_id]["precision"]]
+        cmd = [sys.executable, example, os.path.join(d, "pi-check.egb"), os.path.join(d, "frame.ppm"),
+               "--public-key", os.path.join(d, "pi-check.pub"), "--artifact", art_id, "--json"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        try:
+            got = json.loads(r.stdout.splitlines()[-1])
+            ok = (r.returncode in (0, 1) and got["label"] == want["label"]
+                  and abs(got["confidence"] - want["confidence"]) <= p_tol and abs(got["score"] - want["score"]) <= s_tol)
+        except (IndexError, ValueError, KeyError, TypeError):
+            got, ok = None, False
+        print(f"{'ok  ' if ok else 'FAIL'} camera example {art_id:12s} {r.stderr.strip().splitlines()[-1:]} -> {got}")
+        if not ok:
+            failures.append(f"examples/camera.py with {art_id}: rc={r.returncode} out={r.stdout!r} err={r.stderr[-500:]!r}")
+    return failures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("bundle_dir")
     ap.add_argument("--require", default="", help="comma-separated backends that must have run")
+    ap.add_argument("--camera-example", help="examples/camera.py, to run on frame.ppm per artifact")
     args = ap.parse_args()
     d = args.bundle_dir
     path, key = os.path.join(d, "pi-check.egb"), os.path.join(d, "pi-check.pub")
@@ -39,7 +65,7 @@ def main() -> int:
     found = backends.available_backends()
     print(f"machine={platform.machine()} numpy={np.__version__} isas={_lowlevel.available_isas()} "
           f"best={_lowlevel.best_isa()} backends={found}")
-    failures, ran = [], set()
+    failures, ran, ran_artifacts = [], set(), set()
     for art_id, want in expected["artifacts"].items():
         for name in backends.FORMATS[want["format"]]:
             if name not in found:
@@ -64,6 +90,9 @@ def main() -> int:
             if not ok:
                 failures.append(f"{art_id} on {name}: dp={dp} ds={ds} same={same.tolist()}")
             ran.add(name)
+            ran_artifacts.add(art_id)
+    if args.camera_example:
+        failures += check_camera_example(args.camera_example, d, expected, sorted(ran_artifacts))
     with open(path, "rb") as f:
         data = bytearray(f.read())
     data[len(data) // 2] ^= 0xFF

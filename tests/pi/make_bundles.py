@@ -23,6 +23,7 @@ sys.path.insert(0, ROOT)
 import edgeguard  # noqa: E402
 from edgeguard import bundle  # noqa: E402
 from edgeguard.backends import open_backend  # noqa: E402
+from edgeguard.images import read_image  # noqa: E402
 from tests import models as M  # noqa: E402
 
 SHAPE = (1, 28, 28)
@@ -97,9 +98,21 @@ def main(out_dir: str) -> None:
         expected["artifacts"][a["id"]] = {
             "format": a["format"], "precision": a["precision"], "backend": model.backend.name,
             "indices": p.indices.tolist(), "probabilities": p.probabilities.tolist(), "scores": p.scores.tolist()}
+    # a still "camera frame" for examples/camera.py on the Pi: RGB, 240x320, one digit enlarged in it,
+    # as PPM (read without Pillow); its expected answers come from the same resize and gray conversion
+    frame = np.zeros((240, 320, 3), np.uint8)
+    frame[8:232, 48:272] = np.kron(images[0, :, :, 0], np.ones((8, 8), np.uint8))[:, :, None]
+    frame_path = os.path.join(out_dir, "frame.ppm")
+    with open(frame_path, "wb") as f:
+        f.write(b"P6\n320 240\n255\n" + frame.tobytes())
+    expected["frame"] = {}
+    for a in artifacts:
+        model = edgeguard.load(path, public_key=public, artifact=a["id"])
+        p = model.predict(read_image(frame_path, model.channels), resize=True)
+        expected["frame"][a["id"]] = {"label": p.label, "confidence": float(p.confidence), "score": float(p.score)}
     with open(os.path.join(out_dir, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(expected, f)
-    print(f"wrote {path} with {len(artifacts)} artifacts and expected results for {len(images)} images")
+    print(f"wrote {path} with {len(artifacts)} artifacts and expected results for {len(images)} images and a frame")
 
 
 if __name__ == "__main__":

@@ -188,6 +188,10 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="comma-separated ids in preference order: fp32-onnx, int8-onnx, int8-tflite, fp32-tflite "
                         "(default fp32-onnx,int8-onnx,int8-tflite; ONNX sources fp32-onnx,int8-onnx)")
     o.add_argument("--target-fpr", type=_fraction, default=0.05, help="detector false-positive rate (default 0.05)")
+    o.add_argument("--fpr-confidence", type=_fraction, default=0.9,
+                   help="confidence that the false-positive rate on new legitimate data is at most the target "
+                        "(default 0.9: a binomial bound on the calibration images; 0.5 is close to the plain "
+                        "quantile, which overshoots half of the time)")
     o.add_argument("--squeezers", type=_squeezers, default=None,
                    help="e.g. bit_depth:5,median:2; default: the feature-squeezing paper's preset for the input "
                         "kind (gray: bit_depth:1,median:2; colour: bit_depth:5,median:2 plus nlm:13-3-2 when the "
@@ -439,13 +443,12 @@ def cmd_convert(args) -> int:
         spec = spec_for(shape, layout, k or len(labels))
         load_onnx_source(src.model_bytes, spec)  # re-check against the full spec
 
-    from math import ceil
-
+    from .calibrate import min_legitimate
     from .presets import default_eps, eps_in_range
 
     sizes = {"resize": args.resize, "center_crop": args.center_crop}
     calib = load_images(args.calib, spec, args.calib_labels, name="calibration data (--calib)",
-                        min_count=ceil(1 / args.target_fpr - 1e-9), **sizes)
+                        min_count=min_legitimate(args.target_fpr, args.fpr_confidence), **sizes)
     val = load_images(args.val, spec, args.val_labels, name="validation data (--val)", **sizes) if args.val else None
     train = load_images(args.train, spec, args.train_labels, name="training data (--train)", **sizes) \
         if args.train else None
@@ -457,7 +460,8 @@ def cmd_convert(args) -> int:
     eval_step = None if args.pgd_eval_step is None else args.pgd_eval_step * eps
     options = pipeline.ConvertOptions(
         hardening=hardening, eval_attack=AttackConfig(eps=eps, step=eval_step, steps=args.pgd_eval_steps),
-        evaluate_hardening=not args.no_eval, artifacts=artifacts, target_fpr=args.target_fpr, eps=eps_unit,
+        evaluate_hardening=not args.no_eval, artifacts=artifacts, target_fpr=args.target_fpr,
+        fpr_confidence=args.fpr_confidence, eps=eps_unit,
         squeezers=args.squeezers, key=args.key, name=args.name, version=args.version, force=args.force,
         min_accuracy=args.min_accuracy, check_detector=not args.no_detector_check,
         created=args.created, per_artifact_bundles=args.per_artifact_bundles, seed=args.seed,

@@ -17,10 +17,10 @@
 3. Conversion with the defaults for colour input, except the squeezers: ``--squeezers
    auto`` chooses among the colour candidates (the preset bit depth 5 + median 2x2 +
    non-local means 13-3-2, and stronger non-local means) on the calibration split's
-   threshold part and PGD crafted from it; eps 8/255, thresholds on two thirds of the
-   calibration split and the held-out FPR on the last third, the checks before signing
-   (accuracy, hardening, detector saturation, separation on PGD examples crafted from
-   the held-out calibration patches).
+   positions i % 3 != 2 and PGD crafted from them; eps 8/255, thresholds from the whole
+   calibration split (5% FPR with 90% confidence), the held-out FPR by 3-fold
+   cross-validation on it, the checks before signing (accuracy, hardening, detector
+   saturation, separation on PGD examples crafted from the calibration patches i % 3 == 2).
 4. Per artifact through the device runtime on the test split: clean accuracy, held-out
    FPR (calibration), FPR on the test patches, and for FGSM and PGD-20 at eps 8/255 (ART,
    on the source model, transferred, rounded to uint8): success rate, detection rate of
@@ -101,7 +101,8 @@ def summary_text(s: dict) -> str:
     c = s["config"]
     out = [f"edgeguard colour job: {s['out_dir']}",
            f"data: scikit-image photographs {s['labels']}, 32x32 patches from disjoint 64x64 blocks, seed "
-           f"{c['seed']}: train {c['n_train']} / calibration {c['n_calib']} (threshold 2/3, held out 1/3) / "
+           f"{c['seed']}: train {c['n_train']} / calibration {c['n_calib']} (threshold from all of it, at 5% FPR "
+           f"with 90% confidence; held-out FPR cross-validated over 3 folds) / "
            f"test {c['n_test']}",
            f"source model: colour_cnn width {c['width']}, {c['epochs']} clean epochs"
            + (f", then {c['harden_epochs']} epochs of {c['harden_method'].upper()} adversarial training at eps "
@@ -125,7 +126,8 @@ def summary_text(s: dict) -> str:
                 f"PGD-{c['pgd_steps']} (ART, source PyTorch model, transferred, rounded to uint8); "
                 "succ = clean-correct "
                 "inputs misclassified; det = flagged share of the successful ones (n); undet = successful and not "
-                "flagged, per clean-correct input; held-out FPR: calibration patches the threshold never saw."]
+                "flagged, per clean-correct input; held-out FPR: 3-fold cross-validated on the calibration "
+                "patches (each fold's threshold from the other two, every patch held out once)."]
     for t in s["targets"]:
         out.append(f"target {t['artifact']}: >= {PGD_TARGET:.0%} of successful PGD detected at held-out FPR <= "
                    f"{FPR_TARGET:.0%}: {_pct(t['pgd_detection'])} at {_pct(t['heldout_fpr'])} "

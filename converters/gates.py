@@ -38,16 +38,22 @@ from .errors import (AccuracyGateError, DetectorUnusableError, GateError, Harden
 
 __all__ = ["Check", "Gates", "accuracy_floor", "check_hardening", "check_label_order", "check_normalization",
            "check_accuracy", "check_saturation", "check_separation", "split_calibration", "SCORE_MAX",
-           "SATURATION_FRACTION", "IMAGENET_MEAN", "IMAGENET_STD", "HELDOUT_EVERY", "HELDOUT_RULE"]
+           "SATURATION_FRACTION", "IMAGENET_MEAN", "IMAGENET_STD", "HELDOUT_EVERY", "HELDOUT_RULE",
+           "HELDOUT_FOLDS"]
 
 SCORE_MAX = 2.0
 SATURATION_FRACTION = 0.9
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: Every HELDOUT_EVERY-th calibration image (positions i % 3 == 2) is held out of the threshold.
+#: Every HELDOUT_EVERY-th calibration image (positions i % 3 == 2) is kept apart from the squeezer
+#: selection: the separation check crafts its adversarial examples from these.
 HELDOUT_EVERY = 3
-HELDOUT_RULE = ("calibration images at positions i % 3 == 2 (0-based) are held out: the threshold comes from the "
-                "others, the held-out false-positive rate and the separation check from these")
+#: The held-out false-positive rate is cross-validated over this many folds of the calibration images.
+HELDOUT_FOLDS = 3
+HELDOUT_RULE = ("3-fold cross-validation by position (fold f: calibration images i % 3 == f): each fold's threshold "
+                "comes from the other two folds by the same rule, the FPR is measured on the fold; heldout_fpr "
+                "pools the three folds (every calibration image held out once). The bundle's threshold comes "
+                "from all calibration images")
 MIN_SUCCESSFUL_FOR_SEPARATION = 10
 
 

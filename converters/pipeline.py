@@ -23,7 +23,7 @@ from edgeguard import bundle as eg_bundle
 from . import calibrate as cal
 from .data import Images, InputSpec, as_images, folder_classes, load_images
 from .errors import CalibrationDataError, ConversionError, NotAvailableError, UnsupportedModelError
-from .gates import (HELDOUT_EVERY, HELDOUT_RULE, IMAGENET_MEAN, IMAGENET_STD, Check, Gates, accuracy_floor,
+from .gates import (HELDOUT_FOLDS, HELDOUT_RULE, IMAGENET_MEAN, IMAGENET_STD, Check, Gates, accuracy_floor,
                     check_accuracy, check_hardening, check_label_order, check_normalization, check_saturation,
                     check_separation, split_calibration)
 from .export import (TFLITE_UNAVAILABLE_FOR_ONNX, check_onnx, compare, export_onnx, export_tflite, parity_check,
@@ -135,7 +135,8 @@ def _folder_classes(data) -> list | None:
 
 
 def _craft(module, spec: InputSpec, images, eps: float, seed: int, threads,
-           data: str = "held-out calibration images (never evaluation data)") -> dict:
+           data: str = "calibration images i % 3 == 2, apart from the squeezer selection (never evaluation data)"
+           ) -> dict:
     """PGD-10 examples on the source model from legitimate calibration images, labelled by the
     source model's own predictions (the detector check needs no labels)."""
     from .hardening import attack_images
@@ -143,7 +144,7 @@ def _craft(module, spec: InputSpec, images, eps: float, seed: int, threads,
     with deterministic(seed, threads):
         labels = torch_forward(module, spec.model_input(images)).argmax(1).astype(np.int64)
     config = AttackConfig(eps=eps, steps=10)
-    adv = attack_images(module, spec, Images(images, labels, "held-out calibration images"), "pgd", config=config,
+    adv = attack_images(module, spec, Images(images, labels, "calibration images"), "pgd", config=config,
                         seed=seed + 7, threads=threads)
     lo, hi = spec.range
     return {"images": adv, "labels": labels,
@@ -161,10 +162,10 @@ def _select(provisional: str, aid: str, module, spec: InputSpec, legit, eps: flo
 
     legit = legit[spread_subset(len(legit), SELECTION_IMAGES)]
     crafted = _craft(module, spec, legit, eps, opt.seed + 11, opt.threads,
-                     data="the threshold part of the calibration images (never the held-out part nor evaluation data)")
+                     data="calibration images i % 3 != 2 (never the separation check's nor evaluation data)")
     model = edgeguard.load(provisional, artifact=aid, num_threads=1)
     chosen, rows = select_squeezers(model, legit, crafted["images"], crafted["labels"], candidates_for(spec),
-                                    opt.target_fpr)
+                                    opt.target_fpr, opt.fpr_confidence)
     return chosen, {"rule": RULE, "artifact": aid, "n_legitimate": int(len(legit)), "attack": crafted["params"],
                     "candidates": rows, "chosen": squeezers_text(chosen)}
 
@@ -186,8 +187,10 @@ class ConvertOptions:
     artifacts: ids from :data:`ARTIFACTS`, in order of preference (the first is the
         bundle's default); default :data:`DEFAULT_TORCH_ARTIFACTS` or
         :data:`DEFAULT_ONNX_ARTIFACTS`.
-    target_fpr, squeezers: the detector's false-positive rate on legitimate data and its
-        squeezers (:class:`~edgeguard.squeeze.Squeezer` objects or ``"bit_depth:1,median:2"``;
+    target_fpr, fpr_confidence, squeezers: the detector's false-positive rate on
+        legitimate data, the confidence that new legitimate data stays at or under it
+        (:func:`~.calibrate.threshold_at_fpr`; default 0.9), and its squeezers
+        (:class:`~edgeguard.squeeze.Squeezer` objects or ``"bit_depth:1,median:2"``;
         None: the preset for the input kind, :func:`~.presets.detector_preset`; ``"auto"``:
         chosen among candidates on calibration-side data, :mod:`.selection`).
     eps: the attack budget in pixel units of the unit range (``8/255`` = 8 grey levels; None:
@@ -224,6 +227,7 @@ class ConvertOptions:
     evaluate_hardening: bool = True
     artifacts: tuple | None = None
     target_fpr: float = 0.05
+    fpr_confidence: float = cal.FPR_CONFIDENCE
     squeezers: tuple | None = None
     eps: float | None = None
     key: Any = None
@@ -252,6 +256,8 @@ class ConvertOptions:
     def __post_init__(self):
         if not 0 < self.target_fpr < 1:
             raise ConversionError(f"target_fpr must be in (0, 1), got {self.target_fpr}")
+        if not 0 < self.fpr_confidence < 1:
+            raise ConversionError(f"fpr_confidence must be in (0, 1), got {self.fpr_confidence}")
         if self.squeezers is not None and not (isinstance(self.squeezers, str) and self.squeezers == "auto"):
             object.__setattr__(self, "squeezers", as_squeezers(self.squeezers))
         if self.eps is not None:
@@ -327,9 +333,9 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
     if src.kind == "onnx" and opt.artifacts is None:
         skipped.append({"artifact": "int8-tflite", "reason": TFLITE_UNAVAILABLE_FOR_ONNX})
 
-    need = max(math.ceil(1 / opt.target_fpr - 1e-9), 1)  # threshold images; 1 in HELDOUT_EVERY is held out
+    need = cal.min_legitimate(opt.target_fpr, opt.fpr_confidence)  # per cross-validation fit (1 fold held out)
     calib = _as_data(calibration, spec, "calibration data",
-                     min_count=need + math.ceil(need / (HELDOUT_EVERY - 1)))
+                     min_count=need + math.ceil(need / (HELDOUT_FOLDS - 1)))
     thr_pos, held_pos = split_calibration(len(calib))
     val = _as_data(validation, spec, "validation data")
     train_data = _as_data(train, spec, "training data") if train is not None else None
@@ -537,14 +543,18 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
             for aid in ids:
                 model = edgeguard.load(provisional, artifact=aid, num_threads=1)
                 out = cal.guarded_outputs(model, calib.x, detect=True)
-                thr = cal.threshold_at_fpr(out["scores"][thr_pos], opt.target_fpr)
+                scores = out["scores"]
+                thr = cal.threshold_at_fpr(scores, opt.target_fpr, opt.fpr_confidence)
+                heldout, per_fold = cal.cross_validated_fpr(scores, HELDOUT_FOLDS, opt.target_fpr,
+                                                            opt.fpr_confidence)
                 calib_out[aid] = out
                 detectors[aid] = {
                     "threshold": thr, "target_fpr": float(opt.target_fpr), "rule": cal.RULE,
-                    "n_legitimate": int(len(thr_pos)), "data_sha256": calib.sha256,
-                    "calibration_fpr": float(np.mean(is_flagged(out["scores"][thr_pos], thr))),
-                    "heldout_fpr": float(np.mean(is_flagged(out["scores"][held_pos], thr))),
-                    "n_heldout": int(len(held_pos)), "heldout_every": HELDOUT_EVERY, "heldout_rule": HELDOUT_RULE}
+                    "fpr_confidence": float(opt.fpr_confidence),
+                    "n_legitimate": int(len(scores)), "data_sha256": calib.sha256,
+                    "calibration_fpr": float(np.mean(is_flagged(scores, thr))),
+                    "heldout_fpr": float(heldout), "heldout_fold_fprs": [float(v) for v in per_fold],
+                    "n_heldout": int(len(scores)), "heldout_folds": HELDOUT_FOLDS, "heldout_rule": HELDOUT_RULE}
                 val_out[aid] = cal.guarded_outputs(model, val.x, detect=False)
                 if crafted is not None:
                     adv = cal.guarded_outputs(model, crafted["images"], detect=True)
@@ -674,7 +684,8 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         "detector_preset": preset,
         "detector_selection": selection,
         "eps": eps, "eps_text": eps_text(eps_unit),
-        "target_fpr": opt.target_fpr,
+        "target_fpr": opt.target_fpr, "fpr_confidence": opt.fpr_confidence,
+        "threshold_rule": cal.threshold_rule(opt.fpr_confidence),
         "fp32_reference_accuracy": fp32_acc,
         "artifacts": rows,
         "skipped": skipped,

@@ -20,6 +20,7 @@ SCHEMA_VERSION = 1
 REQUIRED = {
     "schema": str, "schema_version": int, "name": str, "version": str, "created": str, "source": dict,
     "input": dict, "data": dict, "hardening": OPT_DICT, "squeezers": list, "target_fpr": NUM,
+    "fpr_confidence": NUM, "threshold_rule": str,
     "fp32_reference_accuracy": OPT_NUM, "artifacts": list, "skipped": list, "targets": dict, "bundles": list,
     "public_key": (str, type(None)), "tools": dict, "seed": int, "timings_s": dict, "notes": list,
     "detector_preset": str, "eps": NUM, "eps_text": str, "gates": list, "forced": bool,
@@ -33,8 +34,8 @@ ARTIFACT_REQUIRED = {
 COMPARE_REQUIRED = {"n": int, "top1_agreement": OPT_NUM, "max_abs_diff": OPT_NUM, "mean_abs_diff": OPT_NUM,
                     "reference": str}
 PARITY_REQUIRED = {**COMPARE_REQUIRED, "tolerance": dict, "passed": bool}
-DETECTOR_REQUIRED = {"threshold": NUM, "target_fpr": NUM, "rule": str, "n_legitimate": int, "data_sha256": str,
-                     "calibration_fpr": NUM, "heldout_fpr": NUM, "n_heldout": int}
+DETECTOR_REQUIRED = {"threshold": NUM, "target_fpr": NUM, "fpr_confidence": NUM, "rule": str, "n_legitimate": int,
+                     "data_sha256": str, "calibration_fpr": NUM, "heldout_fpr": NUM, "n_heldout": int}
 GATE_REQUIRED = {"gate": str, "passed": (bool, type(None)), "forced": bool, "detail": str, "values": dict}
 LATENCY_REQUIRED = {"guarded_median_ms": NUM, "plain_median_ms": NUM, "runs": int,
                     "num_threads": (int, type(None)), "backend": str}
@@ -119,7 +120,8 @@ def render_text(r: dict) -> str:
     sq = squeezers_text(from_manifest_list(r["squeezers"]))
     out.append(f"squeezers: {sq} ({r['detector_preset']} preset)" if r["detector_preset"] != "given"
                else f"squeezers: {sq} (given)")
-    out.append(f"target FPR {r['target_fpr']:g}; attack budget eps {r['eps_text']} ({r['eps']:.4g} in the input range)")
+    out.append(f"target FPR {r['target_fpr']:g} with {r['fpr_confidence']:.0%} confidence; attack budget eps "
+               f"{r['eps_text']} ({r['eps']:.4g} in the input range)")
     out.append("")
     rows = []
     for a in r["artifacts"]:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .calibrate import FPR_CONFIDENCE
 from .squeezers import is_flagged, parse_squeezers
 
 __all__ = ["CANDIDATES", "RULE", "select_squeezers", "candidates_for", "spread_subset", "SELECTION_IMAGES"]
 
-#: Legitimate images (from the threshold part of the calibration data) behind the selection.
+#: Legitimate images (calibration positions i % 3 != 2; the separation check crafts from the others).
 SELECTION_IMAGES = 400
 
 #: Candidate configurations per input kind, the preset first.
@@ -39,9 +40,9 @@ CANDIDATES = {kind: tuple(parse_squeezers(text) for text in texts) for kind, tex
                "bit_depth:5,nlm:13-3-12", "bit_depth:5,nlm:13-3-16", "bit_depth:4,nlm:13-3-16"),
 }.items()}
 RULE = ("highest detection rate of PGD examples crafted on the source model from images spread evenly over the "
-        "threshold part of the calibration images (those that change the answer of the bundle's first artifact), "
-        "at the threshold for the target FPR on the same legitimate images; ties within 1 point: fewest squeezers, "
-        "then the preset")
+        "calibration images at positions i % 3 != 2 (those that change the answer of the bundle's first artifact), "
+        "at the threshold the rule sets for the target FPR on the same legitimate images; ties within 1 point: "
+        "fewest squeezers, then the preset")
 TIE = 0.01
 
 
@@ -61,7 +62,7 @@ def candidates_for(spec) -> tuple:
 
 
 def select_squeezers(model, legit: np.ndarray, adversarial: np.ndarray, labels: np.ndarray, candidates,
-                     target_fpr: float) -> tuple[tuple, list]:
+                     target_fpr: float, fpr_confidence: float = FPR_CONFIDENCE) -> tuple[tuple, list]:
     """(chosen squeezers, one row per candidate) for a loaded GuardedModel (any squeezers)."""
     from .calibrate import threshold_at_fpr
 
@@ -90,7 +91,7 @@ def select_squeezers(model, legit: np.ndarray, adversarial: np.ndarray, labels: 
         def joint(d, config=config):
             return np.max(np.stack([d[s.name] for s in config]), axis=0)
 
-        thr = threshold_at_fpr(joint(legit_s), target_fpr)
+        thr = threshold_at_fpr(joint(legit_s), target_fpr, fpr_confidence)
         pos = joint(adv_s)[changed]
         det = float(np.mean(is_flagged(pos, thr))) if len(pos) else None
         rows.append({"squeezers": ",".join(str(s) for s in config), "threshold": thr, "detection_rate": det,

@@ -178,16 +178,16 @@ def test_colour_defaults_sign_and_record_held_out_fpr(photos, model, tmp_path):
     assert rep["detector_preset"] == "colour" and rep["eps_text"] == "8/255" and not rep["forced"]
     assert rep["squeezers"][:2] == [{"kind": "bit_depth", "bits": 5}, {"kind": "median", "size": 2}]
     det = r.manifest["artifacts"][0]["detector"]
-    assert det["n_legitimate"] == 100 and det["n_heldout"] == 50 and 0 <= det["heldout_fpr"] <= 1
+    assert det["n_legitimate"] == det["n_heldout"] == 150 and 0 <= det["heldout_fpr"] <= 1
+    assert len(det["heldout_fold_fprs"]) == det["heldout_folds"] == 3
     m = edgeguard.load(r.bundle_path)
-    held = np.arange(150) % 3 == 2
-    flagged = m.predict(photos["calibration"].x[held]).is_adversarial
-    assert det["heldout_fpr"] == pytest.approx(float(np.mean(flagged)))
+    flagged = m.predict(photos["calibration"].x).is_adversarial
+    assert float(np.mean(flagged)) == pytest.approx(det["calibration_fpr"])
     assert m.bundle.manifest.artifact().detector.raw["heldout_fpr"] == det["heldout_fpr"]
     gates = {g["gate"] for g in rep["gates"]}
     assert {"label_order", "normalization", "accuracy", "detector_saturation", "detector_separation"} <= gates
     sep = next(g for g in rep["gates"] if g["gate"] == "detector_separation")
-    assert sep["values"]["data"].startswith("held-out calibration images")
+    assert sep["values"]["data"].startswith("calibration images i % 3 == 2")
     text = open(r.report_text_path, encoding="utf-8").read()
     assert "held-out FPR" in text and "8/255" in text and "colour preset" in text
 
@@ -198,7 +198,7 @@ def test_auto_squeezers_follow_the_documented_rule(photos, model, tmp_path):
     r = convert(model, SPEC, photos["calibration"], photos["test"], out_dir=str(tmp_path), squeezers="auto", **FAST)
     sel = r.report["detector_selection"]
     assert r.report["detector_preset"] == "auto" == r.manifest["provenance"]["detector_preset"]
-    assert sel["n_legitimate"] == 100 and sel["attack"]["data"].startswith("the threshold part")
+    assert sel["n_legitimate"] == 100 and sel["attack"]["data"].startswith("calibration images i % 3 != 2")
     rows = sel["candidates"]
     assert [row["squeezers"] for row in rows] == [",".join(map(str, c)) for c in candidates_for(SPEC)]
     assert rows[0]["squeezers"] == ",".join(map(str, presets.detector_preset(SPEC)[1]))  # the preset first
@@ -434,7 +434,7 @@ def test_colour_job_quick(tmp_path):
     assert saved["hardening"]["config"]["epochs"] == 1 and saved["hardening"]["after"]["attack"]["steps"] == 3
     for aid in ("fp32-onnx", "int8-onnx"):
         r = s["device"][aid]
-        assert 0 <= r["heldout_fpr"] <= 1 and r["n_heldout"] == 50
+        assert 0 <= r["heldout_fpr"] <= 1 and r["n_heldout"] == 150
         for kind in ("fgsm", "pgd"):
             a = r["attacks"][kind]
             if a["n_successful"]:

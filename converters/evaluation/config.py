@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from ..calibrate import FPR_CONFIDENCE
 from ..errors import ConversionError
 from ..robustness import RobustnessConfig
 from ..presets import parse_eps
@@ -105,6 +106,7 @@ class EvalConfig:
     costbenefit: bool = True
     squeezer_configs: tuple = DEFAULT_CONFIGS
     target_fpr: float = 0.05
+    fpr_confidence: float = FPR_CONFIDENCE  # the cost/benefit thresholds' rule, as at conversion
     latency_runs: int = 200
     roc_points: int = 101
     seed: int = 0
@@ -117,6 +119,8 @@ class EvalConfig:
             raise ConversionError(f"unknown attack(s) {sorted(unknown)}; choose from {list(ALL_ATTACKS)}")
         if not 0 < self.target_fpr < 1:
             raise ConversionError(f"target_fpr must be in (0, 1), got {self.target_fpr}")
+        if not 0 < self.fpr_confidence < 1:
+            raise ConversionError(f"fpr_confidence must be in (0, 1), got {self.fpr_confidence}")
         if self.eps is not None:
             object.__setattr__(self, "eps", parse_eps(self.eps))
 

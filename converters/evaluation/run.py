@@ -304,7 +304,7 @@ class EvaluationRun:
         """Per squeezer configuration and artifact: threshold at the target FPR on the
         calibration split, FPR on the test inputs, detection per attack on that artifact's
         successful adversarial examples, ROC-AUC, and the added latency on the runtime."""
-        from ..calibrate import threshold_at_fpr
+        from ..calibrate import threshold_at_fpr, threshold_rule
 
         cfg, calib, x = self.cfg, self.calib, self.x
         cal_x = calib.x
@@ -334,7 +334,7 @@ class EvaluationRun:
                     return np.max(np.stack([d[s.name] for s in sq]), axis=0)
 
                 cal_s, tst_s = score(cal), score(tst)
-                thr = threshold_at_fpr(cal_s, cfg.target_fpr)
+                thr = threshold_at_fpr(cal_s, cfg.target_fpr, cfg.fpr_confidence)
                 det, pos_all = {}, []
                 for kind, (d, success) in atk_scores.items():
                     s = score(d)[success]
@@ -358,7 +358,7 @@ class EvaluationRun:
         for c in configs:
             c["squeezers"] = to_manifest_list(c["squeezers"])
         return {"target_fpr": cfg.target_fpr, "calibration_n": int(len(cal_x)), "test_n": int(len(x)),
-                "threshold_rule": "ascending calibration scores[ceil(N*(1-target_fpr))-1], flag when score > threshold",
+                "fpr_confidence": cfg.fpr_confidence, "threshold_rule": threshold_rule(cfg.fpr_confidence),
                 "latency": "median single-image predict, guarded (this configuration) minus plain (detect=False), "
                            "interleaved, 1 backend thread",
                 "configs": configs, "bundle_config_checks": checks}

@@ -59,7 +59,7 @@ class OcclusionScanConfig:
     """Occluder and flag rule; chosen on the development cases only (module docstring)."""
 
     size: int = 6  # occluder side in pixels
-    stride: int = 2  # step between positions (the last row/column of positions always touches the border)
+    stride: int = 3  # with size 6, some position covers any square up to 6 - 3 + 1 = 4 px whole (far border included)
     fill: str = "median"  # "median": each image's own per-channel median; "mean": the scanned set's mean
     min_confidence: float = 0.5  # candidate: the label won with at least this probability unoccluded ...
     flip_drop_threshold: float = 0.5  # ... and one occluder position drops it this much while another class wins

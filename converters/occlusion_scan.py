@@ -155,8 +155,8 @@ def flag_occlusion(x: np.ndarray, y: np.ndarray, scores: dict, num_classes: int,
     pixels there (mean absolute difference under ``cfg.match_distance`` of the value range)."""
     y = np.asarray(y, np.int64)
     width = float(value_range[1] - value_range[0]) or 1.0
-    cand = np.flatnonzero((scores["confidence"] >= cfg.min_confidence) & (scores["flip_drop"] >= cfg.flip_drop_threshold)
-                          & (scores["new_class"] >= 0))
+    confident_flip = (scores["confidence"] >= cfg.min_confidence) & (scores["flip_drop"] >= cfg.flip_drop_threshold)
+    cand = np.flatnonzero(confident_flip & (scores["new_class"] >= 0))
     pos, new_class = scores["position"], scores["new_class"]
     flagged = np.zeros(len(y), bool)
     group_size = np.zeros(len(y), np.int64)

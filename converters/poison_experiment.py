@@ -34,6 +34,11 @@ With ``--neural-cleanse`` the scan adds its optional second stage (Neural Cleans
 :mod:`.neural_cleanse`), whose settings were chosen on the development cases and the control;
 its fresh evaluation cases are :data:`NC_EVAL_CASES`.
 
+With ``--occlusion`` the scan adds its input-space occlusion stage (:mod:`.occlusion_scan`),
+whose settings were chosen on the development cases and the control; its fresh evaluation cases
+are :data:`OCC_EVAL_CASES`, and :data:`OCC_TRIGGER_CASES` is run with a trigger the settings were
+not chosen on (``--trigger square3-tl``: a 3x3 white square near the top-left corner).
+
 A control case trains on unpoisoned data and is scanned too: a verdict of "likely backdoor"
 there is a false alarm. Its int8 artifact also gives each pair's *floor*: the share of
 triggered source digits an unpoisoned model classifies as the target anyway, the lowest attack
@@ -264,7 +269,8 @@ def _occlusion_figures(report, mask):
     n_p = int(mask.sum())
     return {"n_flagged": int(own.sum()), "poisoned_found": int((own & mask).sum()),
             "found_share": float((own & mask).sum() / n_p) if n_p else None,
-            "clean_flagged": int((own & ~mask).sum()), "clean_flagged_share": float((own & ~mask).sum() / (~mask).sum()),
+            "clean_flagged": int((own & ~mask).sum()),
+            "clean_flagged_share": float((own & ~mask).sum() / (~mask).sum()),
             "suspect_classes": report["suspect_classes"], "n_candidates": report["n_candidates"],
             "n_positions": report["n_positions"], "seconds": report["seconds"],
             "per_class": [r for r in report["per_class"] if r["n_flagged"]]}

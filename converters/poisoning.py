@@ -174,12 +174,15 @@ class PoisonScanResult:
 
     def to_dict(self, max_listed: int | None = None) -> dict:
         listed = self.suspicious if max_listed is None else self.suspicious[:max_listed]
+        occlusion = self.occlusion
+        if occlusion is not None and max_listed is not None:  # the stage's own list obeys the same cap
+            occlusion = {**occlusion, "suspicious": occlusion["suspicious"][:max_listed]}
         return {"method": self.config.method, "config": self.config.to_dict(), "n": self.n,
                 "data_sha256": self.data_sha256, "activation_dim": self.activation_dim,
                 "likely_backdoor": self.likely_backdoor, "suspect_classes": list(self.suspect_classes),
                 "n_suspicious": int(len(self.suspicious)), "suspicious": [int(i) for i in listed],
                 "suspicious_listed": int(len(listed)), "per_class": self.per_class,
-                "neural_cleanse": self.neural_cleanse, "occlusion": self.occlusion, "summary": self.summary()}
+                "neural_cleanse": self.neural_cleanse, "occlusion": occlusion, "summary": self.summary()}
 
 
 def _last_linear_name(module) -> str:

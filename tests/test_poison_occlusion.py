@@ -175,3 +175,28 @@ def test_convert_cli_refuses_the_occlusion_stage_without_a_scan(tmp_path, capsys
             "--calib", str(tmp_path / "calib.npz"), "--key", "generate", "--out", str(tmp_path)]
     assert _cli.main(args + ["--poison-scan-occlusion"]) == 1
     assert "needs --poison-scan" in capsys.readouterr().err
+
+
+def test_conversion_drops_what_the_occlusion_stage_flags_and_signs_no_indices(tiny, tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import edgeguard.bundle as eg_bundle
+    from edgeguard.converters.occlusion_scan import OcclusionScanConfig
+    from edgeguard.converters.pipeline import convert
+    from edgeguard.converters.poisoning import PoisonScanConfig, PoisonWarning
+
+    spec, _, poisoned, mask, model, _ = tiny
+    splits = mnist_splits(seed=0, n_train=1000, n_calib=200, n_test=200)
+    with pytest.warns(PoisonWarning, match="occlusion"):
+        result = convert(model, spec, splits["calibration"], splits["test"], out_dir=str(tmp_path),
+                         train=poisoned, poison_scan=PoisonScanConfig(on_detection="drop",
+                                                                      occlusion=OcclusionScanConfig()),
+                         artifacts=("fp32-onnx",), key="generate", latency_runs=0, progress=False,
+                         check_detector=False, created=0)
+    scan = result.report["poisoning_scan"]
+    assert scan["dropped"] == scan["n_suspicious"] and mask[scan["suspicious"]].sum() >= 0.9 * mask.sum()
+    assert set(scan["occlusion"]["suspicious"]) <= set(scan["suspicious"])  # the report lists them
+    b = eg_bundle.read_bundle(result.bundle_path, public_key=result.public_key_path, require_signature=True)
+    card_scan = b.manifest.to_dict()["provenance"]["dataset_card"]["poisoning_scan"]
+    assert card_scan["occlusion"]["suspect_classes"] == [str(TARGET)]
+    assert card_scan["occlusion"]["suspicious"] == []  # the signed card holds no training-image indices

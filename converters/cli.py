@@ -156,6 +156,10 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     gov.add_argument("--poison-scan-neural-cleanse", action="store_true",
                      help="with --poison-scan: add the model-level second stage, Neural Cleanse (slow: one trigger "
                           "optimisation per class; off by default, see docs/data-governance.md for what it finds)")
+    gov.add_argument("--poison-scan-occlusion", action="store_true",
+                     help="with --poison-scan: add the input-space occlusion stage (every training image occluded "
+                          "region by region on the source model, SentiNet-style; off by default, see "
+                          "docs/data-governance.md for what it finds and what it costs)")
     data.add_argument("--resize", type=int, metavar="N",
                       help="image folders: resize the shorter side to N pixels (torchvision Resize, bilinear)")
     data.add_argument("--center-crop", type=int, metavar="N",
@@ -359,11 +363,16 @@ def _poison_scan(args, pipeline):
         return None
     from .poisoning import PoisonScanConfig
 
+    stages = {}
     if args.poison_scan_neural_cleanse:
         from .neural_cleanse import NeuralCleanseConfig
 
-        return PoisonScanConfig(on_detection=args.poison_scan, seed=args.seed, neural_cleanse=NeuralCleanseConfig())
-    return PoisonScanConfig(on_detection=args.poison_scan, seed=args.seed)
+        stages["neural_cleanse"] = NeuralCleanseConfig()
+    if args.poison_scan_occlusion:
+        from .occlusion_scan import OcclusionScanConfig
+
+        stages["occlusion"] = OcclusionScanConfig()
+    return PoisonScanConfig(on_detection=args.poison_scan, seed=args.seed, **stages)
 
 
 def cmd_convert(args) -> int:
@@ -398,6 +407,8 @@ def cmd_convert(args) -> int:
             raise ConversionError("--factory-kwargs must be a JSON object")
     if args.poison_scan_neural_cleanse and args.poison_scan is None:
         raise ConversionError("--poison-scan-neural-cleanse needs --poison-scan warn|error|drop")
+    if args.poison_scan_occlusion and args.poison_scan is None:
+        raise ConversionError("--poison-scan-occlusion needs --poison-scan warn|error|drop")
     if args.torch and args.harden != "none" and not args.train:
         raise ConversionError(f"--harden {args.harden} needs labelled training data (--train)")
     if args.onnx and args.harden != "none":

@@ -34,6 +34,11 @@ With ``--neural-cleanse`` the scan adds its optional second stage (Neural Cleans
 :mod:`.neural_cleanse`), whose settings were chosen on the development cases and the control;
 its fresh evaluation cases are :data:`NC_EVAL_CASES`.
 
+With ``--occlusion`` the scan adds its input-space occlusion stage (:mod:`.occlusion_scan`),
+whose settings were chosen on the development cases and the control; its fresh evaluation cases
+are :data:`OCC_EVAL_CASES`, and :data:`OCC_TRIGGER_CASES` is run with a trigger the settings were
+not chosen on (``--trigger square3-tl``: a 3x3 white square near the top-left corner).
+
 A control case trains on unpoisoned data and is scanned too: a verdict of "likely backdoor"
 there is a false alarm. Its int8 artifact also gives each pair's *floor*: the share of
 triggered source digits an unpoisoned model classifies as the target anyway, the lowest attack
@@ -52,7 +57,7 @@ import warnings
 import numpy as np
 
 __all__ = ["plant_trigger", "add_trigger", "separation", "run", "main", "CASES", "DEV_CASES", "EVAL_CASES",
-           "NC_EVAL_CASES", "PATCH", "GOAL"]
+           "NC_EVAL_CASES", "OCC_EVAL_CASES", "OCC_TRIGGER_CASES", "TRIGGERS", "PATCH", "GOAL"]
 
 PATCH = 4  # trigger: a 4x4 white square, 1 pixel from the bottom-right corner
 #: (source class, target class, seed): the development cases, looked at while the scan's
@@ -67,19 +72,34 @@ CASES = DEV_CASES + EVAL_CASES
 #: (source, target) pairs in neither DEV_CASES nor EVAL_CASES (listed source-major), seeds 6-8, after
 #: NeuralCleanseConfig's defaults were frozen
 NC_EVAL_CASES = ((4, 0, 6), (5, 9, 7), (0, 1, 8))
+#: fresh evaluation cases for the occlusion stage (whose settings were chosen on DEV_CASES and the control):
+#: numpy.random.default_rng(1330).choice(81, 5, replace=False) over the 81 ordered (source, target) pairs in
+#: none of DEV_CASES, EVAL_CASES, NC_EVAL_CASES (listed source-major), drawn after OcclusionScanConfig's
+#: defaults were frozen; the first four with the usual trigger (seeds 9-12) ...
+OCC_EVAL_CASES = ((2, 9, 9), (3, 0, 10), (8, 0, 11), (5, 3, 12))
+#: ... the fifth with a trigger the settings were not chosen on (``--trigger square3-tl``, seed 13)
+OCC_TRIGGER_CASES = ((1, 0, 13),)
+#: triggers: (side of the white square, corner it sits in, 1 pixel from both borders)
+TRIGGERS = {"square4-br": (PATCH, "bottom-right"), "square3-tl": (3, "top-left")}
 #: the issue's goal: share of poison found, share of clean digits flagged, int8 attack success after removal
 GOAL = {"found_at_least": 0.9, "clean_flagged_below": 0.05, "attack_success_after_below": 0.05}
 
 
-def add_trigger(images: np.ndarray, patch: int = PATCH) -> np.ndarray:
-    """uint8 NHWC images with the trigger stamped in (a copy)."""
+def add_trigger(images: np.ndarray, patch: int = PATCH, corner: str = "bottom-right") -> np.ndarray:
+    """uint8 NHWC images with the trigger (a white ``patch`` x ``patch`` square 1 pixel from the
+    ``corner``'s borders) stamped in (a copy)."""
     x = np.array(images, copy=True)
     h, w = x.shape[1:3]
-    x[:, h - 1 - patch:h - 1, w - 1 - patch:w - 1, :] = 255
+    if corner == "bottom-right":
+        x[:, h - 1 - patch:h - 1, w - 1 - patch:w - 1, :] = 255
+    elif corner == "top-left":
+        x[:, 1:1 + patch, 1:1 + patch, :] = 255
+    else:
+        raise ValueError(f"unknown corner {corner!r}")
     return x
 
 
-def plant_trigger(train, source: int, target: int, rate: float, seed: int):
+def plant_trigger(train, source: int, target: int, rate: float, seed: int, trigger: str = "square4-br"):
     """(poisoned :class:`~edgeguard.converters.data.Images`, boolean mask of the poisoned digits):
     ``round(rate * n_source)`` digits of class ``source``, chosen with
     ``numpy.random.default_rng(seed)``, get the trigger and label ``target``."""
@@ -90,7 +110,7 @@ def plant_trigger(train, source: int, target: int, rate: float, seed: int):
     k = int(round(rate * len(candidates)))
     chosen = np.sort(rng.choice(candidates, k, replace=False))
     x, y = train.x.copy(), train.y.copy()
-    x[chosen] = add_trigger(x[chosen])
+    x[chosen] = add_trigger(x[chosen], *TRIGGERS[trigger])
     y[chosen] = target
     mask = np.zeros(len(x), bool)
     mask[chosen] = True
@@ -109,7 +129,8 @@ def _train(train, seed: int, cfg: dict):
     return module
 
 
-def _convert_and_measure(module, splits, out_dir: str, source: int, target: int, seed: int) -> dict:
+def _convert_and_measure(module, splits, out_dir: str, source: int, target: int, seed: int,
+                         trigger: str = "square4-br") -> dict:
     import edgeguard
 
     from .calibrate import guarded_outputs
@@ -122,7 +143,7 @@ def _convert_and_measure(module, splits, out_dir: str, source: int, target: int,
                      latency_runs=0, progress=False, created=0, check_detector=False)
     test = splits["test"]
     src = test.y == source
-    triggered = add_trigger(test.x[src])
+    triggered = add_trigger(test.x[src], *TRIGGERS[trigger])
     out = {"bundle": result.bundle_path, "public_key": result.public_key_path}
     for aid in ("int8-onnx", "fp32-onnx"):
         model = edgeguard.load(result.bundle_path, public_key=result.public_key_path, artifact=aid)
@@ -141,7 +162,7 @@ def _convert_and_measure(module, splits, out_dir: str, source: int, target: int,
     return out
 
 
-def _attack_success(measured: dict, test, source: int, target: int) -> float:
+def _attack_success(measured: dict, test, source: int, target: int, trigger: str = "square4-br") -> float:
     """Share of the test digits of ``source`` that, with the trigger, the bundle's int8 artifact
     classifies as ``target``."""
     import edgeguard
@@ -149,7 +170,7 @@ def _attack_success(measured: dict, test, source: int, target: int) -> float:
     from .calibrate import guarded_outputs
 
     model = edgeguard.load(measured["bundle"], public_key=measured["public_key"], artifact="int8-onnx")
-    out = guarded_outputs(model, add_trigger(test.x[test.y == source]), detect=False)
+    out = guarded_outputs(model, add_trigger(test.x[test.y == source], *TRIGGERS[trigger]), detect=False)
     return float(np.mean(out["indices"] == target))
 
 
@@ -161,7 +182,8 @@ def _goal_met(scan: dict, after: dict) -> bool:
 
 def _role(case) -> str:
     return ("dev" if tuple(case) in DEV_CASES else "eval" if tuple(case) in EVAL_CASES
-            else "nc-eval" if tuple(case) in NC_EVAL_CASES else "other")
+            else "nc-eval" if tuple(case) in NC_EVAL_CASES else "occ-eval" if tuple(case) in OCC_EVAL_CASES
+            else "occ-trigger" if tuple(case) in OCC_TRIGGER_CASES else "other")
 
 
 #: layers the diagnosis looks at: the scan's own (the input of the last nn.Linear), the last
@@ -233,13 +255,30 @@ def _scan(module, train, mask, cfg):
         "clean_flagged": int((flagged & ~mask).sum()),
         "clean_flagged_share": float((flagged & ~mask).sum() / (~mask).sum()),
         "per_class": result.per_class, "neural_cleanse": result.neural_cleanse,
+        "occlusion": _occlusion_figures(result.occlusion, mask),
         "seconds": time.perf_counter() - t0,
     }
 
 
+def _occlusion_figures(report, mask):
+    """The occlusion stage's own share of the findings (the scan's figures are the union of stages)."""
+    if report is None:
+        return None
+    own = np.zeros(len(mask), bool)
+    own[report["suspicious"]] = True
+    n_p = int(mask.sum())
+    return {"n_flagged": int(own.sum()), "poisoned_found": int((own & mask).sum()),
+            "found_share": float((own & mask).sum() / n_p) if n_p else None,
+            "clean_flagged": int((own & ~mask).sum()),
+            "clean_flagged_share": float((own & ~mask).sum() / (~mask).sum()),
+            "suspect_classes": report["suspect_classes"], "n_candidates": report["n_candidates"],
+            "n_positions": report["n_positions"], "seconds": report["seconds"],
+            "per_class": [r for r in report["per_class"] if r["n_flagged"]]}
+
+
 def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epochs: int = 8, lr: float = 3e-3,
         control: bool = True, control_only: bool = False, scan_config: dict | None = None,
-        neural_cleanse: bool = False, log=print) -> dict:
+        neural_cleanse: bool = False, occlusion: bool = False, trigger: str = "square4-br", log=print) -> dict:
     from .data import mnist_splits
 
     os.makedirs(out_dir, exist_ok=True)
@@ -249,9 +288,18 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
         from .neural_cleanse import NeuralCleanseConfig
 
         scan_cfg["neural_cleanse"] = NeuralCleanseConfig().to_dict()
+    if occlusion:  # the input-space stage with its frozen defaults
+        from .occlusion_scan import OcclusionScanConfig
+
+        scan_cfg["occlusion"] = OcclusionScanConfig().to_dict()
     from .poisoning import PoisonScanConfig
 
-    report = {"config": {"rate": rate, "patch": PATCH, "trigger": f"{PATCH}x{PATCH} white square, bottom-right",
+    if trigger not in TRIGGERS:
+        raise ValueError(f"unknown trigger {trigger!r}; choose one of {sorted(TRIGGERS)}")
+    side, corner = TRIGGERS[trigger]
+
+    report = {"config": {"rate": rate, "patch": side, "trigger": f"{side}x{side} white square, {corner}",
+                         "trigger_name": trigger,
                          **cfg, "scan": PoisonScanConfig(**scan_cfg).to_dict(),
                          "scan_overrides": scan_cfg or None, "goal": GOAL,
                          "split": "mnist_splits(seed): 3000/1000/1000"},
@@ -260,20 +308,20 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
     for source, target, seed in () if control_only else cases:
         t0 = time.perf_counter()
         splits = mnist_splits(seed)
-        poisoned, mask = plant_trigger(splits["train"], source, target, rate, seed + 100)
+        poisoned, mask = plant_trigger(splits["train"], source, target, rate, seed + 100, trigger)
         log(f"[{_role((source, target, seed))} case {source}->{target} seed {seed}] training on {int(mask.sum())} poisoned + {int((~mask).sum())} "
             "clean digits")
         module = _train(poisoned, seed, cfg)
         scan_result, scan = _scan(module, poisoned, mask, scan_cfg)
         _, spectral = _scan(module, poisoned, mask, {**scan_cfg, "method": "spectral-signature",
-                                                     "neural_cleanse": None})
+                                                     "neural_cleanse": None, "occlusion": None})
         scan["spectral_signature"] = {k: spectral[k] for k in ("n_flagged", "poisoned_found", "found_share",
                                                                "clean_flagged", "clean_flagged_share")}
         log(f"  scan: found {scan['poisoned_found']}/{scan['poisoned']}, clean flagged {scan['clean_flagged']}, "
-            f"likely backdoor {scan['likely_backdoor']}" + _nc_line(scan))
+            f"likely backdoor {scan['likely_backdoor']}" + _nc_line(scan) + _occ_line(scan))
         diagnosis = separation(module, poisoned, mask, target, seed)
         before = _convert_and_measure(module, splits, os.path.join(out_dir, f"case{source}{target}s{seed}-poisoned"),
-                                      source, target, seed)
+                                      source, target, seed, trigger)
         log(f"  int8 attack success before removal: {before['int8-onnx']['attack_success']:.3f}")
         cleaned = scan_result.clean_subset(poisoned)
         retrained = len(cleaned) < len(poisoned)
@@ -281,7 +329,7 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
             module2 = _train(cleaned, seed, cfg)
             after = _convert_and_measure(module2, splits,
                                          os.path.join(out_dir, f"case{source}{target}s{seed}-cleaned"),
-                                         source, target, seed)
+                                         source, target, seed, trigger)
         else:  # nothing dropped: the same deterministic training on the same data
             after = before
         log(f"  int8 attack success after removal: {after['int8-onnx']['attack_success']:.3f}"
@@ -300,10 +348,12 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
         log(f"[control] clean training data, seed {seed}")
         module = _train(splits["train"], seed, cfg)
         _, scan = _scan(module, splits["train"], np.zeros(len(splits["train"]), bool), scan_cfg)
-        log(f"  scan: flagged {scan['n_flagged']}, likely backdoor {scan['likely_backdoor']}" + _nc_line(scan))
+        log(f"  scan: flagged {scan['n_flagged']}, likely backdoor {scan['likely_backdoor']}" + _nc_line(scan)
+            + _occ_line(scan))
         measured = _convert_and_measure(module, splits, os.path.join(out_dir, f"control-s{seed}"), source, target,
-                                        seed)
-        floors = [{"source": s_, "target": t_, "attack_success": _attack_success(measured, splits["test"], s_, t_)}
+                                        seed, trigger)
+        floors = [{"source": s_, "target": t_,
+                   "attack_success": _attack_success(measured, splits["test"], s_, t_, trigger)}
                   for s_, t_ in dict.fromkeys((c[0], c[1]) for c in (cases or CASES))]
         report["control"] = {"seed": seed, "source": source, "target": target, "scan": scan, "model": measured,
                              "floors": floors}
@@ -327,6 +377,15 @@ def _nc_line(scan: dict) -> str:
         return ""
     return ("; neural cleanse: mask L1 " + " ".join(f"{v:.0f}" for v in nc["mask_l1"]) + ", anomaly index "
             + " ".join(f"{v:.2f}" for v in nc["anomaly_index"]) + f", flagged classes {nc['flagged_classes']}")
+
+
+def _occ_line(scan: dict) -> str:
+    occ = scan.get("occlusion")
+    if not occ:
+        return ""
+    found = "" if occ["found_share"] is None else f"found {occ['poisoned_found']}, "
+    return (f"; occlusion stage: {found}clean flagged {occ['clean_flagged']} ({occ['n_candidates']} confident flips "
+            f"over {occ['n_positions']} positions), classes {occ['suspect_classes']}, {occ['seconds']:.0f} s")
 
 
 def _pct(v) -> str:
@@ -357,7 +416,8 @@ def render(report: dict) -> str:
     out += table(["role", "case", "poison found", "clean flagged", "verdict", "int8 acc", "int8 ASR",
                   "int8 acc after", "int8 ASR after", "floor", "squeeze flags trig", "squeeze FPR", "goal"], rows)
     for role, name in (("dev", "development"), ("eval", "evaluation"),
-                       ("nc-eval", "fresh evaluation (Neural Cleanse)"), ("other", "other")):
+                       ("nc-eval", "fresh evaluation (Neural Cleanse)"), ("occ-eval", "fresh evaluation (occlusion)"),
+                       ("occ-trigger", "other trigger (occlusion)"), ("other", "other")):
         cases = [case for case in report["cases"] if case.get("role") == role]
         if cases:
             out.append(f"{name} cases: goal met in {sum(bool(case.get('goal_met')) for case in cases)} of "
@@ -370,6 +430,13 @@ def render(report: dict) -> str:
             out.append(f"  {case['source']}->{case['target']} (seed {case['seed']})" + _nc_line(case["scan"]))
         if report.get("control") and report["control"]["scan"].get("neural_cleanse"):
             out.append(f"  control (seed {report['control']['seed']})" + _nc_line(report["control"]["scan"]))
+    occ_cases = [case for case in report["cases"] if case["scan"].get("occlusion")]
+    if occ_cases:
+        out += ["", "occlusion stage alone (the table's figures are the union with activation clustering):"]
+        for case in occ_cases:
+            out.append(f"  {case['source']}->{case['target']} (seed {case['seed']})" + _occ_line(case["scan"]))
+        if report.get("control") and report["control"]["scan"].get("occlusion"):
+            out.append(f"  control (seed {report['control']['seed']})" + _occ_line(report["control"]["scan"]))
     out += ["", "ART spectral signatures (expected poison 5%, x1.5: flags 7.5% of every class), same models:"]
     for case in report["cases"]:
         sp = case["scan"]["spectral_signature"]
@@ -419,6 +486,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-control", action="store_true")
     p.add_argument("--neural-cleanse", action="store_true",
                    help="add the scan's second stage, Neural Cleanse (off by default; see docs/data-governance.md)")
+    p.add_argument("--occlusion", action="store_true",
+                   help="add the scan's input-space occlusion stage (off by default; see docs/data-governance.md)")
+    p.add_argument("--trigger", default="square4-br", choices=sorted(TRIGGERS),
+                   help="the planted trigger (default square4-br: 4x4 white square, bottom-right)")
     p.add_argument("--control-only", action="store_true", help="only the unpoisoned control (first case's pair)")
     args = p.parse_args(argv)
     cases = CASES
@@ -429,7 +500,8 @@ def main(argv=None) -> int:
 
     try:
         run(args.out, cases, rate=args.rate, epochs=args.epochs, control=not args.no_control,
-            control_only=args.control_only, neural_cleanse=args.neural_cleanse)
+            control_only=args.control_only, neural_cleanse=args.neural_cleanse, occlusion=args.occlusion,
+            trigger=args.trigger)
     except EdgeGuardError as e:
         print(f"edgeguard: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -35,6 +35,12 @@ the smallest trigger per class; a class whose trigger is an outlier (ART's anoma
 backdoor target, and its training images that match the reversed trigger are listed. Measured on
 the planted-trigger experiment it flagged no class (docs/data-governance.md), hence off.
 
+With ``occlusion=OcclusionScanConfig()`` (off by default) an input-space stage runs too
+(:mod:`.occlusion_scan`, after SentiNet): every training image is occluded region by region on the
+source model, and a class in which several confident predictions flip when the same small patch of
+the same pixels is hidden is a backdoor target; those images are listed. See
+docs/data-governance.md for its measured figures.
+
 ``on_detection`` decides what a finding does: ``"warn"`` (a :class:`PoisonWarning`),
 ``"error"`` (:class:`~edgeguard.converters.errors.PoisonDetectedError`), or ``"drop"``
 (warn; the caller trains or hardens on :meth:`PoisonScanResult.clean_subset`).
@@ -51,6 +57,7 @@ import numpy as np
 from .data import Images, InputSpec
 from .errors import CalibrationDataError, ConversionError, PoisonDetectedError
 from .neural_cleanse import NeuralCleanseConfig
+from .occlusion_scan import OcclusionScanConfig
 
 __all__ = ["PoisonScanConfig", "PoisonScanResult", "PoisonWarning", "scan_training_data", "activation_probe",
            "METHODS", "ON_DETECTION"]
@@ -86,8 +93,13 @@ class PoisonScanConfig:
     seed: int = 0
     batch_size: int = 256
     neural_cleanse: NeuralCleanseConfig | None = None  # second stage (off: it flagged nothing when measured)
+    occlusion: OcclusionScanConfig | None = None  # input-space occlusion stage (.occlusion_scan)
 
     def __post_init__(self):
+        if isinstance(self.occlusion, dict):  # from JSON / to_dict()
+            object.__setattr__(self, "occlusion", OcclusionScanConfig(**self.occlusion))
+        if self.occlusion is not None and not isinstance(self.occlusion, OcclusionScanConfig):
+            raise ConversionError("occlusion must be an OcclusionScanConfig (or its dict), or None")
         if isinstance(self.neural_cleanse, dict):  # from JSON / to_dict()
             object.__setattr__(self, "neural_cleanse", NeuralCleanseConfig(**self.neural_cleanse))
         if self.neural_cleanse is not None and not isinstance(self.neural_cleanse, NeuralCleanseConfig):
@@ -125,6 +137,7 @@ class PoisonScanResult:
     data_sha256: str
     labels: tuple
     neural_cleanse: dict | None = None  # the second stage's per-class norms, anomaly indices, flagged classes
+    occlusion: dict | None = None  # the occlusion stage's per-class rows, its own suspects, wall time
 
     @property
     def flagged(self) -> np.ndarray:
@@ -147,20 +160,29 @@ class PoisonScanResult:
                     + (f"; {len(self.suspicious)} ranked suspicious" if len(self.suspicious) else ""))
         classes = ", ".join(f"{r['label']} ({r['n_suspicious']} of {r['n']})" for r in self.per_class
                             if r["label"] in self.suspect_classes)
-        nc = self.neural_cleanse or {}
-        how = ("are suspicious (small separate clusters, or Neural Cleanse's reversed trigger in a target class "
-               f"{nc['flagged_classes']})" if nc.get("flagged_classes") else "form small separate clusters")
+        nc, occ = self.neural_cleanse or {}, self.occlusion or {}
+        stages = []
+        if nc.get("flagged_classes"):
+            stages.append(f"Neural Cleanse's reversed trigger in a target class {nc['flagged_classes']}")
+        if occ.get("n_flagged"):
+            stages.append(f"the same small region whose occlusion flips them ({occ['n_flagged']} by the occlusion "
+                          "stage)")
+        how = ("are suspicious (small separate clusters, or " + "; or ".join(stages) + ")" if stages
+               else "form small separate clusters")
         return (f"poisoning scan ({self.config.method}): LIKELY BACKDOOR: {len(self.suspicious)} of {self.n} "
                 f"training image(s) {how} in class(es) {classes}")
 
     def to_dict(self, max_listed: int | None = None) -> dict:
         listed = self.suspicious if max_listed is None else self.suspicious[:max_listed]
+        occlusion = self.occlusion
+        if occlusion is not None and max_listed is not None:  # the stage's own list obeys the same cap
+            occlusion = {**occlusion, "suspicious": occlusion["suspicious"][:max_listed]}
         return {"method": self.config.method, "config": self.config.to_dict(), "n": self.n,
                 "data_sha256": self.data_sha256, "activation_dim": self.activation_dim,
                 "likely_backdoor": self.likely_backdoor, "suspect_classes": list(self.suspect_classes),
                 "n_suspicious": int(len(self.suspicious)), "suspicious": [int(i) for i in listed],
                 "suspicious_listed": int(len(listed)), "per_class": self.per_class,
-                "neural_cleanse": self.neural_cleanse, "summary": self.summary()}
+                "neural_cleanse": self.neural_cleanse, "occlusion": occlusion, "summary": self.summary()}
 
 
 def _last_linear_name(module) -> str:
@@ -253,11 +275,17 @@ def scan_training_data(module, spec: InputSpec, train: Images, config: PoisonSca
                 suspicious = np.union1d(np.asarray(suspicious, np.int64), nc_suspicious)
                 for row in rows:  # both stages may list the same image
                     row["n_suspicious"] = int((train.y[suspicious] == row["class"]).sum())
+            occ_report = None
+            if cfg.occlusion is not None:
+                occ_report, occ_suspicious = _occlusion_stage(module, spec, x, train.y, cfg, rows)
+                suspicious = np.union1d(np.asarray(suspicious, np.int64), occ_suspicious)
+                for row in rows:
+                    row["n_suspicious"] = int((train.y[suspicious] == row["class"]).sum())
     finally:
         module.train(was_training)
     suspect = [r["label"] for r in rows if r.get("suspect")]
     result = PoisonScanResult(cfg, len(train), np.asarray(sorted(suspicious), np.int64), rows, bool(suspect),
-                              suspect, dim, train.sha256, tuple(spec.labels), nc_report)
+                              suspect, dim, train.sha256, tuple(spec.labels), nc_report, occ_report)
     if result.likely_backdoor:
         if cfg.on_detection == "error":
             raise PoisonDetectedError(result.summary() + "; drop them (on_detection='drop', --poison-scan drop), "
@@ -376,3 +404,50 @@ def _neural_cleanse_stage(module, spec: InputSpec, x, y, counts, cfg: PoisonScan
               "flagged_classes": [spec.labels[k] for k in found["flagged"]], "steps_run": found["steps_run"],
               "images_optimised_on": int(len(sample))}
     return report, (np.concatenate(suspicious) if suspicious else np.zeros(0, np.int64))
+
+
+def _occlusion_stage(module, spec: InputSpec, x, y, cfg: PoisonScanConfig, rows):
+    """The input-space occlusion scan (:mod:`.occlusion_scan`) on every training image. Marks the
+    classes with flagged images suspect in ``rows``; returns (report, indices of the flagged images)."""
+    import time
+
+    from .hardening import normalized_module
+    from .occlusion_scan import flag_occlusion, occlusion_scores, paste_test
+
+    ocfg = cfg.occlusion
+    t0 = time.perf_counter()
+    model = normalized_module(module, spec).eval()
+    scores = occlusion_scores(model, x, y, ocfg, layout=spec.layout)
+    x_nchw = x if spec.layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    flagged, occ_rows, suspect = flag_occlusion(x_nchw, y, scores, spec.num_classes, ocfg, spec.range)
+    members = np.flatnonzero(flagged)
+    fooled = paste_test(model if spec.layout == "NCHW" else _nhwc_adapter(model), x_nchw, y, scores, members, ocfg,
+                        seed=cfg.seed)
+    for k, row in enumerate(rows):
+        row["occlusion_candidates"] = occ_rows[k]["n_candidates"]
+        row["occlusion_flagged"] = occ_rows[k]["n_flagged"]
+        if k in suspect:
+            in_class = y[members] == k
+            row.update(suspect=True, occlusion_suspect=True, occlusion_moved_to=spec.labels[occ_rows[k]["moved_to"]],
+                       occlusion_positions=occ_rows[k]["positions"],
+                       occlusion_paste_fooled_median=float(np.median(fooled[in_class])))
+    report = {"config": ocfg.to_dict(), "n_positions": int(scores["n_positions"]), "n_flagged": int(len(members)),
+              "suspicious": [int(i) for i in members], "suspect_classes": [spec.labels[k] for k in suspect],
+              "n_candidates": int(sum(r["n_candidates"] for r in occ_rows)), "per_class": occ_rows,
+              "seconds": time.perf_counter() - t0}
+    return report, members
+
+
+def _nhwc_adapter(model):
+    """``model`` (NHWC inputs) as a module taking NCHW batches (what :func:`paste_test` builds)."""
+    from torch import nn
+
+    class FromNCHW(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            return self.inner(x.permute(0, 2, 3, 1))
+
+    return FromNCHW().eval()

@@ -23,6 +23,14 @@ when at least ``min_group`` candidates of its class flip at the same position to
 and their pixels under the occluder match (mean absolute difference under ``match_distance`` of
 the value range). The classes with flagged images are the likely backdoor targets.
 
+A poisoned image whose *largest* flip sits at a neighbouring occluder position (the occluder
+shifted by one stride still covers most of the trigger) falls into a shifted group that may be
+too small. So, with ``expand_groups`` (the default), each flagged group's pixels (the median crop
+of its members) are matched against every image *labelled as the group's class* at the group's
+own position, candidate or not: an image whose crop there lies within ``match_distance`` is
+flagged too (counted apart, as "expanded"). It carries the same pixels where the group's trigger
+is, so it carries the trigger.
+
 :func:`paste_test` is SentiNet's own second test (paste the region on images of the class it
 moved to and count how many now read as the label); it is reported for the flagged images as
 evidence, but it is not part of the rule: on the development cases clean 9s "fool" as well as
@@ -65,6 +73,7 @@ class OcclusionScanConfig:
     flip_drop_threshold: float = 0.5  # ... and one occluder position drops it this much while another class wins
     match_distance: float = 0.05  # "the same pixels": mean absolute difference, as a share of the value range
     min_group: int = 5  # flagged: this many candidates of a class share position, new class and pixels
+    expand_groups: bool = True  # also flag the class's images whose pixels at a group's position match it
     paste_recipients: int = 32  # paste_test: images of the class it moved to that a region is pasted on
     batch_images: int = 16  # images per forward pass (times the number of positions)
 
@@ -149,40 +158,60 @@ def occlusion_scores(model, x: np.ndarray, y: np.ndarray, cfg: OcclusionScanConf
 
 def flag_occlusion(x: np.ndarray, y: np.ndarray, scores: dict, num_classes: int, cfg: OcclusionScanConfig,
                    value_range=(0.0, 1.0)):
-    """(flagged mask, per-class rows, suspect class indices) by the rule of the module docstring:
-    a candidate is a confident flip; it is flagged when at least ``cfg.min_group`` candidates of
-    its class (itself included) flip at the same position to the same class with (nearly) the same
-    pixels there (mean absolute difference under ``cfg.match_distance`` of the value range)."""
+    """(flagged mask, per-class rows, suspect class indices, expanded mask) by the rule of the module
+    docstring: a candidate is a confident flip; it is flagged when at least ``cfg.min_group``
+    candidates of its class (itself included) flip at the same position to the same class with
+    (nearly) the same pixels there (mean absolute difference under ``cfg.match_distance`` of the
+    value range). With ``cfg.expand_groups``, every image of a flagged group's class whose pixels at
+    the group's position lie that close to the group's median crop is flagged too; the expanded mask
+    holds those that were not group members (they are in the flagged mask as well)."""
     y = np.asarray(y, np.int64)
     width = float(value_range[1] - value_range[0]) or 1.0
+    s = cfg.size
+
+    def crops(idx, r, c):
+        return np.asarray(x[idx][:, :, r:r + s, c:c + s], np.float32).reshape(len(idx), -1) / width
+
     confident_flip = (scores["confidence"] >= cfg.min_confidence) & (scores["flip_drop"] >= cfg.flip_drop_threshold)
     cand = np.flatnonzero(confident_flip & (scores["new_class"] >= 0))
     pos, new_class = scores["position"], scores["new_class"]
     flagged = np.zeros(len(y), bool)
-    group_size = np.zeros(len(y), np.int64)
-    for key in {(int(y[i]), int(pos[i, 0]), int(pos[i, 1]), int(new_class[i])) for i in cand}:
+    groups = []  # (label, row, column, new class, flagged members)
+    for key in sorted({(int(y[i]), int(pos[i, 0]), int(pos[i, 1]), int(new_class[i])) for i in cand}):
         label, r, c, k = key
         members = cand[(y[cand] == label) & (pos[cand, 0] == r) & (pos[cand, 1] == c) & (new_class[cand] == k)]
         if len(members) < cfg.min_group:
             continue
-        crops = np.asarray(x[members][:, :, r:r + cfg.size, c:c + cfg.size], np.float32) / width
-        crops = crops.reshape(len(members), -1)
-        close = np.abs(crops[:, None, :] - crops[None, :, :]).mean(axis=2) < cfg.match_distance
-        size = close.sum(axis=1)
-        group_size[members] = size
-        flagged[members[size >= cfg.min_group]] = True
+        m = crops(members, r, c)
+        close = np.abs(m[:, None, :] - m[None, :, :]).mean(axis=2) < cfg.match_distance
+        kept = members[close.sum(axis=1) >= cfg.min_group]
+        if len(kept):
+            flagged[kept] = True
+            groups.append((label, r, c, k, kept))
+    expanded = np.zeros(len(y), bool)
+    if cfg.expand_groups:
+        for label, r, c, _, kept in groups:
+            template = np.median(crops(kept, r, c), axis=0)
+            same_class = np.flatnonzero(y == label)
+            match = same_class[np.abs(crops(same_class, r, c) - template).mean(axis=1) < cfg.match_distance]
+            expanded[match[~flagged[match]]] = True
+        flagged |= expanded
     rows, suspect = [], []
     for k in range(num_classes):
         members = flagged & (y == k)
         n_flag = int(members.sum())
-        moved = np.bincount(new_class[members], minlength=num_classes) if n_flag else np.zeros(num_classes, np.int64)
-        where = [[int(v) for v in p] for p in np.unique(pos[members], axis=0)] if n_flag else []
+        in_groups = [g for g in groups if g[0] == k]
+        moved = np.zeros(num_classes, np.int64)
+        for g in in_groups:
+            moved[g[3]] += len(g[4])
         rows.append({"class": k, "n": int((y == k).sum()), "n_candidates": int((y[cand] == k).sum()),
-                     "n_flagged": n_flag, "moved_to": int(np.argmax(moved)) if n_flag else None,
-                     "positions": where, "suspect": n_flag > 0})
+                     "n_flagged": n_flag, "n_expanded": int((expanded & (y == k)).sum()),
+                     "moved_to": int(np.argmax(moved)) if n_flag else None,
+                     "positions": sorted({(g[1], g[2]) for g in in_groups}), "suspect": n_flag > 0})
+        rows[-1]["positions"] = [list(p) for p in rows[-1]["positions"]]
         if n_flag:
             suspect.append(k)
-    return flagged, rows, suspect
+    return flagged, rows, suspect, expanded
 
 
 def paste_test(model, x: np.ndarray, y: np.ndarray, scores: dict, candidates: np.ndarray,

@@ -271,6 +271,7 @@ def _occlusion_figures(report, mask):
             "found_share": float((own & mask).sum() / n_p) if n_p else None,
             "clean_flagged": int((own & ~mask).sum()),
             "clean_flagged_share": float((own & ~mask).sum() / (~mask).sum()),
+            "n_expanded": report.get("n_expanded", 0),
             "suspect_classes": report["suspect_classes"], "n_candidates": report["n_candidates"],
             "n_positions": report["n_positions"], "seconds": report["seconds"],
             "per_class": [r for r in report["per_class"] if r["n_flagged"]]}
@@ -384,7 +385,8 @@ def _occ_line(scan: dict) -> str:
     if not occ:
         return ""
     found = "" if occ["found_share"] is None else f"found {occ['poisoned_found']}, "
-    return (f"; occlusion stage: {found}clean flagged {occ['clean_flagged']} ({occ['n_candidates']} confident flips "
+    return (f"; occlusion stage: {found}clean flagged {occ['clean_flagged']} ({occ.get('n_expanded', 0)} of the flagged "
+            f"by expansion; {occ['n_candidates']} confident flips "
             f"over {occ['n_positions']} positions), classes {occ['suspect_classes']}, {occ['seconds']:.0f} s")
 
 

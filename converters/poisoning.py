@@ -419,19 +419,22 @@ def _occlusion_stage(module, spec: InputSpec, x, y, cfg: PoisonScanConfig, rows)
     model = normalized_module(module, spec).eval()
     scores = occlusion_scores(model, x, y, ocfg, layout=spec.layout)
     x_nchw = x if spec.layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    flagged, occ_rows, suspect = flag_occlusion(x_nchw, y, scores, spec.num_classes, ocfg, spec.range)
+    flagged, occ_rows, suspect, expanded = flag_occlusion(x_nchw, y, scores, spec.num_classes, ocfg, spec.range)
     members = np.flatnonzero(flagged)
-    fooled = paste_test(model if spec.layout == "NCHW" else _nhwc_adapter(model), x_nchw, y, scores, members, ocfg,
+    grouped = np.flatnonzero(flagged & ~expanded)  # the paste test needs the flip's own position
+    fooled = paste_test(model if spec.layout == "NCHW" else _nhwc_adapter(model), x_nchw, y, scores, grouped, ocfg,
                         seed=cfg.seed)
     for k, row in enumerate(rows):
         row["occlusion_candidates"] = occ_rows[k]["n_candidates"]
         row["occlusion_flagged"] = occ_rows[k]["n_flagged"]
+        row["occlusion_expanded"] = occ_rows[k]["n_expanded"]
         if k in suspect:
-            in_class = y[members] == k
+            in_class = y[grouped] == k
             row.update(suspect=True, occlusion_suspect=True, occlusion_moved_to=spec.labels[occ_rows[k]["moved_to"]],
                        occlusion_positions=occ_rows[k]["positions"],
                        occlusion_paste_fooled_median=float(np.median(fooled[in_class])))
     report = {"config": ocfg.to_dict(), "n_positions": int(scores["n_positions"]), "n_flagged": int(len(members)),
+              "n_expanded": int(expanded.sum()),
               "suspicious": [int(i) for i in members], "suspect_classes": [spec.labels[k] for k in suspect],
               "n_candidates": int(sum(r["n_candidates"] for r in occ_rows)), "per_class": occ_rows,
               "seconds": time.perf_counter() - t0}

@@ -88,7 +88,7 @@ def test_occlusion_stage_on_unpoisoned_digits_flags_nothing(tiny):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = scan_training_data(clean_model, spec, train, PoisonScanConfig(occlusion=OcclusionScanConfig()))
-    assert result.occlusion["n_flagged"] == 0 and not result.likely_backdoor
+    assert result.occlusion["n_flagged"] == 0 and result.occlusion["n_expanded"] == 0 and not result.likely_backdoor
     assert result.occlusion["n_candidates"] > 0  # confident flips exist on clean digits; the rule keeps them out
 
 
@@ -103,12 +103,37 @@ def test_flag_rule_needs_a_group_of_matching_regions():
     scores = {"confidence": np.full(8, 0.99, np.float32), "flip_drop": np.full(8, 0.95, np.float32),
               "new_class": np.full(8, 7), "position": np.tile([20, 20], (8, 1))}
     scores["confidence"][3] = 0.2  # not a confident prediction: not a candidate
-    flagged, rows, suspect = flag_occlusion(x, y, scores, 10, cfg)
-    assert flagged.tolist() == [True, True, True, False, False, False, False, False]
-    assert suspect == [1] and rows[1]["n_flagged"] == 3 and rows[1]["moved_to"] == 7
+    flagged, rows, suspect, expanded = flag_occlusion(x, y, scores, 10, cfg)
+    # image 3 is no candidate but carries the group's pixels at the group's place: the expansion adds it
+    assert flagged.tolist() == [True, True, True, True, False, False, False, False]
+    assert expanded.tolist() == [False, False, False, True, False, False, False, False]
+    assert suspect == [1] and rows[1]["n_flagged"] == 4 and rows[1]["n_expanded"] == 1 and rows[1]["moved_to"] == 7
     assert rows[1]["positions"] == [[20, 20]]
+    no_expansion = flag_occlusion(x, y, scores, 10, OcclusionScanConfig(min_group=3, expand_groups=False))
+    assert no_expansion[0].tolist() == [True, True, True, False, False, False, False, False]
+    assert not no_expansion[3].any()
     scores["position"][2] = [17, 20]  # the same pixels elsewhere do not group
     assert not flag_occlusion(x, y, scores, 10, cfg)[0].any()
+
+
+def test_expansion_adds_the_class_images_with_the_groups_pixels_and_no_others():
+    from edgeguard.converters.occlusion_scan import OcclusionScanConfig, flag_occlusion
+
+    cfg = OcclusionScanConfig(min_group=3)
+    rng = np.random.default_rng(1)
+    x = rng.random((10, 1, 28, 28)).astype(np.float32)
+    x[:6, :, 21:27, 21:27] = 1.0  # the trigger on images 0-5 (labelled 1) ...
+    x[9, :, 21:27, 21:27] = 1.0  # ... and on image 9, labelled 2 (another class: not the group's)
+    y = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 2])
+    scores = {"confidence": np.full(10, 0.99, np.float32), "flip_drop": np.full(10, 0.95, np.float32),
+              "new_class": np.full(10, 7), "position": np.tile([21, 21], (10, 1))}
+    scores["position"][3:6] = [18, 21]  # 3-5: their largest flip sits one occluder position higher (a group of 3 ...)
+    scores["flip_drop"][3:5] = 0.1  # ... of which only image 5 is a candidate: too small a group
+    scores["position"][6:9] = [0, 0]  # 6-8: clean images of the class with other pixels under the trigger
+    flagged, rows, suspect, expanded = flag_occlusion(x, y, scores, 10, cfg)
+    assert np.flatnonzero(flagged).tolist() == [0, 1, 2, 3, 4, 5]
+    assert np.flatnonzero(expanded).tolist() == [3, 4, 5]
+    assert rows[1]["n_expanded"] == 3 and rows[2]["n_flagged"] == 0 and suspect == [1]
 
 
 def test_occlusion_scores_cover_the_far_corner_and_find_the_flip():

@@ -37,7 +37,10 @@ its fresh evaluation cases are :data:`NC_EVAL_CASES`.
 With ``--occlusion`` the scan adds its input-space occlusion stage (:mod:`.occlusion_scan`),
 whose settings were chosen on the development cases and the control; its fresh evaluation cases
 are :data:`OCC_EVAL_CASES`, and :data:`OCC_TRIGGER_CASES` is run with a trigger the settings were
-not chosen on (``--trigger square3-tl``: a 3x3 white square near the top-left corner).
+not chosen on (``--trigger square3-tl``: a 3x3 white square near the top-left corner). The
+stage's group expansion (``OcclusionScanConfig.expand_groups``) was chosen afterwards, again on
+the development cases and the control only; its fresh cases are :data:`EXP_EVAL_CASES` and
+:data:`EXP_TRIGGER_CASES` (``--trigger checker3-tr``: a 3x3 checkerboard near the top-right corner).
 
 A control case trains on unpoisoned data and is scanned too: a verdict of "likely backdoor"
 there is a false alarm. Its int8 artifact also gives each pair's *floor*: the share of
@@ -57,7 +60,7 @@ import warnings
 import numpy as np
 
 __all__ = ["plant_trigger", "add_trigger", "separation", "run", "main", "CASES", "DEV_CASES", "EVAL_CASES",
-           "NC_EVAL_CASES", "OCC_EVAL_CASES", "OCC_TRIGGER_CASES", "TRIGGERS", "PATCH", "GOAL"]
+           "NC_EVAL_CASES", "OCC_EVAL_CASES", "OCC_TRIGGER_CASES", "EXP_EVAL_CASES", "EXP_TRIGGER_CASES", "TRIGGERS", "PATCH", "GOAL"]
 
 PATCH = 4  # trigger: a 4x4 white square, 1 pixel from the bottom-right corner
 #: (source class, target class, seed): the development cases, looked at while the scan's
@@ -79,23 +82,41 @@ NC_EVAL_CASES = ((4, 0, 6), (5, 9, 7), (0, 1, 8))
 OCC_EVAL_CASES = ((2, 9, 9), (3, 0, 10), (8, 0, 11), (5, 3, 12))
 #: ... the fifth with a trigger the settings were not chosen on (``--trigger square3-tl``, seed 13)
 OCC_TRIGGER_CASES = ((1, 0, 13),)
-#: triggers: (side of the white square, corner it sits in, 1 pixel from both borders)
-TRIGGERS = {"square4-br": (PATCH, "bottom-right"), "square3-tl": (3, "top-left")}
+#: fresh evaluation cases for the occlusion stage's group expansion (chosen on DEV_CASES and the control):
+#: numpy.random.default_rng(1331).choice(76, 5, replace=False) over the 76 ordered (source, target) pairs in
+#: none of the lists above (listed source-major), drawn after expand_groups was frozen; the first four with
+#: the usual trigger (seeds 14-17) ...
+EXP_EVAL_CASES = ((1, 2, 14), (3, 1, 15), (6, 7, 16), (9, 8, 17))
+#: ... the fifth with a trigger shape and place not used before (``--trigger checker3-tr``, seed 18)
+EXP_TRIGGER_CASES = ((0, 3, 18),)
+#: triggers: (side, corner it sits in 1 pixel from both borders, shape: a white square or a checkerboard
+#: whose top-left pixel is white)
+TRIGGERS = {"square4-br": (PATCH, "bottom-right", "square"), "square3-tl": (3, "top-left", "square"),
+            "checker3-tr": (3, "top-right", "checker")}
 #: the issue's goal: share of poison found, share of clean digits flagged, int8 attack success after removal
 GOAL = {"found_at_least": 0.9, "clean_flagged_below": 0.05, "attack_success_after_below": 0.05}
 
 
-def add_trigger(images: np.ndarray, patch: int = PATCH, corner: str = "bottom-right") -> np.ndarray:
-    """uint8 NHWC images with the trigger (a white ``patch`` x ``patch`` square 1 pixel from the
-    ``corner``'s borders) stamped in (a copy)."""
+def add_trigger(images: np.ndarray, patch: int = PATCH, corner: str = "bottom-right",
+                shape: str = "square") -> np.ndarray:
+    """uint8 NHWC images with the trigger (a white ``patch`` x ``patch`` square, or a checkerboard of
+    white and the image's own pixels, 1 pixel from the ``corner``'s borders) stamped in (a copy)."""
     x = np.array(images, copy=True)
     h, w = x.shape[1:3]
-    if corner == "bottom-right":
-        x[:, h - 1 - patch:h - 1, w - 1 - patch:w - 1, :] = 255
-    elif corner == "top-left":
-        x[:, 1:1 + patch, 1:1 + patch, :] = 255
-    else:
+    rows = {"bottom-right": h - 1 - patch, "top-left": 1, "top-right": 1}
+    cols = {"bottom-right": w - 1 - patch, "top-left": 1, "top-right": w - 1 - patch}
+    if corner not in rows:
         raise ValueError(f"unknown corner {corner!r}")
+    if shape not in ("square", "checker"):
+        raise ValueError(f"unknown shape {shape!r}")
+    r, c = rows[corner], cols[corner]
+    lit = np.ones((patch, patch), bool)
+    if shape == "checker":
+        lit = (np.add.outer(np.arange(patch), np.arange(patch)) % 2) == 0
+    region = x[:, r:r + patch, c:c + patch, :]
+    region[:, lit, :] = 255
+    if shape == "checker":
+        region[:, ~lit, :] = 0  # black between the white squares, whatever the digit has there
     return x
 
 
@@ -183,7 +204,8 @@ def _goal_met(scan: dict, after: dict) -> bool:
 def _role(case) -> str:
     return ("dev" if tuple(case) in DEV_CASES else "eval" if tuple(case) in EVAL_CASES
             else "nc-eval" if tuple(case) in NC_EVAL_CASES else "occ-eval" if tuple(case) in OCC_EVAL_CASES
-            else "occ-trigger" if tuple(case) in OCC_TRIGGER_CASES else "other")
+            else "occ-trigger" if tuple(case) in OCC_TRIGGER_CASES else "exp-eval" if tuple(case) in EXP_EVAL_CASES
+            else "exp-trigger" if tuple(case) in EXP_TRIGGER_CASES else "other")
 
 
 #: layers the diagnosis looks at: the scan's own (the input of the last nn.Linear), the last
@@ -297,9 +319,10 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
 
     if trigger not in TRIGGERS:
         raise ValueError(f"unknown trigger {trigger!r}; choose one of {sorted(TRIGGERS)}")
-    side, corner = TRIGGERS[trigger]
+    side, corner, shape = TRIGGERS[trigger]
 
-    report = {"config": {"rate": rate, "patch": side, "trigger": f"{side}x{side} white square, {corner}",
+    report = {"config": {"rate": rate, "patch": side,
+                         "trigger": f"{side}x{side} {'white square' if shape == 'square' else 'checkerboard'}, {corner}",
                          "trigger_name": trigger,
                          **cfg, "scan": PoisonScanConfig(**scan_cfg).to_dict(),
                          "scan_overrides": scan_cfg or None, "goal": GOAL,
@@ -419,7 +442,9 @@ def render(report: dict) -> str:
                   "int8 acc after", "int8 ASR after", "floor", "squeeze flags trig", "squeeze FPR", "goal"], rows)
     for role, name in (("dev", "development"), ("eval", "evaluation"),
                        ("nc-eval", "fresh evaluation (Neural Cleanse)"), ("occ-eval", "fresh evaluation (occlusion)"),
-                       ("occ-trigger", "other trigger (occlusion)"), ("other", "other")):
+                       ("occ-trigger", "other trigger (occlusion)"),
+                       ("exp-eval", "fresh evaluation (occlusion with group expansion)"),
+                       ("exp-trigger", "other trigger (occlusion with group expansion)"), ("other", "other")):
         cases = [case for case in report["cases"] if case.get("role") == role]
         if cases:
             out.append(f"{name} cases: goal met in {sum(bool(case.get('goal_met')) for case in cases)} of "

@@ -191,6 +191,22 @@ def test_other_trigger_sits_top_left():
     img = np.zeros((1, 28, 28, 1), np.uint8)
     out = add_trigger(img, *TRIGGERS["square3-tl"])
     assert out[0, 1:4, 1:4, 0].min() == 255 and int(out.sum()) == 9 * 255
+    lit = np.full((1, 28, 28, 1), 9, np.uint8)
+    checker = add_trigger(lit, *TRIGGERS["checker3-tr"])[0, :, :, 0]
+    assert checker[1:4, 24:27].tolist() == [[255, 0, 255], [0, 255, 0], [255, 0, 255]]
+    checker[1:4, 24:27] = 9
+    assert (checker == 9).all()  # nothing else touched
+
+
+def test_expansion_cases_are_new_pairs_from_their_recorded_draw():
+    from edgeguard.converters.poison_experiment import (DEV_CASES, EVAL_CASES, EXP_EVAL_CASES, EXP_TRIGGER_CASES,
+                                                        NC_EVAL_CASES, OCC_EVAL_CASES, OCC_TRIGGER_CASES, _role)
+
+    seen = {c[:2] for c in DEV_CASES + EVAL_CASES + NC_EVAL_CASES + OCC_EVAL_CASES + OCC_TRIGGER_CASES}
+    pairs = [(s, t) for s in range(10) for t in range(10) if s != t and (s, t) not in seen]
+    drawn = [pairs[i] for i in np.random.default_rng(1331).choice(len(pairs), 5, replace=False)]
+    assert drawn == [c[:2] for c in EXP_EVAL_CASES + EXP_TRIGGER_CASES]
+    assert {_role(c) for c in EXP_EVAL_CASES} == {"exp-eval"} and _role(EXP_TRIGGER_CASES[0]) == "exp-trigger"
 
 
 def test_convert_cli_refuses_the_occlusion_stage_without_a_scan(tmp_path, capsys):

@@ -60,7 +60,8 @@ import warnings
 import numpy as np
 
 __all__ = ["plant_trigger", "add_trigger", "separation", "run", "main", "CASES", "DEV_CASES", "EVAL_CASES",
-           "NC_EVAL_CASES", "OCC_EVAL_CASES", "OCC_TRIGGER_CASES", "EXP_EVAL_CASES", "EXP_TRIGGER_CASES", "TRIGGERS", "PATCH", "GOAL"]
+           "NC_EVAL_CASES", "OCC_EVAL_CASES", "OCC_TRIGGER_CASES", "EXP_EVAL_CASES", "EXP_TRIGGER_CASES", "TRIGGERS",
+           "PATCH", "GOAL"]
 
 PATCH = 4  # trigger: a 4x4 white square, 1 pixel from the bottom-right corner
 #: (source class, target class, seed): the development cases, looked at while the scan's
@@ -321,8 +322,8 @@ def run(out_dir: str, cases=CASES, *, rate: float = 0.05, width: int = 16, epoch
         raise ValueError(f"unknown trigger {trigger!r}; choose one of {sorted(TRIGGERS)}")
     side, corner, shape = TRIGGERS[trigger]
 
-    report = {"config": {"rate": rate, "patch": side,
-                         "trigger": f"{side}x{side} {'white square' if shape == 'square' else 'checkerboard'}, {corner}",
+    drawn = "white square" if shape == "square" else "checkerboard"
+    report = {"config": {"rate": rate, "patch": side, "trigger": f"{side}x{side} {drawn}, {corner}",
                          "trigger_name": trigger,
                          **cfg, "scan": PoisonScanConfig(**scan_cfg).to_dict(),
                          "scan_overrides": scan_cfg or None, "goal": GOAL,
@@ -408,8 +409,8 @@ def _occ_line(scan: dict) -> str:
     if not occ:
         return ""
     found = "" if occ["found_share"] is None else f"found {occ['poisoned_found']}, "
-    return (f"; occlusion stage: {found}clean flagged {occ['clean_flagged']} ({occ.get('n_expanded', 0)} of the flagged "
-            f"by expansion; {occ['n_candidates']} confident flips "
+    return (f"; occlusion stage: {found}clean flagged {occ['clean_flagged']} ({occ.get('n_expanded', 0)} of the "
+            f"flagged by expansion; {occ['n_candidates']} confident flips "
             f"over {occ['n_positions']} positions), classes {occ['suspect_classes']}, {occ['seconds']:.0f} s")
 
 

@@ -38,7 +38,8 @@ the planted-trigger experiment it flagged no class (docs/data-governance.md), he
 With ``occlusion=OcclusionScanConfig()`` (off by default) an input-space stage runs too
 (:mod:`.occlusion_scan`, after SentiNet): every training image is occluded region by region on the
 source model, and a class in which several confident predictions flip when the same small patch of
-the same pixels is hidden is a backdoor target; those images are listed. See
+the same pixels is hidden is a backdoor target; those images are listed, with every image of the
+class carrying the group's pixels at the group's place (its group expansion). See
 docs/data-governance.md for its measured figures.
 
 ``on_detection`` decides what a finding does: ``"warn"`` (a :class:`PoisonWarning`),

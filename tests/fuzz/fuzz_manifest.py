@@ -83,6 +83,10 @@ def _mutated(fdp: atheris.FuzzedDataProvider) -> bytes:
             choice = fdp.ConsumeIntInRange(0, 3)
             if choice == 0:
                 value = SPECIAL_VALUES[fdp.ConsumeIntInRange(0, len(SPECIAL_VALUES) - 1)]
+                if isinstance(value, (list, dict)):
+                    # a fresh copy: a later mutation may write into it, and the shared object could
+                    # end up inside itself (a cycle json.dumps refuses: a harness bug, not a finding)
+                    value = json.loads(json.dumps(value))
             elif choice == 1:
                 value = fdp.ConsumeInt(fdp.ConsumeIntInRange(1, 64))
             elif choice == 2:

@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from edgeguard.monitoring.stats import binom_sf
+from edgeguard.squeeze import is_flagged
 
 from .errors import CalibrationDataError
 
@@ -108,7 +109,7 @@ def cross_validated_fpr(scores: np.ndarray, folds: int, target_fpr: float,
     for f in range(folds):
         held = pos % folds == f
         thr = threshold_at_fpr(s[~held], target_fpr, confidence)
-        k = int(np.sum(~(s[held] <= thr)))  # the runtime's flag rule: score > threshold, NaN flags
+        k = int(np.sum(is_flagged(s[held], thr)))  # the device's own rule
         flagged += k
         per_fold.append(k / max(int(held.sum()), 1))
     return flagged / max(len(s), 1), per_fold

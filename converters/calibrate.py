@@ -26,7 +26,7 @@ from edgeguard.squeeze import is_flagged
 
 from .errors import CalibrationDataError
 
-__all__ = ["RULE", "FPR_CONFIDENCE", "threshold_at_fpr", "min_legitimate", "threshold_rule",
+__all__ = ["RULE", "FPR_CONFIDENCE", "threshold_at_fpr", "min_legitimate", "min_calibration", "threshold_rule",
            "cross_validated_fpr", "guarded_outputs", "reference_stats", "SCORE_EDGES", "CONFIDENCE_EDGES",
            "PIXEL_EDGES", "QUANTILES"]
 
@@ -69,6 +69,15 @@ def min_legitimate(target_fpr: float, confidence: float = FPR_CONFIDENCE) -> int
     if not 0 < target_fpr < 1:
         raise CalibrationDataError(f"target FPR must be in (0, 1), got {target_fpr}")
     return max(1, math.ceil(math.log(1 - confidence) / math.log1p(-target_fpr) - 1e-9))
+
+def min_calibration(target_fpr: float, confidence: float = FPR_CONFIDENCE, folds: int = 3) -> tuple[int, str]:
+    """(the fewest calibration images a conversion accepts, why): every cross-validation fit (one of ``folds``
+    held out) needs :func:`min_legitimate` threshold images."""
+    need = min_legitimate(target_fpr, confidence)
+    total = need + math.ceil(need / (folds - 1))
+    return total, (f"a {target_fpr:.3g} false-positive rate at {confidence:.0%} confidence needs {need} threshold "
+                   f"images per fold of the {folds}-fold held-out FPR; --target-fpr and --fpr-confidence set this")
+
 
 #: Fixed bin edges of the detection-score histogram (a 1-2-5 series; scores lie in [0, 2]).
 SCORE_EDGES = [0.0, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,

@@ -454,12 +454,14 @@ def cmd_convert(args) -> int:
         spec = spec_for(shape, layout, k or len(labels))
         load_onnx_source(src.model_bytes, spec)  # re-check against the full spec
 
-    from .calibrate import min_legitimate
+    from .calibrate import min_calibration
+    from .gates import HELDOUT_FOLDS
     from .presets import default_eps, eps_in_range
 
     sizes = {"resize": args.resize, "center_crop": args.center_crop}
-    calib = load_images(args.calib, spec, args.calib_labels, name="calibration data (--calib)",
-                        min_count=min_legitimate(args.target_fpr, args.fpr_confidence), **sizes)
+    need, why = min_calibration(args.target_fpr, args.fpr_confidence, HELDOUT_FOLDS)
+    calib = load_images(args.calib, spec, args.calib_labels, name="calibration data (--calib)", min_count=need,
+                        min_count_why=why, **sizes)
     val = load_images(args.val, spec, args.val_labels, name="validation data (--val)", **sizes) if args.val else None
     train = load_images(args.train, spec, args.train_labels, name="training data (--train)", **sizes) \
         if args.train else None

@@ -208,7 +208,7 @@ def _shape_hint(shape, spec: InputSpec) -> str:
 
 
 def as_images(x, spec: InputSpec, y=None, *, name: str = "data", min_count: int = 1,
-              source: str = "array") -> Images:
+              source: str = "array", min_count_why: str = "") -> Images:
     """Check an array of images against ``spec`` and return them as uint8 NHWC :class:`Images`.
 
     Accepted: uint8 ``(N, H, W, C)`` (or ``(N, H, W)`` for one channel) with pixel
@@ -241,7 +241,8 @@ def as_images(x, spec: InputSpec, y=None, *, name: str = "data", min_count: int 
             want += f" or, for floats, (N, {c}, {h}, {w})"
         raise CalibrationDataError(f"{name}: images have shape {shape}, expected {want}{_shape_hint(shape, spec)}")
     if len(x) < min_count:
-        raise CalibrationDataError(f"{name}: {len(x)} image(s) given, at least {min_count} needed")
+        why = f" ({min_count_why})" if min_count_why else ""
+        raise CalibrationDataError(f"{name}: {len(x)} image(s) given, at least {min_count} needed{why}")
     if x.dtype.kind == "f":
         if not np.isfinite(x).all():
             raise CalibrationDataError(f"{name}: contains NaN or Inf")
@@ -347,7 +348,8 @@ def _load_folder(path: str, spec: InputSpec, name: str, resize: int | None = Non
 
 
 def load_images(path: str, spec: InputSpec, labels_path: str | None = None, *, name: str = "data",
-                min_count: int = 1, resize: int | None = None, center_crop: int | None = None) -> Images:
+                min_count: int = 1, resize: int | None = None, center_crop: int | None = None,
+                min_count_why: str = "") -> Images:
     """Load images from a ``.npy`` file (images; labels from ``labels_path``), a ``.npz``
     (arrays ``x``/``images`` and optionally ``y``/``labels``) or an image folder with one
     subfolder per class (folder names must be labels of the model)."""
@@ -378,7 +380,7 @@ def load_images(path: str, spec: InputSpec, labels_path: str | None = None, *, n
             y = np.load(labels_path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise CalibrationDataError(f"{name}: cannot read labels {labels_path!r}: {e}") from None
-    return as_images(x, spec, y, name=name, min_count=min_count, source=path)
+    return as_images(x, spec, y, name=name, min_count=min_count, source=path, min_count_why=min_count_why)
 
 
 def mnist_splits(seed: int = 0, n_train: int = 3000, n_calib: int = 1000, n_test: int = 1000):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import tempfile
 import time
@@ -96,16 +95,17 @@ def _as_source(source, spec: InputSpec):
                           f"got {type(source).__name__}")
 
 
-def _as_data(data, spec, name, min_count=1) -> Images | None:
+def _as_data(data, spec, name, min_count=1, min_count_why="") -> Images | None:
     if data is None:
         return None
+    at_least = {"min_count": min_count, "min_count_why": min_count_why}
     if isinstance(data, Images):
-        return as_images(data.x, spec, data.y, name=name, min_count=min_count, source=data.source)
+        return as_images(data.x, spec, data.y, name=name, source=data.source, **at_least)
     if isinstance(data, (str, os.PathLike)):
-        return load_images(data, spec, name=name, min_count=min_count)
+        return load_images(data, spec, name=name, **at_least)
     if isinstance(data, tuple) and len(data) == 2:
-        return as_images(data[0], spec, data[1], name=name, min_count=min_count)
-    return as_images(data, spec, name=name, min_count=min_count)
+        return as_images(data[0], spec, data[1], name=name, **at_least)
+    return as_images(data, spec, name=name, **at_least)
 
 
 def _key(key, out_dir: str, name: str):
@@ -333,9 +333,8 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
     if src.kind == "onnx" and opt.artifacts is None:
         skipped.append({"artifact": "int8-tflite", "reason": TFLITE_UNAVAILABLE_FOR_ONNX})
 
-    need = cal.min_legitimate(opt.target_fpr, opt.fpr_confidence)  # per cross-validation fit (1 fold held out)
-    calib = _as_data(calibration, spec, "calibration data",
-                     min_count=need + math.ceil(need / (HELDOUT_FOLDS - 1)))
+    need, why = cal.min_calibration(opt.target_fpr, opt.fpr_confidence, HELDOUT_FOLDS)
+    calib = _as_data(calibration, spec, "calibration data", min_count=need, min_count_why=why)
     thr_pos, held_pos = split_calibration(len(calib))
     val = _as_data(validation, spec, "validation data")
     train_data = _as_data(train, spec, "training data") if train is not None else None

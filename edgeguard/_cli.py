@@ -216,9 +216,11 @@ def cmd_inspect(args) -> int:
         art_rows.append([a.id, a.format, a.precision, _fmt_q(a.input_quantization), _fmt_q(a.output_quantization),
                          f"{det.threshold:.6g}" if det else "-",
                          f"{det.target_fpr:.3g}" if det else "-",
+                         _fmt_conf(det.raw.get("fpr_confidence")) if det else "-",
+                         _fmt_rate(det.raw.get("heldout_fpr")) if det else "-",
                          a.member, str(m.members[a.member]["size"])])
     for line in format_table(["id", "format", "precision", "input quant", "output quant", "threshold", "target FPR",
-                              "member", "bytes"], art_rows, "lllllrrlr"):
+                              "confidence", "held-out FPR", "member", "bytes"], art_rows, "lllllrrrrlr"):
         _out("  " + line)
     _out()
     _out("provenance:")
@@ -230,6 +232,15 @@ def cmd_inspect(args) -> int:
     if prov.get("dataset_card"):
         _print_dataset_card(prov["dataset_card"])
     return 0
+
+
+def _fmt_conf(v) -> str:
+    """The threshold's confidence (manifest key ``fpr_confidence``; bundles before it have none)."""
+    return f"{v:.0%}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+
+def _fmt_rate(v) -> str:
+    return f"{v:.1%}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
 
 def _print_dataset_card(card) -> None:

@@ -477,8 +477,23 @@ def test_calibration_data_errors(splits):
 
 
 def test_too_little_calibration_data_for_the_target_fpr(splits, tmp_path):
-    with pytest.raises(CalibrationDataError, match="at least 68 needed"):
-        convert(trained(splits), SPEC, splits["calibration"].x[:5], out_dir=str(tmp_path), target_fpr=0.05)
+    # 45 threshold images per cross-validation fit (5% at 90%) + the held-out fold: 45 + 23 = 68
+    assert cal.min_calibration(0.05, 0.9, 3)[0] == 68 and cal.min_calibration(0.05, 0.5, 3)[0] == 14 + 7
+    with pytest.raises(CalibrationDataError, match="at least 68 needed .*--target-fpr and --fpr-confidence"):
+        convert(trained(splits), SPEC, splits["calibration"].x[:67], out_dir=str(tmp_path), target_fpr=0.05)
+
+
+def test_cli_refuses_too_little_calibration_data_with_the_reason(cli_inputs, tmp_path, capsys):
+    from edgeguard.converters import cli
+
+    few = tmp_path / "few.npy"
+    np.save(few, np.load(cli_inputs / "calib.npy")[:67])
+    args = cli_args(cli_inputs, tmp_path / "out")
+    args[args.index("--calib") + 1] = str(few)
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "at least 68 needed" in err and "--fpr-confidence" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())  # nothing written
 
 
 def test_unsupported_layout_and_shapes():

@@ -57,7 +57,7 @@ import numpy as np
 
 from .errors import ConversionError
 
-__all__ = ["OcclusionScanConfig", "occlusion_scores", "paste_test", "flag_occlusion", "FILLS"]
+__all__ = ["OcclusionScanConfig", "as_nchw", "occlusion_scores", "paste_test", "flag_occlusion", "FILLS"]
 
 FILLS = ("median", "mean")
 
@@ -100,19 +100,25 @@ def _positions(extent: int, size: int, stride: int) -> list:
     return starts
 
 
-def occlusion_scores(model, x: np.ndarray, y: np.ndarray, cfg: OcclusionScanConfig, layout: str = "NCHW") -> dict:
-    """Occlude every image of ``x`` (float, in the model's value range and layout) at every
-    position; ``model`` maps such a batch to logits (e.g. ``hardening.normalized_module``) and is
+def as_nchw(model, x: np.ndarray, layout: str):
+    """(``model`` as a callable on NCHW batches, ``x`` as NCHW): the scan works in NCHW, whatever
+    the model's layout; this is the one place that converts."""
+    if layout not in ("NCHW", "NHWC"):
+        raise ConversionError(f"layout must be NCHW or NHWC, got {layout!r}")
+    if layout == "NCHW":
+        return model, x
+    return (lambda batch: model(batch.permute(0, 2, 3, 1))), np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2))
+
+
+def occlusion_scores(model, x: np.ndarray, y: np.ndarray, cfg: OcclusionScanConfig) -> dict:
+    """Occlude every image of ``x`` (float NCHW, in the model's value range; :func:`as_nchw`) at
+    every position; ``model`` maps such a batch to logits (e.g. ``hardening.normalized_module``) and is
     only read. Returns per image: ``confidence`` (the label's unoccluded probability),
     ``flip_drop``, ``new_class`` (-1 when no position moves the prediction), ``position``
     (row, column of the occluder's top-left corner at the largest flipping drop)."""
     import torch
 
-    if layout not in ("NCHW", "NHWC"):
-        raise ConversionError(f"layout must be NCHW or NHWC, got {layout!r}")
     xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-    if layout == "NHWC":
-        xt = xt.permute(0, 3, 1, 2)
     n, _, h, w = xt.shape
     y = np.asarray(y, np.int64)
     if len(y) != n:
@@ -129,7 +135,7 @@ def occlusion_scores(model, x: np.ndarray, y: np.ndarray, cfg: OcclusionScanConf
     position = np.full((n, 2), -1, np.int64)
 
     def forward(batch):
-        return torch.softmax(model(batch if layout == "NCHW" else batch.permute(0, 2, 3, 1)), dim=1)
+        return torch.softmax(model(batch), dim=1)
 
     with torch.no_grad():
         for start in range(0, n, cfg.batch_images):

@@ -413,18 +413,16 @@ def _occlusion_stage(module, spec: InputSpec, x, y, cfg: PoisonScanConfig, rows)
     import time
 
     from .hardening import normalized_module
-    from .occlusion_scan import flag_occlusion, occlusion_scores, paste_test
+    from .occlusion_scan import as_nchw, flag_occlusion, occlusion_scores, paste_test
 
     ocfg = cfg.occlusion
     t0 = time.perf_counter()
-    model = normalized_module(module, spec).eval()
-    scores = occlusion_scores(model, x, y, ocfg, layout=spec.layout)
-    x_nchw = x if spec.layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    model, x_nchw = as_nchw(normalized_module(module, spec).eval(), x, spec.layout)
+    scores = occlusion_scores(model, x_nchw, y, ocfg)
     flagged, occ_rows, suspect, expanded = flag_occlusion(x_nchw, y, scores, spec.num_classes, ocfg, spec.range)
     members = np.flatnonzero(flagged)
     grouped = np.flatnonzero(flagged & ~expanded)  # the paste test needs the flip's own position
-    fooled = paste_test(model if spec.layout == "NCHW" else _nhwc_adapter(model), x_nchw, y, scores, grouped, ocfg,
-                        seed=cfg.seed)
+    fooled = paste_test(model, x_nchw, y, scores, grouped, ocfg, seed=cfg.seed)
     for k, row in enumerate(rows):
         row["occlusion_candidates"] = occ_rows[k]["n_candidates"]
         row["occlusion_flagged"] = occ_rows[k]["n_flagged"]
@@ -441,17 +439,3 @@ def _occlusion_stage(module, spec: InputSpec, x, y, cfg: PoisonScanConfig, rows)
               "seconds": time.perf_counter() - t0}
     return report, members
 
-
-def _nhwc_adapter(model):
-    """``model`` (NHWC inputs) as a module taking NCHW batches (what :func:`paste_test` builds)."""
-    from torch import nn
-
-    class FromNCHW(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = model
-
-        def forward(self, x):
-            return self.inner(x.permute(0, 2, 3, 1))
-
-    return FromNCHW().eval()

@@ -139,7 +139,7 @@ def test_expansion_adds_the_class_images_with_the_groups_pixels_and_no_others():
 def test_occlusion_scores_cover_the_far_corner_and_find_the_flip():
     import torch
 
-    from edgeguard.converters.occlusion_scan import OcclusionScanConfig, occlusion_scores
+    from edgeguard.converters.occlusion_scan import OcclusionScanConfig, as_nchw, occlusion_scores
 
     class CornerModel(torch.nn.Module):  # class 1 while the bottom-right corner is lit, else class 0
         def forward(self, x):
@@ -153,9 +153,13 @@ def test_occlusion_scores_cover_the_far_corner_and_find_the_flip():
     assert scores["new_class"].tolist() == [0, -1, -1] and scores["flip_drop"][0] > 0.99
     r, c = scores["position"][0]
     assert r <= 23 and r + 6 >= 27 and c <= 23 and c + 6 >= 27
-    nhwc = occlusion_scores(lambda b: CornerModel()(b.permute(0, 3, 1, 2)), x.transpose(0, 2, 3, 1),
-                            np.array([1, 0, 0]), OcclusionScanConfig(stride=3), layout="NHWC")
-    assert nhwc["new_class"].tolist() == [0, -1, -1]
+    # an NHWC model and NHWC images go through the one conversion the stage uses
+    model, x_nchw = as_nchw(lambda b: CornerModel()(b.permute(0, 3, 1, 2)), x.transpose(0, 2, 3, 1), "NHWC")
+    assert np.array_equal(x_nchw, x)
+    nhwc = occlusion_scores(model, x_nchw, np.array([1, 0, 0]), OcclusionScanConfig(stride=3))
+    assert nhwc["new_class"].tolist() == [0, -1, -1] and np.array_equal(nhwc["position"], scores["position"])
+    with pytest.raises(EdgeGuardError, match="layout"):
+        as_nchw(CornerModel(), x, "CHW")
 
 
 def test_config_is_checked_and_round_trips():

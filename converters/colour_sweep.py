@@ -3,8 +3,11 @@ squeezer configurations through the device runtime on saved arrays.
 
     python -m edgeguard.converters.colour_sweep train  --out /tmp/sweep/r1 --n-train 3000 --epochs 8 --width 16
     python -m edgeguard.converters.colour_sweep craft  --out /tmp/sweep/r1
-    python -m edgeguard.converters.colour_sweep score  --out /tmp/sweep/r1 [--singles "bit_depth:5;median:2;nlm:13-3-12"]
-    python -m edgeguard.converters.colour_sweep analyse --out /tmp/sweep/r1 --squeezers bit_depth:5,nlm:13-3-12
+    python -m edgeguard.converters.colour_sweep score  --out /tmp/sweep/r1 \
+        [--singles "bit_depth:5;median:2;nlm:13-3-12"]
+    python -m edgeguard.converters.colour_sweep analyse --out /tmp/sweep/r1 \
+        --squeezers bit_depth:5,nlm:13-3-12
+    python -m edgeguard.converters.colour_sweep runs --out /tmp/sweep/s0 /tmp/sweep/s1 ...  [--extra "nlm:13-3-8"]
 
 Only the colour job's *calibration* split is used (the test split is never loaded here):
 its threshold part (positions i % 3 != 2, as the converter) gives the threshold at 5% FPR,
@@ -249,6 +252,57 @@ def cmd_analyse(a):
         print(f"  class {k}: successful PGD n={m.sum()} detected {flagged[m].mean() if m.any() else float('nan'):.2f}")
 
 
+def cmd_runs(a):
+    """Several runs side by side (seeds, recipes): for each, the configuration ``--squeezers auto``'s rule
+    picks on the threshold part (positions i % 3 != 2) among the colour candidates present in the run's
+    scores (plus ``--extra``), read on the held-out third; and ``--fixed``'s 3-fold cross-validated PGD
+    detection and FPR (thresholds by the converter's rule from the other two folds)."""
+    from edgeguard.converters.calibrate import threshold_at_fpr
+    from edgeguard.converters.gates import split_calibration
+    from edgeguard.converters.selection import CANDIDATES, TIE
+    from edgeguard.squeeze import Squeezer, is_flagged
+
+    extra = [tuple(Squeezer.parse(t) for t in c.split(",")) for c in a.extra.split(";")] if a.extra else []
+    fixed = [Squeezer.parse(t) for t in a.fixed.split(",")]
+    held_dets, cv_dets = [], []
+    for out in a.out:
+        cfg = json.load(open(os.path.join(out, "recipe.json")))
+        _, calib = _splits(cfg)
+        h = dict(np.load(os.path.join(out, f"scores-{a.artifact}.npz")))
+        y = calib.y
+        success = (h["legit/_idx"] == y) & (h["pgd/_idx"] != y)
+
+        def joint(part, config, h=h):
+            return np.max(np.stack([h[f"{part}/{q.name}"] for q in config]), axis=0)
+
+        def detection(config, fit, read):
+            thr = threshold_at_fpr(joint("legit", config)[fit], 0.05)
+            ok = success[read]
+            return int(np.sum(is_flagged(joint("pgd", config)[read][ok], thr))), int(ok.sum()), \
+                float(np.mean(is_flagged(joint("legit", config)[read], thr)))
+
+        thr_pos, held_pos = split_calibration(len(y))
+        cands = [c for c in list(CANDIDATES["colour"]) + extra if all(f"legit/{q.name}" in h for q in c)]
+        rows = [(detection(c, thr_pos, thr_pos)[0] / max(detection(c, thr_pos, thr_pos)[1], 1), i, c)
+                for i, c in enumerate(cands)]
+        best = max(r[0] for r in rows)
+        pick = min((r for r in rows if r[0] >= best - TIE), key=lambda r: (len(r[2]), r[1]))[2]
+        hit, n, _ = detection(pick, thr_pos, held_pos)
+        pos = np.arange(len(y))
+        folds = [pos[pos % 3 == f] for f in range(3)]
+        cv = [detection(fixed, np.concatenate([folds[g] for g in range(3) if g != f]), folds[f]) for f in range(3)]
+        cv_det = sum(c[0] for c in cv) / max(sum(c[1] for c in cv), 1)
+        held_dets.append(hit / max(n, 1))
+        cv_dets.append(cv_det)
+        picked = ",".join(str(q) for q in pick)
+        print(f"{os.path.basename(out.rstrip('/')):10s} seed {cfg['seed']} n_train {cfg['n_train']} "
+              f"width {cfg['width']} acc {np.mean(h['legit/_idx'] == y):.3f} | auto picks {picked:34s} held "
+              f"{hit / max(n, 1):.3f} (n={n}) | {a.fixed} CV {cv_det:.3f} at FPR {np.mean([c[2] for c in cv]):.3f}")
+    if len(a.out) > 1:
+        print(f"median / min / max: auto held {np.median(held_dets):.3f} / {min(held_dets):.3f} / "
+              f"{max(held_dets):.3f}; fixed CV {np.median(cv_dets):.3f} / {min(cv_dets):.3f} / {max(cv_dets):.3f}")
+
+
 QUANT_OPTIONS = ("minmax-int8out", "minmax", "percentile:99.999", "percentile:99.99", "minmax+train",
                  "tflite-int8out", "tflite")
 
@@ -376,8 +430,14 @@ def main(argv=None):
     n.add_argument("--out", required=True)
     n.add_argument("--squeezers", required=True, help="one configuration, e.g. bit_depth:5,nlm:13-3-12")
     n.add_argument("--artifact", default="int8-onnx")
+    r = sub.add_parser("runs")
+    r.add_argument("--out", required=True, nargs="+", help="run directories (scored)")
+    r.add_argument("--extra", default=None, help="';'-separated configurations added to the colour candidates")
+    r.add_argument("--fixed", default="bit_depth:5,nlm:13-3-12", help="the configuration read by cross-validation")
+    r.add_argument("--artifact", default="int8-onnx")
     a = p.parse_args(argv)
-    {"train": cmd_train, "craft": cmd_craft, "score": cmd_score, "analyse": cmd_analyse, "quant": cmd_quant}[a.cmd](a)
+    {"train": cmd_train, "craft": cmd_craft, "score": cmd_score, "analyse": cmd_analyse, "quant": cmd_quant,
+     "runs": cmd_runs}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -443,3 +443,29 @@ def test_colour_job_quick(tmp_path):
                     a["n_successful"] * (1 - a["detection_rate"]) / a["n_clean_correct"])
     assert [t["artifact"] for t in s["targets"]] == ["int8-onnx"]
     assert "PGD det" in s["text"] and "held-out FPR" in s["text"]
+
+
+def test_colour_sweep_runs_applies_the_selection_rule_and_cross_validates(tmp_path, capsys):
+    from edgeguard.converters import colour_sweep
+
+    run = tmp_path / "s0"
+    run.mkdir()
+    recipe = dict(seed=0, n_train=5, n_calib=1500, n_test=5, width=16)
+    (run / "recipe.json").write_text(json.dumps(recipe))
+    y = colour_sweep._splits(recipe)[1].y
+    rng = np.random.default_rng(0)
+    scores = {"legit/_idx": y, "pgd/_idx": (y + 1) % 5}  # every example correct, every attack successful
+    for name in ("bit_depth_5", "median_2x2", "nlm_13_3_8", "nlm_13_3_12", "nlm_13_3_16"):
+        scores[f"legit/{name}"] = rng.uniform(0, 1, len(y)).astype(np.float32)
+        # only NLM 13-3-12 moves the adversarial examples (always above any legitimate score)
+        scores[f"pgd/{name}"] = np.full(len(y), 2.0 if name == "nlm_13_3_12" else 0.0, np.float32)
+    np.savez(run / "scores-int8-onnx.npz", **scores)
+    colour_sweep.main(["runs", "--out", str(run)])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    # of the candidates holding NLM 13-3-12 (all detect 100%), the rule takes the fewest squeezers
+    assert "auto picks bit_depth:5,nlm:13-3-12 " in line and "held 1.000 (n=500)" in line, line
+    fpr = float(line.rsplit("at FPR ", 1)[1])
+    assert "CV 1.000" in line and 0.02 <= fpr <= 0.05, line  # the converter's rule: <= 5% with 90% confidence
+    colour_sweep.main(["runs", "--out", str(run), "--extra", "nlm:13-3-12", "--fixed", "median:2"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "auto picks nlm:13-3-12 " in line and "median:2 CV 0.000" in line, line

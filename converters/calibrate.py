@@ -70,6 +70,7 @@ def min_legitimate(target_fpr: float, confidence: float = FPR_CONFIDENCE) -> int
         raise CalibrationDataError(f"target FPR must be in (0, 1), got {target_fpr}")
     return max(1, math.ceil(math.log(1 - confidence) / math.log1p(-target_fpr) - 1e-9))
 
+
 def min_calibration(target_fpr: float, confidence: float = FPR_CONFIDENCE, folds: int = 3) -> tuple[int, str]:
     """(the fewest calibration images a conversion accepts, why): every cross-validation fit (one of ``folds``
     held out) needs :func:`min_legitimate` threshold images."""

@@ -283,8 +283,10 @@ def cmd_runs(a):
 
         thr_pos, held_pos = split_calibration(len(y))
         cands = [c for c in list(CANDIDATES["colour"]) + extra if all(f"legit/{q.name}" in h for q in c)]
-        rows = [(detection(c, thr_pos, thr_pos)[0] / max(detection(c, thr_pos, thr_pos)[1], 1), i, c)
-                for i, c in enumerate(cands)]
+        rows = []
+        for i, c in enumerate(cands):
+            hit, n, _ = detection(c, thr_pos, thr_pos)
+            rows.append((hit / max(n, 1), i, c))
         best = max(r[0] for r in rows)
         pick = min((r for r in rows if r[0] >= best - TIE), key=lambda r: (len(r[2]), r[1]))[2]
         hit, n, _ = detection(pick, thr_pos, held_pos)

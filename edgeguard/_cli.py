@@ -216,8 +216,8 @@ def cmd_inspect(args) -> int:
         art_rows.append([a.id, a.format, a.precision, _fmt_q(a.input_quantization), _fmt_q(a.output_quantization),
                          f"{det.threshold:.6g}" if det else "-",
                          f"{det.target_fpr:.3g}" if det else "-",
-                         _fmt_conf(det.raw.get("fpr_confidence")) if det else "-",
-                         _fmt_rate(det.raw.get("heldout_fpr")) if det else "-",
+                         _fmt_share(det.raw.get("fpr_confidence"), 0) if det else "-",
+                         _fmt_share(det.raw.get("heldout_fpr"), 1) if det else "-",
                          a.member, str(m.members[a.member]["size"])])
     for line in format_table(["id", "format", "precision", "input quant", "output quant", "threshold", "target FPR",
                               "confidence", "held-out FPR", "member", "bytes"], art_rows, "lllllrrrrlr"):
@@ -234,13 +234,9 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _fmt_conf(v) -> str:
-    """The threshold's confidence (manifest key ``fpr_confidence``; bundles before it have none)."""
-    return f"{v:.0%}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
-
-
-def _fmt_rate(v) -> str:
-    return f"{v:.1%}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+def _fmt_share(v, digits: int) -> str:
+    """A share as a percentage; "-" when the manifest has none (additive keys: older bundles lack them)."""
+    return f"{v:.{digits}%}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
 
 def _print_dataset_card(card) -> None:

@@ -296,13 +296,66 @@ def cmd_runs(a):
         cv_det = sum(c[0] for c in cv) / max(sum(c[1] for c in cv), 1)
         held_dets.append(hit / max(n, 1))
         cv_dets.append(cv_det)
+        if a.alternatives:
+            alternatives = _alternative_scores(h, fixed, y, folds)
         picked = ",".join(str(q) for q in pick)
         print(f"{os.path.basename(out.rstrip('/')):10s} seed {cfg['seed']} n_train {cfg['n_train']} "
               f"width {cfg['width']} acc {np.mean(h['legit/_idx'] == y):.3f} | auto picks {picked:34s} held "
               f"{hit / max(n, 1):.3f} (n={n}) | {a.fixed} CV {cv_det:.3f} at FPR {np.mean([c[2] for c in cv]):.3f}")
+        if a.alternatives:
+            print("           " + "; ".join(f"{k} CV {d:.3f} at FPR {f:.3f}" for k, (d, f) in alternatives.items()))
     if len(a.out) > 1:
         print(f"median / min / max: auto held {np.median(held_dets):.3f} / {min(held_dets):.3f} / "
               f"{max(held_dets):.3f}; fixed CV {np.median(cv_dets):.3f} / {min(cv_dets):.3f} / {max(cv_dets):.3f}")
+
+
+def _alternative_scores(h: dict, fixed, y, folds) -> dict:
+    """Other ways to turn the same squeezer scores into a verdict, each by 3-fold cross-validation with the
+    converter's threshold rule on the fitting folds' legitimate images: name -> (PGD detection, FPR).
+    ``normalised max``: each squeezer's score over its 95th percentile on legitimate data, then the max;
+    ``per-class``: one threshold per predicted class; ``logistic``: a logistic regression on every scored
+    squeezer and 1 - top-1 confidence, fitted on the fitting folds' legitimate and successful PGD examples."""
+    from sklearn.linear_model import LogisticRegression
+
+    from edgeguard.converters.calibrate import threshold_at_fpr
+
+    legit_pred, pgd_pred = h["legit/_idx"], h["pgd/_idx"]
+    success = (legit_pred == y) & (pgd_pred != y)
+    singles = sorted(k.split("/", 1)[1] for k in h if k.startswith("legit/") and not k.startswith("legit/_"))
+
+    def features(part, names):
+        return np.stack([h[f"{part}/{n}"] for n in names] + [1 - h[f"{part}/_conf"]], axis=1)
+
+    out = {}
+    for name in ("normalised max", "per-class", "logistic"):
+        hit = total = 0
+        fprs = []
+        for f in range(len(folds)):
+            fit = np.concatenate([folds[g] for g in range(len(folds)) if g != f])
+            read = folds[f]
+            if name == "logistic":
+                ok_fit = success[fit]
+                model = LogisticRegression(C=10, max_iter=2000).fit(
+                    np.concatenate([features("legit", singles)[fit], features("pgd", singles)[fit][ok_fit]]),
+                    np.r_[np.zeros(len(fit)), np.ones(int(ok_fit.sum()))])
+                legit, pgd = (model.decision_function(features(part, singles)) for part in ("legit", "pgd"))
+            else:
+                scale = {q.name: np.quantile(h[f"legit/{q.name}"][fit], 0.95) if name == "normalised max" else 1.0
+                         for q in fixed}
+                legit, pgd = (np.max(np.stack([h[f"{part}/{q.name}"] / scale[q.name] for q in fixed]), axis=0)
+                              for part in ("legit", "pgd"))
+            if name == "per-class":
+                thr = {k: threshold_at_fpr(legit[fit][legit_pred[fit] == k], 0.05) for k in np.unique(y)}
+                t_legit = np.array([thr[k] for k in legit_pred[read]])
+                t_pgd = np.array([thr[k] for k in pgd_pred[read]])
+            else:
+                t_legit = t_pgd = threshold_at_fpr(legit[fit], 0.05)
+            ok = success[read]
+            hit += int(np.sum((pgd[read] > t_pgd)[ok]))
+            total += int(ok.sum())
+            fprs.append(float(np.mean(legit[read] > t_legit)))
+        out[name] = (hit / max(total, 1), float(np.mean(fprs)))
+    return out
 
 
 QUANT_OPTIONS = ("minmax-int8out", "minmax", "percentile:99.999", "percentile:99.99", "minmax+train",
@@ -437,6 +490,8 @@ def main(argv=None):
     r.add_argument("--extra", default=None, help="';'-separated configurations added to the colour candidates")
     r.add_argument("--fixed", default="bit_depth:5,nlm:13-3-12", help="the configuration read by cross-validation")
     r.add_argument("--artifact", default="int8-onnx")
+    r.add_argument("--alternatives", action="store_true",
+                   help="also other verdicts from the same scores (normalised max, per-class thresholds, logistic)")
     a = p.parse_args(argv)
     {"train": cmd_train, "craft": cmd_craft, "score": cmd_score, "analyse": cmd_analyse, "quant": cmd_quant,
      "runs": cmd_runs}[a.cmd](a)

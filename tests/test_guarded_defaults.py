@@ -454,7 +454,9 @@ def test_colour_sweep_runs_applies_the_selection_rule_and_cross_validates(tmp_pa
     (run / "recipe.json").write_text(json.dumps(recipe))
     y = colour_sweep._splits(recipe)[1].y
     rng = np.random.default_rng(0)
-    scores = {"legit/_idx": y, "pgd/_idx": (y + 1) % 5}  # every example correct, every attack successful
+    scores = {"legit/_idx": y, "pgd/_idx": (y + 1) % 5,  # every example correct, every attack successful
+              "legit/_conf": rng.uniform(0.4, 1, len(y)).astype(np.float32),
+              "pgd/_conf": rng.uniform(0.4, 1, len(y)).astype(np.float32)}
     for name in ("bit_depth_5", "median_2x2", "nlm_13_3_8", "nlm_13_3_12", "nlm_13_3_16"):
         scores[f"legit/{name}"] = rng.uniform(0, 1, len(y)).astype(np.float32)
         # only NLM 13-3-12 moves the adversarial examples (always above any legitimate score)
@@ -469,3 +471,8 @@ def test_colour_sweep_runs_applies_the_selection_rule_and_cross_validates(tmp_pa
     colour_sweep.main(["runs", "--out", str(run), "--extra", "nlm:13-3-12", "--fixed", "median:2"])
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert "auto picks nlm:13-3-12 " in line and "median:2 CV 0.000" in line, line
+    # other verdicts from the same scores: the logistic regression learns that NLM 13-3-12 separates
+    colour_sweep.main(["runs", "--out", str(run), "--alternatives", "--fixed", "median:2"])
+    extra = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "normalised max CV 0.000" in extra and "per-class CV 0.000" in extra, extra
+    assert "logistic CV 1.000" in extra, extra

@@ -3,7 +3,9 @@
 Detection follows Xu, Evans and Qi (NDSS 2018): each input is also passed
 through the bundle's squeezers (e.g. bit depth 1 and a 2x2 median); the score
 is the largest L1 distance between the model's softmax on the original and on
-a squeezed copy, and an input is flagged when its score exceeds the artifact's
+a squeezed copy (or, for a detector the converter fitted with a learned
+combination, a logistic function of every squeezer's distance and the top-1
+probability), and an input is flagged when its score exceeds the artifact's
 calibrated threshold. The original and the squeezed copies go through the model
 in one batched call where the artifact has a dynamic batch.
 
@@ -35,7 +37,7 @@ import numpy as np
 
 from . import _lowlevel, bundle as _bundle
 from .results import Prediction, Predictions
-from .squeeze import Squeezer
+from .squeeze import Combination, Squeezer
 from ._native import ffi, lib
 from .backends import FORMATS, Backend, available_backends, open_backend
 from .errors import (
@@ -79,6 +81,7 @@ _softmax = lib.eg_softmax_f32
 _squeeze_scores = lib.eg_squeeze_scores_f32
 _check = _lowlevel.check_status
 _REPORT, _RAISE, _SQUEEZE = POLICIES
+_MANIFEST = object()  # GuardedModel(combination=...): the artifact's own, from the manifest
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -122,12 +125,14 @@ class GuardedModel:
     Create with :func:`load`. Attributes: ``bundle`` (the verified
     :class:`edgeguard.bundle.Bundle`), ``artifact`` (its manifest entry),
     ``backend``, ``squeezers``, ``threshold`` (None if the artifact has no
-    calibrated detector), ``labels``, ``policy``, and the input spec:
-    ``layout``, ``height``, ``width``, ``channels``, ``value_range``.
+    calibrated detector), ``combination`` (the detector's learned score,
+    :class:`~edgeguard.squeeze.Combination`; None: the maximum over squeezers),
+    ``labels``, ``policy``, and the input spec: ``layout``, ``height``, ``width``,
+    ``channels``, ``value_range``.
     """
 
     def __init__(self, bundle: _bundle.Bundle, artifact: _bundle.Artifact, backend: Backend, *,
-                 policy: str = "report", squeezers=None):
+                 policy: str = "report", squeezers=None, combination=_MANIFEST):
         m = bundle.manifest
         self.bundle = bundle
         self.artifact = artifact
@@ -138,6 +143,13 @@ class GuardedModel:
         specs = m.squeezers if squeezers is None else squeezers
         self.squeezers = tuple(s if isinstance(s, Squeezer) else Squeezer.from_manifest(s) for s in specs)
         self.threshold = artifact.detector.threshold if artifact.detector else None
+        if combination is _MANIFEST:
+            spec = artifact.detector.combination if artifact.detector and squeezers is None else None
+            combination = None if spec is None else Combination.from_manifest(spec)
+        if combination is not None and len(combination.weights) != len(self.squeezers):
+            raise BundleError(f"artifact {artifact.id!r}: the detector's {combination.kind} combination has "
+                              f"{len(combination.weights)} weight(s) for {len(self.squeezers)} squeezer(s)")
+        self.combination = combination
         inp = m.input
         self.layout = inp.layout
         h, w, c = inp.height, inp.width, inp.channels
@@ -208,15 +220,18 @@ class GuardedModel:
                           if sq.kind == "bit_depth" else base)
         return tuple(tables)
 
-    def with_squeezers(self, squeezers, threshold: float | None = None) -> "GuardedModel":
-        """The same verified artifact and backend (shared, not reloaded) with other squeezers
-        and threshold: an evaluation hook for comparing detector configurations.
+    def with_squeezers(self, squeezers, threshold: float | None = None,
+                       combination: Combination | None = None) -> "GuardedModel":
+        """The same verified artifact and backend (shared, not reloaded) with other squeezers,
+        threshold and score combination: an evaluation hook for comparing detector configurations.
 
         `squeezers`: manifest-style specs (``{"kind": "bit_depth", "bits": 5}``,
         ``{"kind": "median", "size": 2}``) or :class:`Squeezer` objects. `threshold`:
-        the detector threshold (None: scores are computed, nothing is flagged). The
-        bundle and its manifest are untouched; the policy is copied."""
-        model = GuardedModel(self.bundle, self.artifact, self.backend, policy=self._policy, squeezers=squeezers)
+        the detector threshold (None: scores are computed, nothing is flagged). `combination`:
+        a :class:`~edgeguard.squeeze.Combination` with one weight per squeezer (None: the maximum).
+        The bundle and its manifest are untouched; the policy is copied."""
+        model = GuardedModel(self.bundle, self.artifact, self.backend, policy=self._policy, squeezers=squeezers,
+                             combination=combination)
         model.threshold = None if threshold is None else float(threshold)
         return model
 
@@ -500,6 +515,9 @@ class GuardedModel:
             status = _squeeze_scores(pb, pb + n * classes, s, n, classes, pb + off + n, pb + off, _AUTO)
             if status:
                 _check(status, "squeeze_scores")
+            if self.combination is not None:  # the learned score replaces the maximum, in place
+                self.combination.combine(buf[off + n:].reshape(s, n), buf[:n * classes].reshape(n, classes).max(1),
+                                         out=buf[off:off + n])
         else:
             buf[off:] = np.nan
         result = Predictions(buf, n, s, classes, self._names if s else (), self.labels, self.threshold, s > 0)

@@ -14,7 +14,8 @@ last) and ``"CHW"``, ``"NCHW"`` (channels first). When `layout` is omitted a
 :class:`Squeezer` is the one description of a configured squeezer: the
 manifest's ``{"kind": ..., ...}`` entry, the command line's ``kind:param``
 text, its display name, and how to apply it. :func:`is_flagged` is the one
-rule that turns a detection score into a verdict.
+rule that turns a detection score into a verdict; :class:`Combination` the one
+learned way (optional) to turn per-squeezer scores into that score.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import numpy as np
 from . import _lowlevel
 from .errors import InvalidArgumentError, InvalidDTypeError, UnsupportedError
 
-__all__ = ["Squeezer", "KINDS", "parse_squeezers", "is_flagged", "bit_depth", "median", "non_local_means", "LAYOUTS",
+__all__ = ["Squeezer", "KINDS", "parse_squeezers", "is_flagged", "Combination", "COMBINATIONS",
+           "bit_depth", "median", "non_local_means", "LAYOUTS",
            "NLM_LAYOUTS"]
 
 LAYOUTS = ("HW", "HWC", "NHWC", "CHW", "NCHW")
@@ -260,6 +262,79 @@ def is_flagged(score, threshold):
     if isinstance(score, np.ndarray):
         return ~(score <= threshold)
     return not float(score) <= threshold
+
+
+#: The detection score's combinations: absent from the manifest, the paper's maximum over squeezers.
+COMBINATIONS = ("logistic",)
+
+
+class Combination:
+    """How a learned detector turns the per-squeezer scores into the detection score (immutable).
+
+    ``Combination("logistic", weights, confidence_weight, bias)``: the score is
+    ``sigmoid(bias + sum_s weights[s] * score_s + confidence_weight * (1 - top-1 probability))``, in
+    (0, 1), with one weight per squeezer in the manifest's order. Without a combination the score is the
+    feature-squeezing paper's maximum over squeezers. In a manifest: ``{"kind": "logistic",
+    "weights": [...], "confidence_weight": w, "bias": b}`` beside the detector's threshold.
+    """
+
+    __slots__ = ("kind", "weights", "confidence_weight", "bias")
+
+    def __init__(self, kind: str, weights, confidence_weight: float, bias: float):
+        if kind not in COMBINATIONS:
+            raise UnsupportedError(f"score combination {kind!r} is not supported by this edgeguard "
+                                   f"({', '.join(COMBINATIONS)})")
+        values = list(weights) + [confidence_weight, bias]
+        if not values[:-2] or any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v)
+                                  for v in values):
+            raise InvalidArgumentError(f"a {kind} combination needs one finite weight per squeezer and a finite "
+                                       f"confidence weight and bias, got {weights!r}, {confidence_weight!r}, "
+                                       f"{bias!r}")
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "weights", tuple(float(w) for w in weights))
+        object.__setattr__(self, "confidence_weight", float(confidence_weight))
+        object.__setattr__(self, "bias", float(bias))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Combination is immutable")
+
+    def __eq__(self, other):
+        return isinstance(other, Combination) and self.to_manifest() == other.to_manifest()
+
+    def __hash__(self):
+        return hash((self.kind, self.weights, self.confidence_weight, self.bias))
+
+    def __repr__(self):
+        return (f"Combination({self.kind!r}, {list(self.weights)}, confidence_weight={self.confidence_weight:.6g}, "
+                f"bias={self.bias:.6g})")
+
+    @classmethod
+    def from_manifest(cls, entry) -> "Combination":
+        try:
+            return cls(entry["kind"], entry["weights"], entry["confidence_weight"], entry["bias"])
+        except (KeyError, TypeError):
+            raise InvalidArgumentError(f"a score combination needs kind, weights, confidence_weight and bias, "
+                                       f"got {entry!r}") from None
+
+    def to_manifest(self) -> dict:
+        return {"kind": self.kind, "weights": list(self.weights), "confidence_weight": self.confidence_weight,
+                "bias": self.bias}
+
+    def combine(self, squeezer_scores: np.ndarray, top1: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The scores of N inputs from their (S, N) per-squeezer scores and (N,) top-1 probabilities
+        (float32; into `out` when given). A NaN feature gives a NaN score, which :func:`is_flagged` flags."""
+        s = np.asarray(squeezer_scores, np.float64)
+        if s.ndim != 2 or s.shape[0] != len(self.weights) or np.shape(top1) != (s.shape[1],):
+            k = len(self.weights)
+            raise InvalidArgumentError(f"a combination of {k} squeezer(s) needs ({k}, N) scores and N top-1 "
+                                       f"probabilities, got {s.shape} and {np.shape(top1)}")
+        z = self.bias + np.asarray(self.weights) @ s + self.confidence_weight * (1.0 - np.asarray(top1, np.float64))
+        with np.errstate(over="ignore"):  # exp overflow is a score of 0, as it should be
+            v = 1.0 / (1.0 + np.exp(-z))
+        if out is None:
+            return v.astype(np.float32)
+        out[...] = v
+        return out
 def _odd_window(value, name: str) -> int:
     k = _as_int(value, name)
     if not (1 <= k <= _lowlevel.MAX_NLM_WINDOW and k % 2 == 1):

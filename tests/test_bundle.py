@@ -412,7 +412,7 @@ def test_refuses_bad_manifest_json(manifest_bytes, fragment):
 
 
 @pytest.mark.parametrize("version, fragment", [
-    (2, "unsupported manifest schema_version 2: this edgeguard reads schema_version 1; upgrade"),
+    (3, "unsupported manifest schema_version 3: this edgeguard reads schema_version 1 and 2; upgrade"),
     (0, "unsupported manifest schema_version 0"),
     ("1", "unsupported manifest schema_version '1'"),
     (True, "unsupported manifest schema_version True"),

@@ -727,3 +727,63 @@ def test_nlm_squeezer_runs_in_the_guard_on_every_input_path(bundles, tmp_path):
     xf = _lowlevel.preprocess(x, model.layout, 1 / 255, np.zeros(1, np.float32), np.ones(1, np.float32))
     assert np.allclose(model.predict(xf).squeezer_scores["nlm_13_3_2"], model.predict(x).squeezer_scores["nlm_13_3_2"],
                        atol=1e-6)
+
+
+def test_a_learned_combination_is_the_score_the_threshold_and_policies_read(bundles, tmp_path):
+    """A detector with a logistic combination: the score is sigmoid(bias + w . per-squeezer scores +
+    cw * (1 - top-1)) computed independently in float64 from the reference scores; flags, the raise policy
+    and a NaN feature follow it; the bundle is schema_version 2 and a version 1 manifest may not hold one."""
+    from edgeguard.squeeze import Combination
+
+    comb = {"kind": "logistic", "weights": [3.0, -1.5], "confidence_weight": 2.0, "bias": -1.0}
+    members, arts = members_and_artifacts(which=("fp32-onnx", "int8io-onnx"))
+    for a in arts:
+        a["detector"]["combination"] = comb
+    path = str(tmp_path / "learned.egb")
+    bundle.write_bundle(path, make_manifest(arts), members)
+    m = bundle.read_bundle(path).manifest
+    assert m.to_dict()["schema_version"] == 2 and dict(m.artifacts[0].detector.combination)["bias"] == -1.0
+    x = images(6, seed=8)
+    for art_id in ("fp32-onnx", "int8io-onnx"):
+        model = edgeguard.load(path, artifact=art_id)
+        assert model.combination == Combination("logistic", [3.0, -1.5], 2.0, -1.0)
+        r = model.predict(x)
+        per = np.array([r.squeezer_scores[k] for k in ("bit_depth_1", "median_2x2")], np.float64)
+        z = -1.0 + 3.0 * per[0] - 1.5 * per[1] + 2.0 * (1 - np.asarray(r.probabilities, np.float64).max(1))
+        want = 1 / (1 + np.exp(-z))
+        assert np.allclose(r.scores, want, atol=1e-6), art_id
+        assert (r.is_adversarial == (r.scores > 0.5)).all()
+        if art_id == "fp32-onnx":  # the raw maximum is not what the threshold reads
+            _, ref_per, _ = expected(model, x)
+            assert np.allclose(per, ref_per, atol=1e-5) and not np.allclose(r.scores, ref_per.max(0), atol=1e-3)
+    # the evaluation hook: the same combination on the manifest's squeezers gives the same scores
+    plain = edgeguard.load(path, artifact="fp32-onnx").with_squeezers(SQUEEZERS)
+    assert plain.combination is None
+    assert np.allclose(plain.with_squeezers(SQUEEZERS, 0.5, Combination.from_manifest(comb)).predict(x).scores,
+                       edgeguard.load(path, artifact="fp32-onnx").predict(x).scores)
+    with pytest.raises(BundleError, match=r"2 weight\(s\) for 3 squeezer"):
+        plain.with_squeezers(SQUEEZERS[:1] + SQUEEZERS, 0.5, Combination.from_manifest(comb))
+    # a threshold no input exceeds flags nothing; a NaN top-1 probability is flagged (fails closed)
+    c = Combination.from_manifest(comb)
+    assert c.combine(np.zeros((2, 2), np.float32), np.array([1.0, np.nan]))[0] == pytest.approx(1 / (1 + np.e))
+    assert np.isnan(c.combine(np.zeros((2, 2), np.float32), np.array([1.0, np.nan]))[1])
+    with pytest.raises(AdversarialInputError):
+        edgeguard.load(path, artifact="fp32-onnx", policy="raise").with_squeezers(SQUEEZERS, 1e-9, c).predict(x)
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda m: m.update(schema_version=1), "a score combination needs schema_version 2"),
+    (lambda m: m["artifacts"][0]["detector"]["combination"].update(kind="mlp"), "expected one of 'logistic'"),
+    (lambda m: m["artifacts"][0]["detector"]["combination"].update(weights=[1.0]), "one per squeezer"),
+    (lambda m: m["artifacts"][0]["detector"]["combination"].update(bias="1"), "expected a finite number"),
+    (lambda m: m["artifacts"][0]["detector"]["combination"].pop("confidence_weight"), "required field"),
+])
+def test_a_combination_that_does_not_fit_the_schema_is_refused(tmp_path, edit, fragment):
+    members, arts = members_and_artifacts(which=("fp32-onnx",))
+    arts[0]["detector"]["combination"] = {"kind": "logistic", "weights": [1.0, 1.0], "confidence_weight": 0.0,
+                                          "bias": 0.0}
+    m = make_manifest(arts)
+    m["schema_version"] = 2
+    edit(m)
+    with pytest.raises(BundleError, match=fragment):
+        bundle.write_bundle(str(tmp_path / "b.egb"), m, members)

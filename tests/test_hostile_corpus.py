@@ -252,7 +252,7 @@ HOSTILE_MANIFESTS = {
     "array as object": (lambda t: t.replace('"output": {"kind": "logits"}', '"output": ["logits"]'), True),
     "top-level array": (lambda t: "[" + t + "]", True),
     "trailing garbage": (lambda t: t + "}", True),
-    "schema_version 2": (lambda t: t.replace('"schema_version": 1', '"schema_version": 2'), True),
+    "schema_version 3": (lambda t: t.replace('"schema_version": 1', '"schema_version": 3'), True),
     "schema_version 1.0": (lambda t: t.replace('"schema_version": 1', '"schema_version": 1.0'), True),
 }
 

@@ -228,7 +228,8 @@ def write_bundle(path: Any, manifest: Mapping[str, Any], members: Mapping[str, b
     """Write a bundle atomically; return the signature if ``private_key`` was given, else None.
 
     ``manifest['members']`` is computed here (any given value is replaced);
-    ``format`` and ``schema_version`` are filled in when absent. The caller's dict
+    ``format`` and ``schema_version`` are filled in when absent (1, or 2 when a detector has a
+    ``combination``). The caller's dict
     is not modified. The result is deterministic: the same inputs give a
     byte-identical file (Ed25519 signatures are deterministic too). The written
     bytes are read back with :func:`read_bundle` before they replace ``path``, so
@@ -259,7 +260,10 @@ def write_bundle(path: Any, manifest: Mapping[str, Any], members: Mapping[str, b
     if problem is not None:  # what the reader would refuse: lone surrogates, huge integers
         raise InvalidArgumentError(f"manifest cannot be written: {problem[0]}: {problem[1]}")
     m.setdefault("format", FORMAT)
-    m.setdefault("schema_version", SCHEMA_VERSION)
+    # the oldest schema that holds it, so older runtimes keep reading bundles without a learned score
+    learned = any(isinstance(a, dict) and isinstance(a.get("detector"), dict) and "combination" in a["detector"]
+                  for a in (m.get("artifacts") if isinstance(m.get("artifacts"), list) else ()))
+    m.setdefault("schema_version", SCHEMA_VERSION if learned else 1)
     m["members"] = {
         name: {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)} for name, blob in sorted(blobs.items())
     }

@@ -22,7 +22,11 @@ from ._zip import RESERVED_NAMES, check_member_name, check_name_set
 
 
 FORMAT = "edgeguard-bundle"
-SCHEMA_VERSION = 1
+#: The newest schema this edgeguard reads and writes: 2 adds a detector's optional learned score
+#: ``combination`` (a runtime that ignored it would apply the threshold to the wrong score, so bundles with
+#: one are version 2 and older runtimes refuse them); bundles without one are still written as version 1.
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
 
 # --- manifest ----------------------------------------------------------------------
 
@@ -245,11 +249,11 @@ def validate_manifest(m: Any) -> None:
     if "schema_version" not in m:
         raise SchemaVersionError("manifest has no 'schema_version'")
     version = m["schema_version"]
-    if type(version) is not int or version != SCHEMA_VERSION:
+    if type(version) is not int or version not in SCHEMA_VERSIONS:
         hint = "; upgrade edgeguard to read it" if type(version) is int and version > SCHEMA_VERSION else ""
         raise SchemaVersionError(
             f"unsupported manifest schema_version {version!r}: this edgeguard reads "
-            f"schema_version {SCHEMA_VERSION}{hint}"
+            f"schema_version {' and '.join(map(str, SCHEMA_VERSIONS))}{hint}"
         )
 
     _str(*_get(m, "name"))
@@ -299,7 +303,9 @@ def validate_manifest(m: Any) -> None:
 
     # Squeezer kinds are owned by edgeguard.squeeze; only the parameters of the
     # known ones are checked here, so adding a kind needs no schema change.
-    for i, sq in enumerate(_list(*_get(m, "squeezers"))):
+    squeezer_list = _list(*_get(m, "squeezers"))
+    n_squeezers = len(squeezer_list)
+    for i, sq in enumerate(squeezer_list):
         path = f"squeezers[{i}]"
         _dict(sq, path)
         kind = _str(*_get(sq, "kind", path))
@@ -346,6 +352,20 @@ def validate_manifest(m: Any) -> None:
             _str(*_get(detector, "rule", dpath))
             _int(*_get(detector, "n_legitimate", dpath), 1)
             _sha(*_get(detector, "data_sha256", dpath))
+            combination, cpath = detector.get("combination"), f"{dpath}.combination"
+            if combination is not None:
+                if version < 2:
+                    _invalid(cpath, "a score combination needs schema_version 2")
+                _dict(combination, cpath)
+                _str(_get(combination, "kind", cpath)[0], f"{cpath}.kind", ("logistic",))
+                weights, wpath = _get(combination, "weights", cpath)
+                if not isinstance(weights, list) or len(weights) != n_squeezers:
+                    _invalid(wpath, f"expected an array of {n_squeezers} numbers (one per squeezer), got "
+                             f"{_jtype(weights)}" + (f" of length {len(weights)}" if isinstance(weights, list) else ""))
+                for j, w in enumerate(weights):
+                    _num(w, f"{wpath}[{j}]")
+                _num(*_get(combination, "confidence_weight", cpath))
+                _num(*_get(combination, "bias", cpath))
 
     _dict(*_get(m, "reference_stats"))
 
@@ -385,7 +405,8 @@ class Quantization:
 
 @dataclass(frozen=True)
 class Detector:
-    """An artifact's calibrated feature-squeezing detector. Additive keys are in :attr:`raw`."""
+    """An artifact's calibrated feature-squeezing detector. ``combination``: the learned score's manifest entry
+    (:class:`edgeguard.squeeze.Combination`), None for the paper's maximum. Additive keys are in :attr:`raw`."""
 
     threshold: float
     target_fpr: float
@@ -393,6 +414,7 @@ class Detector:
     n_legitimate: int
     data_sha256: str
     raw: Mapping[str, Any]
+    combination: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -459,7 +481,8 @@ class Manifest:
         for a in m["artifacts"]:
             d = a.get("detector")
             det = None if d is None else Detector(float(d["threshold"]), float(d["target_fpr"]), d["rule"],
-                                                  int(d["n_legitimate"]), d["data_sha256"], _frozen(d))
+                                                  int(d["n_legitimate"]), d["data_sha256"], _frozen(d),
+                                                  _frozen(d.get("combination")))
             arts.append(Artifact(a["id"], a["member"], a["format"], a["precision"],
                                  Quantization.parse(a.get("input_quantization")),
                                  Quantization.parse(a.get("output_quantization")), det, _frozen(a)))

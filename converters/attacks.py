@@ -293,10 +293,11 @@ def _bpda(x, squeezer: Squeezer, spec: InputSpec, smooth: float = 0.0):
     return x + (sq - x).detach()
 
 
-def detector_scores_torch(model_fn, x, squeezers, spec: InputSpec, smooth: float = 0.0):
+def detector_scores_torch(model_fn, x, squeezers, spec: InputSpec, smooth: float = 0.0, combination=None):
     """(logits of x and of each squeezed copy, shape (1 + S, N, K); detector score of x) with
     BPDA squeezing: score = max over squeezers of the L1 distance between the softmax of x
-    and of squeeze(x)."""
+    and of squeeze(x), or with a learned ``combination`` (:class:`edgeguard.squeeze.Combination`)
+    the device's logistic score of those distances and 1 - top-1 probability."""
     import torch
 
     n = x.shape[0]
@@ -304,13 +305,18 @@ def detector_scores_torch(model_fn, x, squeezers, spec: InputSpec, smooth: float
     logits = model_fn(batch).reshape(1 + len(squeezers), n, -1)
     p = torch.softmax(logits, dim=2)
     dists = (p[:1] - p[1:]).abs().sum(2)
-    return logits, dists.max(0).values
+    if combination is None:
+        return logits, dists.max(0).values
+    w = torch.tensor(combination.weights, dtype=dists.dtype)
+    z = combination.bias + (w[:, None] * dists).sum(0) + combination.confidence_weight * (1 - p[0].max(1).values)
+    return logits, torch.sigmoid(z)
 
 
 def adaptive_bpda(module, spec: InputSpec, images: np.ndarray, labels: np.ndarray, squeezers, threshold: float, *,
                   eps: float = 0.3, step: float = 0.01, steps: int = 100, restarts: int = 1, weight: float = 1.0,
                   margin: float = 0.5, switch: bool = True, kappa: float = 1.0, smooth: float = 10.0,
-                  batch_size: int = 250, seed: int = 0, progress: bool = False) -> tuple[np.ndarray, dict]:
+                  batch_size: int = 250, seed: int = 0, progress: bool = False,
+                  combination=None) -> tuple[np.ndarray, dict]:
     """PGD (L-inf, random start) on the source model against model + detector, with BPDA
     through the squeezers.
 
@@ -329,7 +335,8 @@ def adaptive_bpda(module, spec: InputSpec, images: np.ndarray, labels: np.ndarra
     gradient on the pixels that can change level). Aiming at ``margin * threshold`` leaves
     room for the uint8 rounding and the transfer to quantised artifacts. Per input, the
     iterate kept is the misclassified one with the lowest score seen (exact forward
-    values), else the last one; over ``restarts`` random starts, the best by that rule."""
+    values), else the last one; over ``restarts`` random starts, the best by that rule. With a learned
+    ``combination`` the score is the device's logistic score (:func:`detector_scores_torch`)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -353,7 +360,7 @@ def adaptive_bpda(module, spec: InputSpec, images: np.ndarray, labels: np.ndarra
             xa = (x0 + (torch.rand(x0.shape, generator=gen) * 2 - 1) * eps).clamp(lo, hi)
             for it in range(int(steps) + 1):
                 xa.requires_grad_(True)
-                logits, score = detector_scores_torch(wrapped, xa, squeezers, spec, smooth)
+                logits, score = detector_scores_torch(wrapped, xa, squeezers, spec, smooth, combination)
                 with torch.no_grad():  # keep the best iterate (exact forward values)
                     wrong = logits[0].argmax(1) != y
                     key = torch.where(wrong, score.detach(), torch.full_like(score, 10.0))
@@ -385,5 +392,6 @@ def adaptive_bpda(module, spec: InputSpec, images: np.ndarray, labels: np.ndarra
               "weight": weight, "margin": margin, "switch": switch, "kappa": kappa,
               "bpda_backward": "identity" + (f"; bit depth: soft rounding, steepness {smooth:g}" if smooth else ""),
               "threshold_known": float(threshold),
+              "combination_known": None if combination is None else combination.to_manifest(),
               "squeezers": to_manifest_list(squeezers), "seconds": time.perf_counter() - t0}
     return out, params

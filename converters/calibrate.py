@@ -127,16 +127,18 @@ def cross_validated_fpr(scores: np.ndarray, folds: int, target_fpr: float,
 
 def guarded_outputs(model, images: np.ndarray, *, detect: bool = True, batch: int = 250) -> dict:
     """Run a loaded GuardedModel on uint8 NHWC images in chunks: probabilities, indices,
-    scores (NaN when detect=False) and flags."""
-    probs, idx, scores, flags = [], [], [], []
+    scores (NaN when detect=False), flags and the (squeezers, N) per-squeezer scores."""
+    probs, idx, scores, flags, per = [], [], [], [], []
     for i in range(0, len(images), batch):
         r = model.predict(images[i:i + batch], detect=detect)
         probs.append(np.asarray(r.probabilities, np.float32))
         idx.append(np.asarray(r.indices))
         scores.append(np.asarray(r.scores, np.float32))
         flags.append(np.asarray(r.is_adversarial, bool))
+        per.append(np.array(list(r.squeezer_scores.values()), np.float32).reshape(-1, len(r.scores)))
     return {"probabilities": np.concatenate(probs), "indices": np.concatenate(idx),
-            "scores": np.concatenate(scores), "flagged": np.concatenate(flags)}
+            "scores": np.concatenate(scores), "flagged": np.concatenate(flags),
+            "squeezer_scores": np.concatenate(per, axis=1)}
 
 
 def _hist(values, edges) -> dict:

@@ -201,6 +201,11 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "kind (gray: bit_depth:1,median:2; colour: bit_depth:5,median:2 plus nlm:13-3-2 when the "
                         "runtime has it); 'auto': chosen among candidates on the calibration images and adversarial "
                         "examples crafted from them (docs/conversion-report.md)")
+    o.add_argument("--combine", choices=("max", "logistic"), default="max",
+                   help="how the squeezers' scores become the detection score: 'max' (the feature-squeezing "
+                        "paper's maximum; default) or 'logistic' (fitted per artifact on calibration images and PGD "
+                        "examples crafted from them with the PyTorch model; +2 points of PGD detection at the "
+                        "median on the colour job, docs/colour-detector.md)")
     g = p.add_argument_group("checks before signing (each failure stops with a typed error; see "
                              "docs/conversion-report.md)")
     g.add_argument("--force", action="store_true",
@@ -416,6 +421,11 @@ def cmd_convert(args) -> int:
 
         raise NotAvailableError("--harden is not available for an ONNX source: adversarial fine-tuning needs a "
                                 "PyTorch module (--torch with --weights)")
+    if args.onnx and args.combine == "logistic":
+        from .errors import NotAvailableError
+
+        raise NotAvailableError("--combine logistic is not available for an ONNX source: the learned score is fitted "
+                                "on adversarial examples crafted with the model's gradients (--torch with --weights)")
     if args.onnx and args.weights:
         raise ConversionError("--weights goes with --torch; an ONNX file carries its own weights")
 
@@ -475,7 +485,8 @@ def cmd_convert(args) -> int:
         hardening=hardening, eval_attack=AttackConfig(eps=eps, step=eval_step, steps=args.pgd_eval_steps),
         evaluate_hardening=not args.no_eval, artifacts=artifacts, target_fpr=args.target_fpr,
         fpr_confidence=args.fpr_confidence, eps=eps_unit,
-        squeezers=args.squeezers, key=args.key, name=args.name, version=args.version, force=args.force,
+        squeezers=args.squeezers, combine=args.combine,
+        key=args.key, name=args.name, version=args.version, force=args.force,
         min_accuracy=args.min_accuracy, check_detector=not args.no_detector_check,
         created=args.created, per_artifact_bundles=args.per_artifact_bundles, seed=args.seed,
         check_parity=not args.no_parity_check, latency_runs=args.latency_runs, progress=show_progress(args.quiet),

@@ -46,7 +46,7 @@ __all__ = ["run", "main", "DEFAULTS", "ARTIFACTS", "PGD_TARGET", "FPR_TARGET"]
 ARTIFACTS = ("fp32-onnx", "int8-onnx", "int8-tflite")
 DEFAULTS = dict(seed=0, n_train=3000, n_calib=1500, n_test=1000, width=16, epochs=8, lr=3e-3, batch_size=64,
                 squeeze_augment=False, harden_method="fgsm", harden_epochs=8, harden_eps_levels=12, harden_lr=3e-3,
-                squeezers="auto", pgd_steps=20, min_accuracy=None)
+                squeezers="auto", combine="logistic", pgd_steps=20, min_accuracy=None)
 PGD_TARGET = 0.90
 FPR_TARGET = 0.05
 
@@ -110,7 +110,9 @@ def summary_text(s: dict) -> str:
            + f"; test accuracy {_pct(s['source_test_accuracy'])}",
            f"detector: {s['squeezers']} ("
            + ("chosen by --squeezers auto on the calibration split" if s["preset"] == "auto" else
-              f"{s['preset']} preset") + f"); eps {s['eps_text']}", ""]
+              f"{s['preset']} preset") + (f"; score: {s['combine']} combination, fitted per artifact"
+                                           if s.get("combine", "max") != "max" else "")
+           + f"); eps {s['eps_text']}", ""]
     rows = []
     for aid, r in s["device"].items():
         f, p = r["attacks"]["fgsm"], r["attacks"]["pgd"]
@@ -182,7 +184,7 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=None
                                     epochs=cfg["harden_epochs"], lr_max=cfg["harden_lr"])
     options = ConvertOptions(
         hardening=hardening, eval_attack=AttackConfig(eps=eps_unit * (hi - lo), steps=cfg["pgd_steps"]),
-        squeezers=cfg["squeezers"],
+        squeezers=cfg["squeezers"], combine=cfg["combine"],
         eps=eps_unit, min_accuracy=cfg["min_accuracy"], key=key or "generate", name="colour", version="1",
         created=created, artifacts=artifacts,
         seed=cfg["seed"], latency_runs=latency_runs, progress=progress,
@@ -206,7 +208,8 @@ def run(out_dir: str, *, key=None, created=None, progress: bool = True, log=None
         source_acc = float(np.mean(torch_forward(module, spec.model_input(test.x)).argmax(1) == test.y))
     summary = {"out_dir": out_dir, "config": cfg, "labels": list(PHOTO_LABELS),
                "squeezers": squeezers_text(from_manifest_list(result.report["squeezers"])),
-               "preset": result.report["detector_preset"], "eps": eps, "eps_text": eps_text(eps_unit),
+               "preset": result.report["detector_preset"], "combine": result.report["combine"],
+               "eps": eps, "eps_text": eps_text(eps_unit),
                "source_test_accuracy": source_acc, "device": device, "targets": target_rows(device),
                "gates": result.report["gates"], "detector_selection": result.report.get("detector_selection"),
                "hardening": result.report.get("hardening"), "bundle": result.bundle_path,

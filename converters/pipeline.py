@@ -20,6 +20,7 @@ import numpy as np
 from edgeguard import bundle as eg_bundle
 
 from . import calibrate as cal
+from . import combination as learned
 from .data import Images, InputSpec, as_images, folder_classes, load_images
 from .errors import CalibrationDataError, ConversionError, NotAvailableError, UnsupportedModelError
 from .gates import (HELDOUT_FOLDS, HELDOUT_RULE, IMAGENET_MEAN, IMAGENET_STD, Check, Gates, accuracy_floor,
@@ -152,22 +153,29 @@ def _craft(module, spec: InputSpec, images, eps: float, seed: int, threads,
                        "data": data}}
 
 
-def _select(provisional: str, aid: str, module, spec: InputSpec, legit, eps: float, opt):
+def _craft_fitting_set(module, spec: InputSpec, calib: Images, thr_pos: np.ndarray, eps: float, opt) -> dict:
+    """The legitimate images the squeezer selection and the learned score are fitted on (spread over the
+    threshold part of the calibration images) and PGD examples crafted from them; ``positions``: their
+    calibration positions."""
+    from .selection import SELECTION_IMAGES, spread_subset
+
+    positions = thr_pos[spread_subset(len(thr_pos), SELECTION_IMAGES)]
+    crafted = _craft(module, spec, calib.x[positions], eps, opt.seed + 11, opt.threads,
+                     data="calibration images i % 3 != 2 (never the separation check's nor evaluation data)")
+    return {**crafted, "positions": positions, "legit": calib.x[positions]}
+
+
+def _select(provisional: str, aid: str, spec: InputSpec, fitting: dict, opt):
     """(chosen squeezers, the selection record) by the rule of :mod:`.selection`."""
     import edgeguard
 
     from .selection import RULE, candidates_for, select_squeezers
 
-    from .selection import SELECTION_IMAGES, spread_subset
-
-    legit = legit[spread_subset(len(legit), SELECTION_IMAGES)]
-    crafted = _craft(module, spec, legit, eps, opt.seed + 11, opt.threads,
-                     data="calibration images i % 3 != 2 (never the separation check's nor evaluation data)")
     model = edgeguard.load(provisional, artifact=aid, num_threads=1)
-    chosen, rows = select_squeezers(model, legit, crafted["images"], crafted["labels"], candidates_for(spec),
-                                    opt.target_fpr, opt.fpr_confidence)
-    return chosen, {"rule": RULE, "artifact": aid, "n_legitimate": int(len(legit)), "attack": crafted["params"],
-                    "candidates": rows, "chosen": squeezers_text(chosen)}
+    chosen, rows = select_squeezers(model, fitting["legit"], fitting["images"], fitting["labels"],
+                                    candidates_for(spec), opt.target_fpr, opt.fpr_confidence)
+    return chosen, {"rule": RULE, "artifact": aid, "n_legitimate": int(len(fitting["legit"])),
+                    "attack": fitting["params"], "candidates": rows, "chosen": squeezers_text(chosen)}
 
 
 def _latency_entry(model, image: np.ndarray, runs: int) -> dict:
@@ -193,6 +201,9 @@ class ConvertOptions:
         (:class:`~edgeguard.squeeze.Squeezer` objects or ``"bit_depth:1,median:2"``;
         None: the preset for the input kind, :func:`~.presets.detector_preset`; ``"auto"``:
         chosen among candidates on calibration-side data, :mod:`.selection`).
+    combine: how the detector turns the squeezers' scores into one: ``"max"`` (the paper's
+        maximum) or ``"logistic"`` (a logistic score fitted per artifact on calibration-side
+        images and PGD examples crafted from them; needs a PyTorch source, :mod:`.combination`).
     eps: the attack budget in pixel units of the unit range (``8/255`` = 8 grey levels; None:
         the input kind's default, :data:`~.presets.DEFAULT_EPS`), scaled to the input range;
         the default ``eval_attack`` and the detector's separation check use it.
@@ -229,6 +240,7 @@ class ConvertOptions:
     target_fpr: float = 0.05
     fpr_confidence: float = cal.FPR_CONFIDENCE
     squeezers: tuple | None = None
+    combine: str = "max"
     eps: float | None = None
     key: Any = None
     name: str = "model"
@@ -260,6 +272,8 @@ class ConvertOptions:
             raise ConversionError(f"fpr_confidence must be in (0, 1), got {self.fpr_confidence}")
         if self.squeezers is not None and not (isinstance(self.squeezers, str) and self.squeezers == "auto"):
             object.__setattr__(self, "squeezers", as_squeezers(self.squeezers))
+        if self.combine not in learned.KINDS:
+            raise ConversionError(f"combine must be one of {learned.KINDS}, got {self.combine!r}")
         if self.eps is not None:
             object.__setattr__(self, "eps", parse_eps(self.eps))
         if self.artifacts is not None:
@@ -319,6 +333,11 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         raise NotAvailableError(
             "hardening is not available for an ONNX source: adversarial fine-tuning needs a trainable PyTorch "
             "module (ONNX graphs are inference-only here); harden the PyTorch model, or convert with hardening off")
+    learn = opt.combine == "logistic"
+    if src.kind == "onnx" and learn:
+        raise NotAvailableError(
+            "--combine logistic is not available for an ONNX source: the learned score is fitted on adversarial "
+            "examples crafted with the source model's gradients; give the PyTorch model, or use --combine max")
     default_ids = DEFAULT_TORCH_ARTIFACTS if src.kind == "torch" else DEFAULT_ONNX_ARTIFACTS
     ids = list(opt.artifacts) if opt.artifacts is not None else list(default_ids)
     for aid in ids:
@@ -506,6 +525,7 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
             "train_n": hardening_report["train_n"]},
         "validation_data_sha256": val.sha256,
         "detector_preset": preset,
+        "detector_combination": opt.combine,
         "eps": eps, "eps_pixel_units": eps_unit,
         "seed": opt.seed,
         "onnx_opset": 17,
@@ -526,34 +546,60 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
     with tempfile.TemporaryDirectory(prefix="edgeguard-convert-") as tmp:
         provisional = os.path.join(tmp, "provisional.egb")
         eg_bundle.write_bundle(provisional, manifest, members)
-        if auto:
-            if module is None:
-                notes.append("--squeezers auto needs the PyTorch source model to craft adversarial examples: the "
-                             f"{preset} preset was kept")
-            else:
-                sq, selection = stages.run("select squeezers (auto)", _select, provisional, ids[0], module, spec,
-                                           calib.x[thr_pos], eps, opt)
-                preset = "auto"
-                manifest["squeezers"] = to_manifest_list(sq)
-                manifest["provenance"]["detector_preset"] = preset
-                eg_bundle.write_bundle(provisional, manifest, members)
+        fitting = None
+        if (auto or learn) and module is None:
+            notes.append("--squeezers auto needs the PyTorch source model to craft adversarial examples: the "
+                         f"{preset} preset was kept")
+        elif auto or learn:
+            fitting = stages.run("craft adversarial examples (squeezer selection, learned score)",
+                                 _craft_fitting_set, module, spec, calib, thr_pos, eps, opt)
+        if auto and fitting is not None:
+            sq, selection = stages.run("select squeezers (auto)", _select, provisional, ids[0], spec, fitting, opt)
+            preset = "auto"
+            manifest["squeezers"] = to_manifest_list(sq)
+            manifest["provenance"]["detector_preset"] = preset
+            eg_bundle.write_bundle(provisional, manifest, members)
+
+        def fit_learned(model, out) -> tuple:
+            """(the artifact's learned combination, its cross-validated held-out FPR and per-fold rates)."""
+            adv = cal.guarded_outputs(model, fitting["images"], detect=True)
+            legit_idx = out["indices"][fitting["positions"]]
+            success = (legit_idx == fitting["labels"]) & (adv["indices"] != fitting["labels"])
+            feats, adv_feats = learned.features(out), learned.features(adv)[success]
+            comb = learned.fit(feats[fitting["positions"]], adv_feats)
+            heldout, per_fold = learned.cross_validated_fpr(
+                feats, fitting["positions"], feats[fitting["positions"]], adv_feats, fitting["positions"][success],
+                HELDOUT_FOLDS, opt.target_fpr, opt.fpr_confidence)
+            return comb, heldout, per_fold, int(success.sum())
 
         def calibrate_all():
             for aid in ids:
                 model = edgeguard.load(provisional, artifact=aid, num_threads=1)
                 out = cal.guarded_outputs(model, calib.x, detect=True)
-                scores = out["scores"]
+                extra = {}
+                if learn:
+                    max_thr = cal.threshold_at_fpr(out["scores"], opt.target_fpr, opt.fpr_confidence)
+                    comb, heldout, per_fold, n_pos = fit_learned(model, out)
+                    model = model.with_squeezers(model.squeezers, None, comb)  # the device's learned score
+                    out = cal.guarded_outputs(model, calib.x, detect=True)
+                    extra = {"combination": comb.to_manifest(), "max_rule_threshold": max_thr,
+                             "combination_fit": {"rule": learned.RULE, "n_legitimate": int(len(fitting["positions"])),
+                                                 "n_adversarial": n_pos, "attack": fitting["params"]}}
+                    scores = out["scores"]
+                else:
+                    scores = out["scores"]
+                    heldout, per_fold = cal.cross_validated_fpr(scores, HELDOUT_FOLDS, opt.target_fpr,
+                                                                opt.fpr_confidence)
                 thr = cal.threshold_at_fpr(scores, opt.target_fpr, opt.fpr_confidence)
-                heldout, per_fold = cal.cross_validated_fpr(scores, HELDOUT_FOLDS, opt.target_fpr,
-                                                            opt.fpr_confidence)
                 calib_out[aid] = out
                 detectors[aid] = {
-                    "threshold": thr, "target_fpr": float(opt.target_fpr), "rule": cal.RULE,
-                    "fpr_confidence": float(opt.fpr_confidence),
+                    "threshold": thr, "target_fpr": float(opt.target_fpr),
+                    "rule": learned.RULE if learn else cal.RULE, "fpr_confidence": float(opt.fpr_confidence),
                     "n_legitimate": int(len(scores)), "data_sha256": calib.sha256,
                     "calibration_fpr": float(np.mean(is_flagged(scores, thr))),
                     "heldout_fpr": float(heldout), "heldout_fold_fprs": [float(v) for v in per_fold],
-                    "n_heldout": int(len(scores)), "heldout_folds": HELDOUT_FOLDS, "heldout_rule": HELDOUT_RULE}
+                    "n_heldout": int(len(scores)), "heldout_folds": HELDOUT_FOLDS, "heldout_rule": HELDOUT_RULE,
+                    **extra}
                 val_out[aid] = cal.guarded_outputs(model, val.x, detect=False)
                 if crafted is not None:
                     adv = cal.guarded_outputs(model, crafted["images"], detect=True)
@@ -569,7 +615,8 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         stages.run("calibrate detectors (device runtime)", calibrate_all)
     sq_text = squeezers_text(sq)
     for aid in ids:
-        gates.add(check_saturation(aid, detectors[aid]["threshold"], sq_text))
+        gates.add(check_saturation(aid, detectors[aid].get("max_rule_threshold", detectors[aid]["threshold"]),
+                                   sq_text))
     if crafted is None:
         gates.add(Check("detector_separation", None, "not checked: " + (
             "check_detector is off" if not opt.check_detector else
@@ -681,6 +728,7 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         "hardening": hardening_report,
         "squeezers": to_manifest_list(sq),
         "detector_preset": preset,
+        "combine": opt.combine,
         "detector_selection": selection,
         "eps": eps, "eps_text": eps_text(eps_unit),
         "target_fpr": opt.target_fpr, "fpr_confidence": opt.fpr_confidence,

@@ -23,7 +23,7 @@ REQUIRED = {
     "fpr_confidence": NUM, "threshold_rule": str,
     "fp32_reference_accuracy": OPT_NUM, "artifacts": list, "skipped": list, "targets": dict, "bundles": list,
     "public_key": (str, type(None)), "tools": dict, "seed": int, "timings_s": dict, "notes": list,
-    "detector_preset": str, "eps": NUM, "eps_text": str, "gates": list, "forced": bool,
+    "detector_preset": str, "combine": str, "eps": NUM, "eps_text": str, "gates": list, "forced": bool,
 }
 ARTIFACT_REQUIRED = {
     "id": str, "format": str, "precision": str, "member": str, "size_bytes": int, "size_ratio_vs_fp32_onnx": NUM,
@@ -120,6 +120,12 @@ def render_text(r: dict) -> str:
     sq = squeezers_text(from_manifest_list(r["squeezers"]))
     out.append(f"squeezers: {sq} ({r['detector_preset']} preset)" if r["detector_preset"] != "given"
                else f"squeezers: {sq} (given)")
+    if r.get("combine", "max") != "max":
+        fits = [a["detector"].get("combination_fit") or {} for a in r["artifacts"]]
+        out.append(f"score: {r['combine']} combination of the squeezers' scores and 1 - top-1, fitted per artifact "
+                   f"on {fits[0].get('n_legitimate')} calibration images and "
+                   f"{'/'.join(str(f.get('n_adversarial')) for f in fits)} PGD examples crafted from them "
+                   "(successful on each artifact)")
     out.append(f"target FPR {r['target_fpr']:g} with {r['fpr_confidence']:.0%} confidence; attack budget eps "
                f"{r['eps_text']} ({r['eps']:.4g} in the input range)")
     out.append("")

@@ -1,5 +1,6 @@
 """The converters' single door to the squeezer concept, which ``edgeguard.squeeze`` owns
-(``Squeezer``, ``parse_squeezers``, ``is_flagged``: the device's one flag rule).
+(``Squeezer``, ``parse_squeezers``, ``is_flagged``: the device's one flag rule, ``Combination``: its
+learned score).
 
 Every converters module takes squeezers from here, never as raw
 ``{"kind", "bits"/"size"}`` dicts; the manifest form exists only in
@@ -8,11 +9,12 @@ Every converters module takes squeezers from here, never as raw
 
 from __future__ import annotations
 
-from edgeguard.squeeze import Squeezer, is_flagged, parse_squeezers
+from edgeguard.squeeze import Combination, Squeezer, is_flagged, parse_squeezers
 
 from .errors import ConversionError
 
-__all__ = ["Squeezer", "parse_squeezers", "is_flagged", "as_squeezers", "to_manifest_list", "from_manifest_list",
+__all__ = ["Squeezer", "Combination", "parse_squeezers", "is_flagged",
+           "as_squeezers", "to_manifest_list", "from_manifest_list",
            "MNIST_SQUEEZERS", "squeezers_text"]
 
 #: The feature-squeezing paper's joint detector for MNIST (gray digits).

@@ -214,13 +214,15 @@ def cmd_inspect(args) -> int:
     for a in m.artifacts:
         det = a.detector
         art_rows.append([a.id, a.format, a.precision, _fmt_q(a.input_quantization), _fmt_q(a.output_quantization),
+                         (det.combination["kind"] if det.combination else "max") if det else "-",
                          f"{det.threshold:.6g}" if det else "-",
                          f"{det.target_fpr:.3g}" if det else "-",
                          _fmt_share(det.raw.get("fpr_confidence"), 0) if det else "-",
                          _fmt_share(det.raw.get("heldout_fpr"), 1) if det else "-",
                          a.member, str(m.members[a.member]["size"])])
-    for line in format_table(["id", "format", "precision", "input quant", "output quant", "threshold", "target FPR",
-                              "confidence", "held-out FPR", "member", "bytes"], art_rows, "lllllrrrrlr"):
+    for line in format_table(["id", "format", "precision", "input quant", "output quant", "score", "threshold",
+                              "target FPR", "confidence", "held-out FPR", "member", "bytes"], art_rows,
+                             "llllllrrrrlr"):
         _out("  " + line)
     _out()
     _out("provenance:")

@@ -143,13 +143,25 @@ def test_inspect_shows_the_thresholds_confidence_and_held_out_fpr(tmp_path, caps
     out = capsys.readouterr().out
     assert "confidence" in out and "held-out FPR" in out
     row = next(line for line in out.splitlines() if "fp32-onnx" in line and "models/" in line)
-    assert "90%" in row.split() and "4.1%" in row.split(), row
+    assert "90%" in row.split() and "4.1%" in row.split() and row.split()[5] == "max", row
+
+
+def test_inspect_names_a_learned_score(tmp_path, capsys):
+    art = manifests.artifact("fp32-onnx", "models/fp32.onnx", threshold=0.25)
+    art["detector"]["combination"] = {"kind": "logistic", "weights": [2.0, 1.0], "confidence_weight": 3.0,
+                                      "bias": -4.0}
+    path = str(tmp_path / "learned.egb")
+    bundle.write_bundle(path, manifests.make_manifest([art], labels=LABELS, in_shape=(1, 28, 28), mean=[0.1],
+                                                      std=[0.3]), {"models/fp32.onnx": M.tiny_onnx_classifier()})
+    assert main(["inspect", path]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "fp32-onnx" in line and "models/" in line)
+    assert row.split()[5:7] == ["logistic", "0.25"], row
 
 
 def test_inspect_of_a_bundle_without_the_confidence_keys_prints_dashes(env, capsys):
     assert main(["inspect", env["unsigned"]]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "fp32-onnx" in line and "models/" in line)
-    assert row.split()[7:9] == ["-", "-"], row
+    assert row.split()[8:10] == ["-", "-"], row
 
 
 def test_keygen_sign_verify_cycle(env, tmp_path, capsys):

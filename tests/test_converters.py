@@ -369,6 +369,9 @@ def test_onnx_source_path(conversion, splits, tmp_path):
                 train=splits["train"], hardening=HARDEN)
     with pytest.raises(NotAvailableError, match="litert-torch"):
         convert(str(path), SPEC, splits["calibration"], out_dir=str(tmp_path), artifacts=["int8-tflite"])
+    with pytest.raises(NotAvailableError, match="--combine logistic is not available for an ONNX source"):
+        convert(str(path), SPEC, splits["calibration"], out_dir=str(tmp_path / "learned"), combine="logistic")
+    assert not (tmp_path / "learned").exists()
     r = convert(str(path), SPEC, splits["calibration"], splits["test"], out_dir=str(tmp_path / "out"),
                 name="from-onnx", created=0, latency_runs=5, progress=False)
     assert [a["id"] for a in r.manifest["artifacts"]] == ["fp32-onnx", "int8-onnx"]
@@ -567,6 +570,10 @@ def test_cli_errors_are_one_line(cli_inputs, tmp_path, capsys, monkeypatch):
                    "--harden", "fgsm", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 1 and "NotAvailableError" in err and "ONNX source" in err and len(err.strip().splitlines()) == 1
+    rc = cli.main(["convert", "--onnx", str(cli_inputs / "nothing.onnx"), "--calib", str(cli_inputs / "calib.npy"),
+                   "--combine", "logistic", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--combine logistic is not available for an ONNX source" in err, err
     rc = cli.main(["convert", "--torch", "nowhere_xyz:f", "--input-shape", "1,28,28", "--calib",
                    str(cli_inputs / "calib.npy"), "--out", str(tmp_path), "--quiet"])
     assert rc == 1 and "SourceModelError" in capsys.readouterr().err

@@ -476,3 +476,93 @@ def test_colour_sweep_runs_applies_the_selection_rule_and_cross_validates(tmp_pa
     extra = capsys.readouterr().out.strip().splitlines()[-1]
     assert "normalised max CV 0.000" in extra and "per-class CV 0.000" in extra, extra
     assert "logistic CV 1.000" in extra, extra
+
+
+# --- the learned score (--combine logistic) ---------------------------------------------------
+
+def test_learned_score_is_fitted_on_calibration_side_data_and_is_what_the_device_runs(model, tmp_path):
+    from edgeguard.converters import calibrate as cal
+    from edgeguard.squeeze import Combination
+
+    # more calibration patches than the other tests: each cross-validation fit needs 20 successful examples
+    photos = photo_splits(seed=0, n_train=600, n_calib=450, n_test=150, labels=LABELS)
+    r = convert(model, SPEC, photos["calibration"], photos["test"], out_dir=str(tmp_path),
+                squeezers="bit_depth:5,median:2", combine="logistic", **FAST)
+    det = r.manifest["artifacts"][0]["detector"]
+    comb = Combination.from_manifest(det["combination"])
+    assert len(comb.weights) == 2 and det["rule"].startswith("logistic:")
+    assert r.report["combine"] == "logistic" == r.manifest["provenance"]["detector_combination"]
+    fit = det["combination_fit"]
+    assert fit["n_legitimate"] == 300 and fit["n_adversarial"] >= 40
+    assert fit["attack"]["data"].startswith("calibration images i % 3 != 2")
+    assert bundle_schema_version(r.bundle_path) == 2
+    # the device's score is the logistic function of its own per-squeezer scores and top-1 probability
+    device = edgeguard.load(r.bundle_path, r.public_key_path)
+    x = photos["calibration"].x
+    out = device.predict(x)
+    per = np.array([out.squeezer_scores["bit_depth_5"], out.squeezer_scores["median_2x2"]], np.float64)
+    z = comb.bias + comb.weights[0] * per[0] + comb.weights[1] * per[1] + comb.confidence_weight * (
+        1 - np.asarray(out.probabilities, np.float64).max(1))
+    assert np.allclose(out.scores, 1 / (1 + np.exp(-z)), atol=1e-6)
+    # the threshold comes from the legitimate calibration scores alone, by the usual rule
+    assert det["threshold"] == cal.threshold_at_fpr(out.scores, 0.05)
+    assert 0 <= det["heldout_fpr"] <= 0.2 and len(det["heldout_fold_fprs"]) == 3
+    # the saturation check reads the squeezers' own scores (the max rule's threshold), not the logistic one
+    sat = next(g for g in r.report["gates"] if g["gate"] == "detector_saturation")
+    assert sat["values"]["threshold"] == det["max_rule_threshold"] != det["threshold"]
+    assert "score: logistic combination" in open(r.report_text_path, encoding="utf-8").read()
+    # the adaptive attack's differentiable score is the device's (the source model in torch, real squeezers)
+    import torch
+
+    from edgeguard.converters.attacks import detector_scores_torch
+    from edgeguard.converters.hardening import normalized_module
+
+    xt = torch.from_numpy(SPEC.to_range(x[:40]).astype(np.float32))
+    with torch.no_grad():
+        _, s_torch = detector_scores_torch(normalized_module(model, SPEC).eval(), xt, device.squeezers, SPEC, 0.0,
+                                           comb)
+        _, s_max = detector_scores_torch(normalized_module(model, SPEC).eval(), xt, device.squeezers, SPEC)
+    floats = device.predict(xt.numpy())  # the device's float path squeezes floats, as the attack does
+    assert np.allclose(s_torch.numpy(), floats.scores, atol=1e-4)
+    assert np.allclose(s_max.numpy(), np.max(list(floats.squeezer_scores.values()), axis=0), atol=1e-4)
+
+
+def bundle_schema_version(path) -> int:
+    from edgeguard import bundle
+
+    return bundle.read_bundle(path).manifest.to_dict()["schema_version"]
+
+
+def test_learned_score_held_out_fpr_never_fits_on_the_fold_it_measures(monkeypatch):
+    """Every fit of the cross-validation sees no image (legitimate or crafted from) of the fold it measures."""
+    from edgeguard.converters import combination as learned
+
+    rng = np.random.default_rng(0)
+    n = 300
+    calib = np.column_stack([rng.normal(0.1, 0.05, n), rng.normal(0.1, 0.05, n), np.arange(n) / 1e6])
+    fit_pos = np.arange(0, n, 2)
+    adv_pos = fit_pos[::2]
+    adv = np.column_stack([rng.normal(0.6, 0.1, len(adv_pos)), rng.normal(0.5, 0.1, len(adv_pos)), adv_pos / 1e6])
+    seen = []
+    real_fit = learned.fit
+
+    def recording_fit(legit, adversarial):
+        seen.append({int(round(v * 1e6)) % 3 for v in np.r_[legit[:, -1], adversarial[:, -1]]})
+        return real_fit(legit, adversarial)
+
+    monkeypatch.setattr(learned, "fit", recording_fit)
+    pooled, per_fold = learned.cross_validated_fpr(calib, fit_pos, calib[fit_pos], adv, adv_pos, 3, 0.05, 0.9)
+    assert [sorted(s) for s in seen] == [[1, 2], [0, 2], [0, 1]]
+    assert 0 <= pooled <= 0.1 and len(per_fold) == 3
+
+
+def test_learned_score_needs_successful_crafted_examples():
+    from edgeguard.converters import combination as learned
+    from edgeguard.converters.errors import CalibrationDataError
+
+    legit = np.random.default_rng(1).random((100, 3))
+    with pytest.raises(CalibrationDataError, match="only 19 crafted adversarial example.*--combine max"):
+        learned.fit(legit, legit[:19] + 1)
+    comb = learned.fit(legit, legit[:40] + 1)  # separable: every weight pushes the crafted side up
+    assert all(w > 0 for w in comb.weights) and comb.confidence_weight > 0
+

@@ -183,13 +183,16 @@ class EvaluationRun:
 
         cfg = self.cfg
         idx = self.first(cfg.n_adaptive)
-        known = min(self.thresholds.values())
+        known_id = min(self.thresholds, key=self.thresholds.get)
+        known = self.thresholds[known_id]
         with deterministic(cfg.seed + 31, cfg.threads):
             images, params = attacks.adaptive_bpda(
                 self.module, self.spec, self.x[idx], self.y[idx], self.facts.squeezers, known, eps=self.eps,
                 step=cfg.adaptive_step * self.eps, steps=cfg.adaptive_steps, restarts=cfg.adaptive_restarts,
-                weight=cfg.adaptive_weight, margin=cfg.adaptive_margin, seed=cfg.seed, progress=self.progress)
-        params["threshold_rule"] = "the smallest of the evaluated artifacts' thresholds"
+                weight=cfg.adaptive_weight, margin=cfg.adaptive_margin, seed=cfg.seed, progress=self.progress,
+                combination=self.models[known_id].combination)
+        params["threshold_rule"] = ("the smallest of the evaluated artifacts' thresholds (with that artifact's "
+                                    "learned combination, if any)")
         return Adversarial(idx, images, params)
 
     # ------------------------------------------------------------------ device runtime

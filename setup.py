@@ -120,7 +120,8 @@ extras = {
     "report": ["matplotlib>=3.7"],  # HTML reports (monitoring, evaluation) on a workstation
     # workstation
     "convert": [TORCH, "onnx>=1.16", "onnxruntime>=1.17", "litert-torch>=0.10", "ai-edge-litert>=1.2",
-                "cryptography>=42", "tqdm>=4.60", "mlxtend>=0.23", "adversarial-robustness-toolbox>=1.18"],
+                "cryptography>=42", "tqdm>=4.60", "mlxtend>=0.23", "adversarial-robustness-toolbox>=1.18",
+                "scikit-learn>=1.3"],
     "evaluate": [TORCH, "onnxruntime>=1.17", "ai-edge-litert>=1.2", "adversarial-robustness-toolbox>=1.18",
                  "matplotlib>=3.7", "tqdm>=4.60", "mlxtend>=0.23", "cryptography>=42"],
     # tests: scipy 1.10 is Debian bookworm's (32-bit Pi OS has no scipy wheel); the ONNX tools build the

@@ -33,7 +33,8 @@ with atheris.instrument_imports():
 
 import material  # noqa: E402 - after the instrumented imports
 
-TEMPLATE = material.manifest_dict()
+# a schema_version 1 manifest, and a version 2 one with a learned score (detector.combination)
+TEMPLATES = (material.manifest_dict(), material.manifest_dict(learned=True))
 
 SPECIAL_VALUES = [
     0, -1, 1, 2**31, -(2**31) - 1, 2**53 - 1, 2**53, 2**63, 10**400, -(10**400),
@@ -69,13 +70,14 @@ def _paths(value, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
-PATHS = [p for p in _paths(TEMPLATE) if p]
+PATHS = tuple([p for p in _paths(t) if p] for t in TEMPLATES)
 
 
 def _mutated(fdp: atheris.FuzzedDataProvider) -> bytes:
-    m = json.loads(json.dumps(TEMPLATE))
+    which = fdp.ConsumeIntInRange(0, len(TEMPLATES) - 1)
+    m, paths = json.loads(json.dumps(TEMPLATES[which])), PATHS[which]
     for _ in range(fdp.ConsumeIntInRange(1, 3)):
-        path = PATHS[fdp.ConsumeIntInRange(0, len(PATHS) - 1)]
+        path = paths[fdp.ConsumeIntInRange(0, len(paths) - 1)]
         target = m
         try:
             for key in path[:-1]:
@@ -118,6 +120,11 @@ def check_accepted(m: dict) -> None:
     for art in manifest.artifacts:
         for q in (art.input_quantization, art.output_quantization):
             assert q is None or _positive_float32(q.scale), q
+        comb = art.detector.combination if art.detector else None
+        if comb is not None:  # what the runtime multiplies: one finite weight per squeezer, version 2 only
+            assert m["schema_version"] == 2 and comb["kind"] == "logistic", comb
+            assert len(comb["weights"]) == len(manifest.squeezer_specs), comb
+            assert all(math.isfinite(float(v)) for v in (*comb["weights"], comb["confidence_weight"], comb["bias"]))
 
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name atheris calls

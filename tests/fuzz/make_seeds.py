@@ -53,6 +53,7 @@ def main() -> None:
     })
     _write(os.path.join(HERE, "corpus", "manifest"), {
         "raw": b"\x00" + manifest,
+        "raw-learned": b"\x00" + _manifest.canonical_json(material.manifest_dict(learned=True)),
         "raw-minimal-json": b"\x00{}",
         "structured": b"\x01" + bytes(range(64)),
     })

@@ -18,11 +18,15 @@ TINY_ONNX, TINY_TFLITE, MEMBERS = manifests.TINY_ONNX, manifests.TINY_TFLITE, ma
 ONNX_MEMBER = "models/fp32.onnx"
 
 
-def manifest_dict(members=None) -> dict:
-    """The manifest of `members` (default MEMBERS) as the writer completes it (format, members' hashes)."""
+def manifest_dict(members=None, learned: bool = False) -> dict:
+    """The manifest of `members` (default MEMBERS) as the writer completes it (format, members' hashes);
+    ``learned``: schema_version 2 with a learned score on the first artifact's detector."""
     members = MEMBERS if members is None else members
     m = manifests.tiny_manifest()
-    m.update({"format": "edgeguard-bundle", "schema_version": 1,
+    if learned:
+        m["artifacts"][0]["detector"]["combination"] = {
+            "kind": "logistic", "weights": [1.5] * len(m["squeezers"]), "confidence_weight": 2.0, "bias": -3.0}
+    m.update({"format": "edgeguard-bundle", "schema_version": 2 if learned else 1,
               "reference_stats": {"kind": "histogram", "bins": [0.0, 0.5, 1.0], "counts": [3, 4]},
               "members": {n: {"sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
                           for n, b in sorted(members.items())}})

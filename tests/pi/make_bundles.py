@@ -30,11 +30,14 @@ SHAPE = (1, 28, 28)
 SQUEEZERS = [{"kind": "bit_depth", "bits": 4}, {"kind": "median", "size": 2}]
 
 
-def _artifact(id_, member, fmt, precision, qin=None, qout=None):
+def _artifact(id_, member, fmt, precision, qin=None, qout=None, learned=False):
+    """``learned``: the detector has a learned score (a logistic combination), which the device computes
+    with numpy after the native scores; so the Pi's score is compared for it too."""
+    detector = {"threshold": 0.5, "target_fpr": 0.05, "rule": "max_l1", "n_legitimate": 100, "data_sha256": "ab" * 32}
+    if learned:
+        detector["combination"] = {"kind": "logistic", "weights": [6.0, 4.0], "confidence_weight": 3.0, "bias": -2.5}
     return {"id": id_, "member": member, "format": fmt, "precision": precision,
-            "input_quantization": qin, "output_quantization": qout,
-            "detector": {"threshold": 0.5, "target_fpr": 0.05, "rule": "max_l1", "n_legitimate": 100,
-                         "data_sha256": "ab" * 32}}
+            "input_quantization": qin, "output_quantization": qout, "detector": detector}
 
 
 def _quantization(params, dtype):
@@ -78,10 +81,10 @@ def main(out_dir: str) -> None:
                "models/int8.tflite": tfl_int8}
     artifacts = [
         _artifact("fp32-onnx", "models/fp32.onnx", "onnx", "fp32"),
-        _artifact("int8-onnx", "models/int8.onnx", "onnx", "int8"),
+        _artifact("int8-onnx", "models/int8.onnx", "onnx", "int8", learned=True),
         _artifact("int8io-onnx", "models/int8io.onnx", "onnx", "int8",
                   _quantization(int_io.input_quantization, "int8"), _quantization(int_io.output_quantization, "int8")),
-        _artifact("fp32-tflite", "models/fp32.tflite", "tflite", "fp32"),
+        _artifact("fp32-tflite", "models/fp32.tflite", "tflite", "fp32", learned=True),
         _artifact("int8-tflite", "models/int8.tflite", "tflite", "int8", qin, qout),
     ]
     private, public = bundle.generate_keypair()

@@ -314,7 +314,8 @@ def _alternative_scores(h: dict, fixed, y, folds) -> dict:
     converter's threshold rule on the fitting folds' legitimate images: name -> (PGD detection, FPR).
     ``normalised max``: each squeezer's score over its 95th percentile on legitimate data, then the max;
     ``per-class``: one threshold per predicted class; ``logistic``: a logistic regression on every scored
-    squeezer and 1 - top-1 confidence, fitted on the fitting folds' legitimate and successful PGD examples."""
+    squeezer and 1 - top-1 confidence, fitted on the fitting folds' legitimate and successful PGD examples;
+    ``logistic (fixed)``: the same on the ``--fixed`` configuration's squeezers only (what the device computes)."""
     from sklearn.linear_model import LogisticRegression
 
     from edgeguard.converters.calibrate import threshold_at_fpr
@@ -327,18 +328,19 @@ def _alternative_scores(h: dict, fixed, y, folds) -> dict:
         return np.stack([h[f"{part}/{n}"] for n in names] + [1 - h[f"{part}/_conf"]], axis=1)
 
     out = {}
-    for name in ("normalised max", "per-class", "logistic"):
+    for name in ("normalised max", "per-class", "logistic", "logistic (fixed)"):
         hit = total = 0
         fprs = []
+        names = [q.name for q in fixed] if name == "logistic (fixed)" else singles
         for f in range(len(folds)):
             fit = np.concatenate([folds[g] for g in range(len(folds)) if g != f])
             read = folds[f]
-            if name == "logistic":
+            if name.startswith("logistic"):
                 ok_fit = success[fit]
                 model = LogisticRegression(C=10, max_iter=2000).fit(
-                    np.concatenate([features("legit", singles)[fit], features("pgd", singles)[fit][ok_fit]]),
+                    np.concatenate([features("legit", names)[fit], features("pgd", names)[fit][ok_fit]]),
                     np.r_[np.zeros(len(fit)), np.ones(int(ok_fit.sum()))])
-                legit, pgd = (model.decision_function(features(part, singles)) for part in ("legit", "pgd"))
+                legit, pgd = (model.decision_function(features(part, names)) for part in ("legit", "pgd"))
             else:
                 scale = {q.name: np.quantile(h[f"legit/{q.name}"][fit], 0.95) if name == "normalised max" else 1.0
                          for q in fixed}

@@ -157,9 +157,10 @@ def _craft_fitting_set(module, spec: InputSpec, calib: Images, thr_pos: np.ndarr
     """The legitimate images the squeezer selection and the learned score are fitted on (spread over the
     threshold part of the calibration images) and PGD examples crafted from them; ``positions``: their
     calibration positions."""
-    from .selection import SELECTION_IMAGES, spread_subset
+    from .selection import LEARNED_SELECTION_IMAGES, SELECTION_IMAGES, spread_subset
 
-    positions = thr_pos[spread_subset(len(thr_pos), SELECTION_IMAGES)]
+    n = LEARNED_SELECTION_IMAGES if opt.combine == "logistic" else SELECTION_IMAGES
+    positions = thr_pos[spread_subset(len(thr_pos), n)]
     crafted = _craft(module, spec, calib.x[positions], eps, opt.seed + 11, opt.threads,
                      data="calibration images i % 3 != 2 (never the separation check's nor evaluation data)")
     return {**crafted, "positions": positions, "legit": calib.x[positions]}
@@ -169,12 +170,13 @@ def _select(provisional: str, aid: str, spec: InputSpec, fitting: dict, opt):
     """(chosen squeezers, the selection record) by the rule of :mod:`.selection`."""
     import edgeguard
 
-    from .selection import RULE, candidates_for, select_squeezers
+    from .selection import LEARNED_RULE, RULE, candidates_for, select_squeezers
 
     model = edgeguard.load(provisional, artifact=aid, num_threads=1)
     chosen, rows = select_squeezers(model, fitting["legit"], fitting["images"], fitting["labels"],
-                                    candidates_for(spec), opt.target_fpr, opt.fpr_confidence)
-    return chosen, {"rule": RULE, "artifact": aid, "n_legitimate": int(len(fitting["legit"])),
+                                    candidates_for(spec), opt.target_fpr, opt.fpr_confidence, opt.combine)
+    rule = RULE + ("; " + LEARNED_RULE if opt.combine == "logistic" else "")
+    return chosen, {"rule": rule, "artifact": aid, "combine": opt.combine, "n_legitimate": int(len(fitting["legit"])),
                     "attack": fitting["params"], "candidates": rows, "chosen": squeezers_text(chosen)}
 
 

@@ -487,10 +487,12 @@ def test_learned_score_is_fitted_on_calibration_side_data_and_is_what_the_device
     # more calibration patches than the other tests: each cross-validation fit needs 20 successful examples
     photos = photo_splits(seed=0, n_train=600, n_calib=450, n_test=150, labels=LABELS)
     r = convert(model, SPEC, photos["calibration"], photos["test"], out_dir=str(tmp_path),
-                squeezers="bit_depth:5,median:2", combine="logistic", **FAST)
+                squeezers="auto", combine="logistic", **FAST)
     det = r.manifest["artifacts"][0]["detector"]
     comb = Combination.from_manifest(det["combination"])
-    assert len(comb.weights) == 2 and det["rule"].startswith("logistic:")
+    sel = r.report["detector_selection"]
+    assert sel["combine"] == "logistic" and "--combine logistic" in sel["rule"] and sel["n_legitimate"] == 300
+    assert len(comb.weights) == len(r.manifest["squeezers"]) and det["rule"].startswith("logistic:")
     assert r.report["combine"] == "logistic" == r.manifest["provenance"]["detector_combination"]
     fit = det["combination_fit"]
     assert fit["n_legitimate"] == 300 and fit["n_adversarial"] >= 40
@@ -500,8 +502,8 @@ def test_learned_score_is_fitted_on_calibration_side_data_and_is_what_the_device
     device = edgeguard.load(r.bundle_path, r.public_key_path)
     x = photos["calibration"].x
     out = device.predict(x)
-    per = np.array([out.squeezer_scores["bit_depth_5"], out.squeezer_scores["median_2x2"]], np.float64)
-    z = comb.bias + comb.weights[0] * per[0] + comb.weights[1] * per[1] + comb.confidence_weight * (
+    per = np.array([out.squeezer_scores[s.name] for s in device.squeezers], np.float64)
+    z = comb.bias + np.asarray(comb.weights) @ per + comb.confidence_weight * (
         1 - np.asarray(out.probabilities, np.float64).max(1))
     assert np.allclose(out.scores, 1 / (1 + np.exp(-z)), atol=1e-6)
     # the threshold comes from the legitimate calibration scores alone, by the usual rule
@@ -566,3 +568,27 @@ def test_learned_score_needs_successful_crafted_examples():
     comb = learned.fit(legit, legit[:40] + 1)  # separable: every weight pushes the crafted side up
     assert all(w > 0 for w in comb.weights) and comb.confidence_weight > 0
 
+
+
+def test_auto_under_a_learned_score_reads_each_candidate_as_it_would_run():
+    """A noisy squeezer that only hurts the maximum carries information for the logistic score: the max
+    rule drops it, the learned rule keeps it (each read by cross-validation, so the bigger configuration
+    does not win by fitting its own data)."""
+    from edgeguard.converters.selection import rank_candidates
+
+    rng = np.random.default_rng(0)
+    n = 900
+    a, b = Squeezer("bit_depth", 5), Squeezer("median", 2)
+    legit = {a.name: rng.normal(0.10, 0.04, n).clip(0), b.name: rng.normal(0.40, 0.15, n).clip(0)}
+    adv = {a.name: rng.normal(0.17, 0.04, n).clip(0), b.name: rng.normal(0.55, 0.15, n).clip(0)}
+    top1, changed = np.full(n, 0.9), np.ones(n, bool)
+    picked = {c: rank_candidates(legit, top1, adv, top1, changed, [(a,), (a, b)], 0.05, 0.9, c) for c in
+              ("max", "logistic")}
+    assert picked["max"][0] == (a,) and picked["logistic"][0] == (a, b)
+    rows = {r["squeezers"]: r["detection_rate"] for r in picked["logistic"][1]}
+    assert rows["bit_depth:5,median:2"] > rows["bit_depth:5"] + 0.03
+    assert picked["logistic"][1][0]["threshold"] is None  # one threshold per fold, none to report
+    # pure noise added to a separating squeezer does not win under the learned rule
+    noise = {a.name: legit[a.name], b.name: rng.normal(0.4, 0.15, n).clip(0)}
+    adv_noise = {a.name: adv[a.name], b.name: rng.normal(0.4, 0.15, n).clip(0)}
+    assert rank_candidates(noise, top1, adv_noise, top1, changed, [(a,), (a, b)], 0.05, 0.9, "logistic")[0] == (a,)

@@ -25,7 +25,8 @@ import numpy as np
 from .calibrate import FPR_CONFIDENCE
 from .squeezers import is_flagged, parse_squeezers
 
-__all__ = ["CANDIDATES", "RULE", "LEARNED_RULE", "select_squeezers", "rank_candidates", "LEARNED_SELECTION_IMAGES", "candidates_for", "spread_subset", "SELECTION_IMAGES"]
+__all__ = ["CANDIDATES", "RULE", "LEARNED_RULE", "select_squeezers", "rank_candidates", "candidates_for",
+           "spread_subset", "SELECTION_IMAGES", "LEARNED_SELECTION_IMAGES"]
 
 #: Legitimate images (calibration positions i % 3 != 2; the separation check crafts from the others).
 SELECTION_IMAGES = 400

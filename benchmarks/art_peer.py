@@ -3,7 +3,8 @@
 ART's ``FeatureSqueezing`` (bit depth) and ``SpatialSmoothing`` (median) preprocessors on the float
 image (OpenCV's ``fastNlMeansDenoising`` for a non-local means squeezer: ART has none, and edgeguard's
 kernel equals OpenCV's), the normalisation in numpy, one batched call of the *same* loaded model
-(the same ONNX Runtime session or LiteRT interpreter, same threads), softmax, max L1, threshold.
+(the same ONNX Runtime session or LiteRT interpreter, same threads), softmax, max L1 (or the bundle's
+learned logistic score of the L1 distances), threshold.
 Used by bench_runtime.py (every artifact of its models) and bench_guard_vs_art.py (a bundle of yours).
 """
 
@@ -39,6 +40,8 @@ def art_guard(model):
             steps.append(nlm)
     mean, std, nchw, run, threshold = model.mean, model.std, model.layout == "NCHW", model.backend.run, model.threshold
     scale = np.float32(model.scale)
+    comb = model.combination  # a learned score: the same logistic formula over the per-squeezer distances
+    weights = None if comb is None else np.asarray(comb.weights)
 
     def predict(image: np.ndarray):
         x = image.reshape(1, model.height, model.width, model.channels).astype(np.float32) * scale
@@ -49,7 +52,11 @@ def art_guard(model):
         logits = run(batch.astype(np.float32, copy=False))
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
-        score = float(np.abs(p[1:] - p[0]).sum(axis=1).max())
+        dists = np.abs(p[1:] - p[0]).sum(axis=1)
+        if weights is None:
+            score = float(dists.max())
+        else:
+            score = float(1 / (1 + np.exp(-(comb.bias + weights @ dists + comb.confidence_weight * (1 - p[0].max())))))
         return int(p[0].argmax()), score, threshold is not None and score > threshold
 
     return predict

@@ -256,7 +256,8 @@ def cmd_runs(a):
     """Several runs side by side (seeds, recipes): for each, the configuration ``--squeezers auto``'s rule
     picks on the threshold part (positions i % 3 != 2) among the colour candidates present in the run's
     scores (plus ``--extra``), read on the held-out third; and ``--fixed``'s 3-fold cross-validated PGD
-    detection and FPR (thresholds by the converter's rule from the other two folds)."""
+    detection and FPR (thresholds by the converter's rule from the other two folds); with ``--learned``,
+    the same with the learned score (:func:`_learned_auto`)."""
     from edgeguard.converters.calibrate import threshold_at_fpr
     from edgeguard.converters.gates import split_calibration
     from edgeguard.converters.selection import CANDIDATES, TIE
@@ -264,7 +265,7 @@ def cmd_runs(a):
 
     extra = [tuple(Squeezer.parse(t) for t in c.split(",")) for c in a.extra.split(";")] if a.extra else []
     fixed = [Squeezer.parse(t) for t in a.fixed.split(",")]
-    held_dets, cv_dets = [], []
+    held_dets, cv_dets, learned_dets = [], [], {}
     for out in a.out:
         cfg = json.load(open(os.path.join(out, "recipe.json")))
         _, calib = _splits(cfg)
@@ -304,9 +305,45 @@ def cmd_runs(a):
               f"{hit / max(n, 1):.3f} (n={n}) | {a.fixed} CV {cv_det:.3f} at FPR {np.mean([c[2] for c in cv]):.3f}")
         if a.alternatives:
             print("           " + "; ".join(f"{k} CV {d:.3f} at FPR {f:.3f}" for k, (d, f) in alternatives.items()))
+        for n_sel in a.learned:
+            pick_l, det_l, fpr_l, n_l = _learned_auto(h, cands, y, thr_pos, held_pos, n_sel)
+            learned_dets.setdefault(n_sel, []).append(det_l)
+            print(f"           --combine logistic, {n_sel} selection images: auto picks "
+                  f"{','.join(str(q) for q in pick_l)} held {det_l:.3f} at FPR {fpr_l:.3f} (n={n_l})")
+    for n_sel, dets in learned_dets.items():
+        print(f"--combine logistic, {n_sel} selection images: held median / min / max {np.median(dets):.3f} / "
+              f"{min(dets):.3f} / {max(dets):.3f}")
     if len(a.out) > 1:
         print(f"median / min / max: auto held {np.median(held_dets):.3f} / {min(held_dets):.3f} / "
               f"{max(held_dets):.3f}; fixed CV {np.median(cv_dets):.3f} / {min(cv_dets):.3f} / {max(cv_dets):.3f}")
+
+
+def _learned_auto(h: dict, cands, y, thr_pos, held_pos, n_sel: int) -> tuple:
+    """What ``--squeezers auto --combine logistic`` does on this run's scores, read on the held-out third:
+    the selection rule on ``n_sel`` images spread over the threshold part, the logistic fitted on them, the
+    threshold from every threshold-part legitimate score. Returns (pick, detection, FPR, n successful)."""
+    from edgeguard.converters import combination as learned
+    from edgeguard.converters.calibrate import threshold_at_fpr
+    from edgeguard.converters.selection import rank_candidates, spread_subset
+    from edgeguard.squeeze import is_flagged
+
+    sel = thr_pos[spread_subset(len(thr_pos), n_sel)]
+    names = {q.name for c in cands for q in c}
+    success = (h["legit/_idx"] == y) & (h["pgd/_idx"] != y)
+    pick, _ = rank_candidates({k: h[f"legit/{k}"][sel] for k in names}, h["legit/_conf"][sel],
+                              {k: h[f"pgd/{k}"][sel] for k in names}, h["pgd/_conf"][sel], success[sel], cands,
+                              0.05, 0.9, "logistic")
+
+    def feats(part):
+        return np.column_stack([h[f"{part}/{q.name}"] for q in pick] + [1.0 - h[f"{part}/_conf"]])
+
+    legit, pgd = feats("legit"), feats("pgd")
+    comb = learned.fit(legit[sel], pgd[sel][success[sel]])
+    ls, ps = learned.combine(comb, legit), learned.combine(comb, pgd)
+    thr = threshold_at_fpr(ls[thr_pos], 0.05)
+    ok = success[held_pos]
+    return pick, float(np.mean(is_flagged(ps[held_pos][ok], thr))), float(np.mean(is_flagged(ls[held_pos], thr))), \
+        int(ok.sum())
 
 
 def _alternative_scores(h: dict, fixed, y, folds) -> dict:
@@ -494,6 +531,9 @@ def main(argv=None):
     r.add_argument("--artifact", default="int8-onnx")
     r.add_argument("--alternatives", action="store_true",
                    help="also other verdicts from the same scores (normalised max, per-class thresholds, logistic)")
+    r.add_argument("--learned", type=int, nargs="*", default=[], metavar="N",
+                   help="also --squeezers auto --combine logistic with N selection images (e.g. 400 1000), read on "
+                        "the held-out third")
     a = p.parse_args(argv)
     {"train": cmd_train, "craft": cmd_craft, "score": cmd_score, "analyse": cmd_analyse, "quant": cmd_quant,
      "runs": cmd_runs}[a.cmd](a)

@@ -476,6 +476,15 @@ def test_colour_sweep_runs_applies_the_selection_rule_and_cross_validates(tmp_pa
     extra = capsys.readouterr().out.strip().splitlines()[-1]
     assert "normalised max CV 0.000" in extra and "per-class CV 0.000" in extra, extra
     assert "logistic CV 1.000" in extra, extra
+    # on the median alone too: its adversarial scores (0) sit below every legitimate one, a negative weight
+    assert "logistic (fixed) CV 1.000" in extra, extra
+    # what --squeezers auto --combine logistic would do on these scores: every squeezer separates once
+    # weighted (the constant adversarial scores sit at one end), so the tie goes to the first single one
+    colour_sweep.main(["runs", "--out", str(run), "--learned", "400"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    learned = next(x for x in lines if "--combine logistic, 400 selection images: auto picks" in x)
+    assert "auto picks median:2 held 1.000" in learned and "(n=500)" in learned, learned
+    assert "held median / min / max 1.000 / 1.000 / 1.000" in lines[-1], lines[-1]
 
 
 # --- the learned score (--combine logistic) ---------------------------------------------------

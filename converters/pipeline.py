@@ -549,7 +549,7 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
         provisional = os.path.join(tmp, "provisional.egb")
         eg_bundle.write_bundle(provisional, manifest, members)
         fitting = None
-        if (auto or learn) and module is None:
+        if auto and module is None:
             notes.append("--squeezers auto needs the PyTorch source model to craft adversarial examples: the "
                          f"{preset} preset was kept")
         elif auto or learn:
@@ -563,7 +563,8 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
             eg_bundle.write_bundle(provisional, manifest, members)
 
         def fit_learned(model, out) -> tuple:
-            """(the artifact's learned combination, its cross-validated held-out FPR and per-fold rates)."""
+            """(the artifact's learned combination, its cross-validated held-out FPR, the per-fold rates, the
+            number of successful crafted examples it was fitted on)."""
             adv = cal.guarded_outputs(model, fitting["images"], detect=True)
             legit_idx = out["indices"][fitting["positions"]]
             success = (legit_idx == fitting["labels"]) & (adv["indices"] != fitting["labels"])
@@ -587,11 +588,10 @@ def convert(source, spec: InputSpec, calibration, validation=None, *, out_dir, t
                     extra = {"combination": comb.to_manifest(), "max_rule_threshold": max_thr,
                              "combination_fit": {"rule": learned.RULE, "n_legitimate": int(len(fitting["positions"])),
                                                  "n_adversarial": n_pos, "attack": fitting["params"]}}
-                    scores = out["scores"]
                 else:
-                    scores = out["scores"]
-                    heldout, per_fold = cal.cross_validated_fpr(scores, HELDOUT_FOLDS, opt.target_fpr,
+                    heldout, per_fold = cal.cross_validated_fpr(out["scores"], HELDOUT_FOLDS, opt.target_fpr,
                                                                 opt.fpr_confidence)
+                scores = out["scores"]
                 thr = cal.threshold_at_fpr(scores, opt.target_fpr, opt.fpr_confidence)
                 calib_out[aid] = out
                 detectors[aid] = {

@@ -424,17 +424,20 @@ def test_quiet_silences_native_and_python_logs(capfd):
 def test_colour_job_quick(tmp_path):
     from edgeguard.converters import colour
 
+    # a barely trained smoke model: the floor is lowered, not the check; 450 calibration patches so that each
+    # cross-validation fit of the learned score has its 20 successful PGD examples
     s = colour.run(str(tmp_path), progress=False, artifacts=("fp32-onnx", "int8-onnx"), latency_runs=0,
-                   n_train=300, n_calib=150, n_test=100, epochs=2, harden_epochs=1, pgd_steps=3, width=8,
-                   min_accuracy=0.3)  # a barely trained smoke model: the floor is lowered, not the check
+                   n_train=300, n_calib=450, n_test=100, epochs=2, harden_epochs=1, pgd_steps=3, width=8,
+                   min_accuracy=0.3)
     saved = json.load(open(tmp_path / "colour.summary.json"))
-    # the job's defaults: hardened at 12/255, squeezers chosen by --squeezers auto, evaluated at 8/255
-    assert saved["preset"] == "auto" and saved["eps_text"] == "8/255"
+    # the job's defaults: hardened at 12/255, squeezers chosen by --squeezers auto under the learned score,
+    # evaluated at 8/255
+    assert saved["preset"] == "auto" and saved["combine"] == "logistic" and saved["eps_text"] == "8/255"
     assert saved["detector_selection"]["chosen"] == saved["squeezers"]
     assert saved["hardening"]["config"]["epochs"] == 1 and saved["hardening"]["after"]["attack"]["steps"] == 3
     for aid in ("fp32-onnx", "int8-onnx"):
         r = s["device"][aid]
-        assert 0 <= r["heldout_fpr"] <= 1 and r["n_heldout"] == 150
+        assert 0 <= r["heldout_fpr"] <= 1 and r["n_heldout"] == 450
         for kind in ("fgsm", "pgd"):
             a = r["attacks"][kind]
             if a["n_successful"]:

@@ -334,10 +334,7 @@ def _learned_auto(h: dict, cands, y, thr_pos, held_pos, n_sel: int) -> tuple:
                               {k: h[f"pgd/{k}"][sel] for k in names}, h["pgd/_conf"][sel], success[sel], cands,
                               0.05, 0.9, "logistic")
 
-    def feats(part):
-        return np.column_stack([h[f"{part}/{q.name}"] for q in pick] + [1.0 - h[f"{part}/_conf"]])
-
-    legit, pgd = feats("legit"), feats("pgd")
+    legit, pgd = (learned.stack([h[f"{part}/{q.name}"] for q in pick], h[f"{part}/_conf"]) for part in ("legit", "pgd"))
     comb = learned.fit(legit[sel], pgd[sel][success[sel]])
     ls, ps = learned.combine(comb, legit), learned.combine(comb, pgd)
     thr = threshold_at_fpr(ls[thr_pos], 0.05)

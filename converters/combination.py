@@ -30,7 +30,7 @@ import numpy as np
 from .errors import CalibrationDataError
 from .squeezers import Combination, is_flagged
 
-__all__ = ["KINDS", "MIN_POSITIVES", "RULE", "features", "fit", "cross_validated_fpr"]
+__all__ = ["KINDS", "MIN_POSITIVES", "RULE", "stack", "features", "combine", "fit", "cross_validated_fpr"]
 
 #: ``--combine``: the paper's maximum (default) or the learned logistic score.
 KINDS = ("max", "logistic")
@@ -44,10 +44,16 @@ RULE = ("logistic: score = sigmoid(bias + weights . per-squeezer L1 scores + con
         "legitimate calibration scores only; flag when score > threshold")
 
 
+def stack(squeezer_scores, top1) -> np.ndarray:
+    """(N, S + 1) features in the order :func:`combine` reads them: each squeezer's (N,) scores, in the
+    configuration's order, then 1 - top-1 probability."""
+    return np.column_stack([np.asarray(v, np.float64) for v in squeezer_scores]
+                           + [1.0 - np.asarray(top1, np.float64)])
+
+
 def features(outputs: dict) -> np.ndarray:
-    """(N, S + 1) features of :func:`~.calibrate.guarded_outputs`: each squeezer's score, then 1 - top-1."""
-    per = np.asarray(outputs["squeezer_scores"], np.float64)
-    return np.concatenate([per.T, 1.0 - np.asarray(outputs["probabilities"], np.float64).max(1)[:, None]], axis=1)
+    """The features of :func:`~.calibrate.guarded_outputs` (:func:`stack`)."""
+    return stack(outputs["squeezer_scores"], np.asarray(outputs["probabilities"]).max(1))
 
 
 def combine(comb: Combination, feats: np.ndarray) -> np.ndarray:

@@ -139,10 +139,8 @@ def _learned_detection(config, legit_scores, legit_top1, adv_scores, adv_top1, c
     from . import combination as learned
     from .calibrate import threshold_at_fpr
 
-    def feats(d, top1):
-        return np.column_stack([d[s.name] for s in config] + [1.0 - np.asarray(top1, np.float64)])
-
-    legit, adv = feats(legit_scores, legit_top1), feats(adv_scores, adv_top1)
+    legit = learned.stack([legit_scores[s.name] for s in config], legit_top1)
+    adv = learned.stack([adv_scores[s.name] for s in config], adv_top1)
     pos = np.arange(len(legit))
     hit = total = 0
     for f in range(FOLDS):
